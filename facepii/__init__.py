@@ -1,0 +1,13 @@
+"""facepii: how much identity leaks from protected face embeddings.
+
+Runs reconstruction attacks (template -> face) against face-embedding
+protections, has an independent face-recognition judge re-identify the
+reconstructions, and reports the privacy-utility trade-off against the
+unprotected, PII-level leakage.
+"""
+
+__version__ = "0.1.0"
+
+from facepii.errors import FacepiiError  # noqa: E402
+
+__all__ = ["FacepiiError", "__version__"]

