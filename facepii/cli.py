@@ -38,9 +38,11 @@ def evaluate(
         "--dataset", "-d", metavar="SPEC",
         help="Faces to test on: celeba:PATH, folder:PATH (one sub-folder per person), lfw[:DATA_HOME], "
              f"embeddings:FILE.npz. Default: ${ds.ENV_VAR} if set, else lfw.")] = None,
-    encoder: Annotated[str, typer.Option(
+    encoder: Annotated[Optional[str], typer.Option(
         "--encoder", "-e", metavar="NAME",
-        help="Face model under test (the target): sface, dlib, onnx:PATH. See `facepii encoders`.")] = "sface",
+        help="Face model under test (the target): sface (default), dlib, onnx:PATH. For an "
+             "embeddings: dataset, the model that made them (default: precomputed, cosine). "
+             "See `facepii encoders`.")] = None,
     defense: Annotated[list[str], typer.Option(
         "--defense", metavar="NAME[,NAME]",
         help="Protections to evaluate, comma-separated or repeated; chain with + "
@@ -82,7 +84,9 @@ def evaluate(
         typer.echo(line)
     typer.echo("")
     typer.echo(report.table())
-    typer.echo("\nvalue [95% interval]; drop = unprotected TAR@1e-3 minus this row's; bytes per template.")
+    typer.echo("")
+    for note in report.footnotes():
+        typer.echo(note)
     if json_out:
         report.to_json(json_out)
         typer.echo(f"report written to {json_out}")
@@ -139,14 +143,12 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("\ninterrupted: finished embeddings are cached; run again to resume.", err=True)
         sys.exit(130)
-    except (typer.Abort,):
+    except typer.Abort:
         sys.exit(1)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # usage errors: exit 2
             exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
             sys.exit(exc.exit_code)
         raise

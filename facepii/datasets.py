@@ -185,7 +185,8 @@ def load_embeddings(path: str | os.PathLike) -> FaceSet:
         raise DatasetError(
             f"embeddings:{p}: {len(rows)} row(s) hold NaN or inf (first: row {rows[0]}); "
             "remove or recompute them.")
-    meta: dict = {"encoder": str(data["encoder"]) if "encoder" in data else None}
+    meta: dict = {"encoder": str(data["encoder"]) if "encoder" in data else None,
+                  "comparator": str(data["comparator"]) if "comparator" in data else None}
     if "paths" in data:
         if len(data["paths"]) != len(emb):
             raise DatasetError(f"embeddings:{p}: 'paths' has {len(data['paths'])} entries, expected {len(emb)}.")
@@ -197,7 +198,11 @@ def load_lfw(data_home: str | os.PathLike | None = None, download: bool = True) 
     """LFW (funneled) via scikit-learn's cache; downloads once where the network allows."""
     from sklearn.datasets import get_data_home
 
-    home = Path(get_data_home(data_home)).expanduser()
+    try:
+        home = Path(get_data_home(data_home)).expanduser()
+    except OSError as exc:
+        raise DatasetError(f"lfw:{data_home}: cannot use that data folder ({exc.strerror or exc}); "
+                           "pass a writable folder or a local copy with folder:PATH.") from None
     folder = home / "lfw_home" / "lfw_funneled"
     if not folder.is_dir():
         if not download:

@@ -97,6 +97,8 @@ def load_onnx_session(path: str | os.PathLike, threads: int | None = None):
     so.intra_op_num_threads = threads or os.cpu_count() or 1
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    # no busy-waiting between batches: leaves the cores to detection running alongside
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -104,8 +106,10 @@ def load_onnx_session(path: str | os.PathLike, threads: int | None = None):
 
 
 class OnnxEncoder:
-    """Any ONNX face model: aligned RGB face -> (x - mean) / std -> first output, L2 comparator
-    or cosine. Input size and layout (NCHW/NHWC) are read from the model."""
+    """Any ONNX face model: aligned RGB face, (x - mean) / std, first output as the embedding.
+
+    Input size and layout (NCHW/NHWC) are read from the model; the faces are
+    resized from 112 x 112 when the model wants another size."""
 
     comparator = "cosine"
 
@@ -166,7 +170,7 @@ class SFaceEncoder(OnnxEncoder):
 
     MODEL_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 
-    def __init__(self, batch_size: int = 8, threads: int | None = None):
+    def __init__(self, batch_size: int = 16, threads: int | None = None):
         path = os.path.join(models_dir(), self.MODEL_FILE)
         # The graph itself subtracts 127.5 and scales by 1/128: feed raw RGB 0..255,
         # as OpenCV's FaceRecognizerSF does (blobFromImage with swapRB=true).
@@ -259,6 +263,21 @@ class DlibEncoder:
             pass
 
 
+class PrecomputedEncoder:
+    """Embeddings computed elsewhere (an ``embeddings:FILE.npz`` dataset): nothing to run."""
+
+    version = "precomputed"
+
+    def __init__(self, name: str = "precomputed", dim: int = 0, comparator: str = "cosine"):
+        if comparator not in ("cosine", "l2"):
+            raise EncoderError(f"precomputed: comparator must be cosine or l2, got {comparator!r}.")
+        self.name, self.dim, self.comparator = name, dim, comparator
+
+    def embed(self, faces: np.ndarray) -> np.ndarray:
+        raise EncoderError(f"{self.name}: precomputed embeddings come with no model to embed images; "
+                           "name a real encoder (sface, dlib, onnx:PATH) for image datasets.")
+
+
 # ---------------------------------------------------------------- registry
 
 
@@ -295,6 +314,12 @@ def _onnx(arg: str = "") -> OnnxEncoder:
                            comparator=opts.get("comparator", "cosine"))
     except ValueError as exc:
         raise ParameterError(f"onnx:{arg}: {exc}") from None
+
+
+@registry.register("precomputed")
+def _precomputed(arg: str = "") -> PrecomputedEncoder:
+    """Embeddings given in an embeddings:FILE.npz dataset: precomputed[:cosine|l2]."""
+    return PrecomputedEncoder(comparator=arg or "cosine")
 
 
 def get_encoder(spec: str) -> Encoder:

@@ -208,13 +208,12 @@ def _check_width(enc: Encoder, vecs: np.ndarray) -> None:
 def _from_embeddings(fs: FaceSet, encoders: list[Encoder]) -> Extraction:
     from facepii.errors import EncoderError
 
-    eid = fs.meta.get("encoder") or "precomputed"
     for enc in encoders:
         if getattr(enc, "dim", fs.embeddings.shape[1]) != fs.embeddings.shape[1]:
             raise EncoderError(
                 f"{fs.source}: embeddings are {fs.embeddings.shape[1]}-d but encoder {enc.name} is "
                 f"{enc.dim}-d; pass the encoder that made them (or --encoder precomputed).")
-    embs = {encoder_id(e): fs.embeddings for e in encoders} or {eid: fs.embeddings}
+    embs = {encoder_id(e): fs.embeddings for e in encoders}
     return Extraction(faceset=fs, index=np.arange(len(fs)), embeddings=embs, landmarks=None,
                       stats={"items": len(fs), "cached": len(fs), "computed": 0, "detected": 0,
                              "encoders": {}})

@@ -129,6 +129,7 @@ class YuNetDetector:
                  max_side: int = 640, min_side: int = 160):
         import cv2
 
+        quiet_opencv()
         self.score_threshold = score_threshold
         self.max_side = max_side
         self.min_side = min_side
@@ -157,6 +158,16 @@ class YuNetDetector:
             out.append(Detection(box=r[0:4] / scale, landmarks=r[4:14].reshape(5, 2) / scale,
                                  score=float(r[14])))
         return out
+
+
+def quiet_opencv() -> None:
+    """OpenCV 5 logs a harmless backend warning per detector; keep stderr for real problems."""
+    import cv2
+
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # pragma: no cover - older OpenCV builds
+        pass
 
 
 def largest(dets: list[Detection]) -> Detection | None:

@@ -30,7 +30,7 @@ class EvaluateConfig:
     """Everything ``facepii evaluate`` takes; also the ``[evaluate]`` table of a gate config."""
 
     dataset: str | None = None
-    encoder: str = "sface"
+    encoder: str | None = None  # None: sface, or the precomputed embeddings of the dataset
     defenses: list[str] = field(default_factory=lambda: ["none"])
     params: dict[str, list[Any]] = field(default_factory=dict)
     max_identities: int | None = None
@@ -130,11 +130,24 @@ def versions() -> dict[str, str]:
     return out
 
 
-def load_and_embed(cfg: EvaluateConfig, encoders: list[Encoder]) -> tuple[FaceSet, Extraction, dict]:
-    """Dataset spec -> selected FaceSet -> usable faces with embeddings; plus the dataset block."""
-    fs = load_dataset(cfg.dataset)
-    listed = len(fs)
-    fs = select(fs, cfg.min_images, cfg.max_identities, cfg.seed)
+def resolve_encoder(spec: str | None, fs: FaceSet) -> Encoder:
+    """The target encoder: ``spec``, or for an embeddings dataset the precomputed one it holds."""
+    from facepii.encoders import PrecomputedEncoder
+
+    if fs.kind == "embeddings":
+        dim = fs.embeddings.shape[1]
+        name = fs.meta.get("encoder") or "precomputed"
+        if spec in (None, "precomputed") or spec.startswith("precomputed:"):
+            cmp = (spec.partition(":")[2] if spec else "") or fs.meta.get("comparator") or "cosine"
+            return PrecomputedEncoder(name=name, dim=dim, comparator=cmp)
+        enc = get_encoder(spec)
+        return PrecomputedEncoder(name=enc.name, dim=enc.dim, comparator=enc.comparator)
+    return get_encoder(spec or "sface")
+
+
+def load_and_embed(cfg: EvaluateConfig, fs: FaceSet, encoders: list[Encoder]) -> tuple[Extraction, dict]:
+    """Selected FaceSet -> usable faces with embeddings; plus the report's dataset block."""
+    listed = fs.meta.get("n_listed", len(fs))
     cache = Cache(cfg.cache_dir or default_cache_dir()) if cfg.use_cache else Cache(None)
     try:
         ex = extract(fs, encoders, cache)
@@ -169,7 +182,15 @@ def load_and_embed(cfg: EvaluateConfig, encoders: list[Encoder]) -> tuple[FaceSe
                       "seed": cfg.seed, "identities_available": fs.meta.get("n_identities_available")},
         "embedding_stats": ex.stats,
     }
-    return fs, ex, block
+    return ex, block
+
+
+def load_selected(cfg: EvaluateConfig) -> FaceSet:
+    fs = load_dataset(cfg.dataset)
+    n = len(fs)
+    fs = select(fs, cfg.min_images, cfg.max_identities, cfg.seed)
+    fs.meta["n_listed"] = n
+    return fs
 
 
 def evaluate_row(spec: str, params: dict[str, Any], E: np.ndarray, labels: np.ndarray,
@@ -197,8 +218,9 @@ def evaluate(cfg: EvaluateConfig) -> Report:
 
     grid = defense_grid([s for s in cfg.defenses if s != "none"], cfg.params)
     grid = [("none", {})] + grid
-    enc = get_encoder(cfg.encoder)
-    fs, ex, dataset_block = load_and_embed(cfg, [enc])
+    fs = load_selected(cfg)
+    enc = resolve_encoder(cfg.encoder, fs)
+    ex, dataset_block = load_and_embed(cfg, fs, [enc])
     E = ex.for_encoder(enc)
     labels = ex.faceset.labels
     rows = []

@@ -97,13 +97,22 @@ class Report:
         body = []
         for r in self.rows:
             u = r.get("utility", {})
+            n_imp = (r.get("pairs") or {}).get("impostor")
             body.append([
                 r["defense"], format_params(r.get("params", {})), format_eps(r),
-                *[fmt_est(u.get(k)) for k, _ in UTILITY_COLUMNS],
+                *[fmt_est(u.get(k)) + _few(k, n_imp) for k, _ in UTILITY_COLUMNS],
                 "" if r.get("utility_drop") is None else f"{r['utility_drop']:+.3f}",
                 str(r.get("template_bytes", "")),
             ])
         return headers, body
+
+    def footnotes(self) -> list[str]:
+        notes = ["value [95% interval]; drop = unprotected TAR@1e-3 minus this row's; "
+                 "bytes = storage per template."]
+        if any(_few(k, (r.get("pairs") or {}).get("impostor")) for r in self.rows for k, _ in UTILITY_COLUMNS):
+            notes.append("* this FAR rests on fewer than 10 impostor scores above the threshold: "
+                         "too few impostor pairs to measure it; use more identities.")
+        return notes
 
     def summary_lines(self) -> list[str]:
         d = self.dataset
@@ -126,7 +135,7 @@ class Report:
     def markdown(self) -> str:
         parts = [f"# facepii report", ""]
         parts += [f"- {line}" for line in self.summary_lines()]
-        parts += ["", self.table("github"), ""]
+        parts += ["", self.table("github"), ""] + self.footnotes() + [""]
         skipped = self.dataset.get("skipped", [])
         if skipped:
             parts += ["## Skipped images", "", "| path | reason |", "|---|---|"]
@@ -149,6 +158,14 @@ def fmt_est(e: Any, digits: int = 3) -> str:
     if lo is None or hi is None:
         return f"{v:.{digits}f}"
     return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _few(key: str, n_impostor: int | None) -> str:
+    """'*' when a TAR@FAR figure rests on fewer than 10 impostor scores."""
+    if not key.startswith("tar@far=") or not n_impostor:
+        return ""
+    far = float(key.split("=", 1)[1])
+    return "*" if far * n_impostor < 10 else ""
 
 
 def format_params(params: dict) -> str:

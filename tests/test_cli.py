@@ -1,0 +1,89 @@
+import json
+
+import numpy as np
+import pytest
+
+from clihelp import run_cli
+
+
+@pytest.fixture
+def npz(tmp_path):
+    rng = np.random.default_rng(0)
+    lab = np.repeat(np.arange(30), 4)
+    E = rng.normal(size=(30, 64))[lab] + rng.normal(scale=1.0, size=(120, 64))
+    p = tmp_path / "emb.npz"
+    np.savez(p, embeddings=E.astype(np.float32), labels=lab.astype(str))
+    return p
+
+
+def test_evaluate_on_embeddings_prints_table_and_writes_json(npz, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code, stdout, _ = run_cli(["evaluate", "-d", f"embeddings:{npz}", "--json", out, "-q",
+                               "--bootstrap", "200"], capsys)
+    assert code == 0
+    assert "TAR@1e-3" in stdout and "none" in stdout and "images used: 120" in stdout
+    rep = json.loads(out.read_text())
+    assert rep["schema"] == "facepii.report/1"
+    row = rep["rows"][0]
+    assert row["defense"] == "none" and row["epsilon"] is None
+    for key in ("tar@far=1e-2", "tar@far=1e-3", "tar@far=1e-4", "eer", "auc", "rank1"):
+        v = row["utility"][key]
+        assert 0 <= v["value"] <= 1 and len(v["ci95"]) == 2
+    assert rep["dataset"]["n_identities"] == 30 and rep["seed"] == 0
+
+
+def test_same_seed_same_report(npz, tmp_path, capsys):
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    for path, seed in ((a, 3), (b, 3), (c, 4)):
+        assert run_cli(["evaluate", "-d", f"embeddings:{npz}", "--json", path, "-q", "--seed", seed,
+                        "--bootstrap", "200", "--max-identities", "20"], capsys)[0] == 0
+    ra, rb, rc = (json.loads(p.read_text())["rows"] for p in (a, b, c))
+    assert ra == rb
+    assert ra != rc
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--encoder", "sfce"], "unknown encoder 'sfce'. Did you mean 'sface'?"),
+    (["--defense", "nosie"], "unknown defense 'nosie'"),
+    (["--param", "sigma"], "write KEY=V1,V2"),
+    (["--param", "bogus=1"], "--param bogus: no listed defense has it"),
+    (["--dataset", "folder:/no/such/dir"], "no such folder"),
+    (["--dataset", "lfw:/proc/none"], None),
+])
+def test_user_errors_one_line_exit_2(args, needle, npz, capsys, monkeypatch):
+    import sklearn.datasets
+
+    monkeypatch.setattr(sklearn.datasets, "fetch_lfw_people",
+                        lambda **k: (_ for _ in ()).throw(OSError("offline")))
+    base = ["evaluate", "-q"] + ([] if "--dataset" in args else ["-d", f"embeddings:{npz}"])
+    code, stdout, stderr = run_cli(base + args, capsys)
+    assert code == 2, (stdout, stderr)
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "Traceback" not in stderr
+    if needle:
+        assert needle in lines[0]
+
+
+def test_option_validation_exit_2(capsys):
+    code, _, err = run_cli(["evaluate", "--max-identities", "0"], capsys)
+    assert code == 2 and "max-identities" in err
+
+
+def test_embeddings_width_mismatch(npz, capsys):
+    code, _, err = run_cli(["evaluate", "-q", "-d", f"embeddings:{npz}", "-e", "sface"], capsys)
+    assert code == 2 and "64-d but encoder sface is 128-d" in err
+
+
+@pytest.mark.parametrize("cmd, needle", [("encoders", "sface"), ("defenses", "none"),
+                                         ("datasets", "celeba:"), ("attacks", "name")])
+def test_listings(cmd, needle, capsys):
+    code, out, _ = run_cli([cmd], capsys)
+    assert code == 0 and needle in out
+
+
+def test_help_explains(capsys):
+    code, out, _ = run_cli(["evaluate", "--help"], capsys)
+    assert code == 0
+    for opt in ("--dataset", "--encoder", "--defense", "--param", "--max-identities", "--seed", "--json"):
+        assert opt in out
