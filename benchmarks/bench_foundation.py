@@ -41,7 +41,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores; {len(fs)} photos of {args.data}")
 
     al = FaceAligner()
-    al.detector  # load once
+    _ = al.detector  # load the model once, outside the timing
     t = time.perf_counter()
     aligned = []
     for p in fs.paths:
@@ -61,6 +61,30 @@ def main() -> None:
     t_sface = time.perf_counter() - t
     sface_rate = len(faces) / t_sface
     print(f"SFace alone on aligned faces: {1000 * t_sface / len(faces):.1f} ms/face ({sface_rate:.1f} faces/s)")
+    import onnxruntime as ort
+
+    from facepii import onnx_graph
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+
+    # the shipped file with only the unused inputs dropped and a dynamic batch (no folding)
+    raw = onnx_graph.load(enc.path)
+    inits = {i.name for i in raw.graph.initializer}
+    used = {x for n in raw.graph.node for x in n.input}
+    keep = [i for i in raw.graph.input if i.name not in inits and i.name in used]
+    del raw.graph.input[:]
+    raw.graph.input.extend(keep)
+    for vi in (raw.graph.input[0], raw.graph.output[0]):
+        vi.type.tensor_type.shape.dim[0].dim_param = "N"
+    sess = ort.InferenceSession(raw.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    x = faces.transpose(0, 3, 1, 2).astype(np.float32)
+    sess.run(None, {"data": x[:8]})
+    t = time.perf_counter()
+    for i in range(0, len(x), 8):
+        sess.run(None, {"data": x[i:i + 8]})
+    shipped_rate = len(x) / (time.perf_counter() - t)
+    print(f"SFace as shipped (int8 weights dequantised at every run), alone: {1000 / shipped_rate:.1f} ms/face")
 
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
@@ -72,7 +96,8 @@ def main() -> None:
         t_warm = time.perf_counter() - t
         assert ex2.stats["computed"] == 0
     print(f"full pipeline, cold: {1000 * t_cold / len(fs):.1f} ms/photo ({cold_rate:.1f} faces/s) "
-          f"= {cold_rate / sface_rate:.2f}x SFace alone (target >= 0.85x)")
+          f"= {cold_rate / sface_rate:.2f}x facepii's SFace alone, {cold_rate / shipped_rate:.2f}x the "
+          f"shipped SFace graph alone (target >= 0.85x)")
     print(f"full pipeline, warm cache: {1000 * t_warm / len(fs):.2f} ms/photo, "
           f"{t_cold / t_warm:.0f}x faster than cold (target >= 50x)")
 

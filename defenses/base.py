@@ -43,7 +43,7 @@ class Defense:
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self._param_names()}
 
-    def set_params(self, **params: Any) -> "Defense":
+    def set_params(self, **params: Any) -> Defense:
         valid = self._param_names()
         for k, v in params.items():
             if k not in valid:
@@ -57,7 +57,7 @@ class Defense:
         return getattr(self, "_registry_name", type(self).__name__.lower())
 
     # ---- the transformer -------------------------------------------------
-    def fit(self, E: np.ndarray, y: np.ndarray | None = None, *, comparator: str = "cosine") -> "Defense":
+    def fit(self, E: np.ndarray, y: np.ndarray | None = None, *, comparator: str = "cosine") -> Defense:
         """Learn from the defender's enrolment embeddings; records the input comparator."""
         self._validate()
         self.input_comparator_ = comparator
@@ -156,7 +156,7 @@ class Pipeline(Defense):
                 out[f"{n}.{k}"] = v
         return out
 
-    def set_params(self, **params: Any) -> "Pipeline":
+    def set_params(self, **params: Any) -> Pipeline:
         steps = dict(self.steps)
         for key, v in params.items():
             step, dot, p = key.partition(".")

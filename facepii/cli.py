@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -34,11 +34,11 @@ def _split(values: list[str]) -> list[str]:
 
 @app.command()
 def evaluate(
-    dataset: Annotated[Optional[str], typer.Option(
+    dataset: Annotated[str | None, typer.Option(
         "--dataset", "-d", metavar="SPEC",
         help="Faces to test on: celeba:PATH, folder:PATH (one sub-folder per person), lfw[:DATA_HOME], "
              f"embeddings:FILE.npz. Default: ${ds.ENV_VAR} if set, else lfw.")] = None,
-    encoder: Annotated[Optional[str], typer.Option(
+    encoder: Annotated[str | None, typer.Option(
         "--encoder", "-e", metavar="NAME",
         help="Face model under test (the target): sface (default), dlib, onnx:PATH. For an "
              "embeddings: dataset, the model that made them (default: precomputed, cosine). "
@@ -51,15 +51,15 @@ def evaluate(
         "--param", "-p", metavar="KEY=V1,V2",
         help="Sweep a defense parameter (repeatable; several give their product): sigma=0.02,0.05. "
              "In chains address a step: projection.dim=64.")] = [],
-    max_identities: Annotated[Optional[int], typer.Option(
+    max_identities: Annotated[int | None, typer.Option(
         "--max-identities", metavar="N", min=1, help="Seeded sample of N identities.")] = None,
     min_images: Annotated[int, typer.Option(
         "--min-images", metavar="N", min=1,
         help="Keep identities with at least N usable images (verification needs 2).")] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice; same seed, same report.")] = 0,
-    json_out: Annotated[Optional[Path], typer.Option(
+    json_out: Annotated[Path | None, typer.Option(
         "--json", metavar="FILE", help="Write the report as JSON (schema facepii.report/1).")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option(
+    cache_dir: Annotated[Path | None, typer.Option(
         "--cache-dir", metavar="DIR", help="Embedding cache folder (default: the user cache folder). "
         "It holds biometric templates.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the embedding cache.")] = False,
@@ -70,7 +70,8 @@ def evaluate(
     """Evaluate protections of an encoder's embeddings: utility (TAR@FAR, EER, AUC, rank-1)
     of each defense setting against the unprotected row, with 95% bootstrap intervals."""
     from facepii import progress
-    from facepii.pipeline import EvaluateConfig, evaluate as run, parse_param_options
+    from facepii.pipeline import EvaluateConfig, parse_param_options
+    from facepii.pipeline import evaluate as run
 
     progress.set_enabled(not quiet)
     cfg = EvaluateConfig(

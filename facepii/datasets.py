@@ -83,7 +83,7 @@ class FaceSet:
             return str(names[i])
         return f"{self.source}#{i}"
 
-    def subset(self, idx: np.ndarray | list[int]) -> "FaceSet":
+    def subset(self, idx: np.ndarray | list[int]) -> FaceSet:
         idx = np.asarray(idx, dtype=int)
         meta = dict(self.meta)
         if meta.get("paths") is not None:

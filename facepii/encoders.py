@@ -68,31 +68,16 @@ def file_digest(path: str | os.PathLike, n: int = 12) -> str:
 
 
 def load_onnx_session(path: str | os.PathLike, threads: int | None = None):
-    """An onnxruntime session with a dynamic batch size.
-
-    Graph inputs that no node reads or that are initializers are dropped first
-    (SFace lists its weights as inputs; onnxruntime would demand them).
-    """
-    import onnx
+    """An onnxruntime session with a dynamic batch size and constant weights folded
+    (see :func:`facepii.onnx_graph.prepare`)."""
     import onnxruntime as ort
 
+    from facepii import onnx_graph
+
     try:
-        model = onnx.load(str(path))
-    except Exception as exc:
-        raise EncoderError(f"{path}: not a readable ONNX model ({exc}).") from None
-    g = model.graph
-    inits = {i.name for i in g.initializer}
-    used = {name for node in g.node for name in node.input}
-    keep = [i for i in g.input if i.name not in inits and i.name in used]
-    if len(keep) != 1:
-        raise EncoderError(f"{path}: expected one image input, found {[i.name for i in keep]}.")
-    del g.input[:]
-    g.input.extend(keep)
-    for vi in (g.input[0], g.output[0]):
-        dims = vi.type.tensor_type.shape.dim
-        if len(dims):
-            dims[0].ClearField("dim_value")
-            dims[0].dim_param = "N"
+        model = onnx_graph.prepare(onnx_graph.load(path))
+    except EncoderError as exc:
+        raise EncoderError(f"{path}: {exc}") from None
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or os.cpu_count() or 1
     so.inter_op_num_threads = 1
@@ -176,7 +161,7 @@ class SFaceEncoder(OnnxEncoder):
         # as OpenCV's FaceRecognizerSF does (blobFromImage with swapRB=true).
         super().__init__(path, name="sface", mean=0.0, std=1.0, bgr=False, comparator="cosine",
                          batch_size=batch_size, threads=threads,
-                         version="2021dec-int8bq-" + file_digest(path, 8))
+                         version="2021dec-int8bq-" + file_digest(path, 8) + "-folded")
 
     @property
     def model_path(self) -> str:

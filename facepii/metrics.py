@@ -37,8 +37,8 @@ identities they are bootstrapped in seeded blocks of identities.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -62,7 +62,7 @@ class Report:
         return text
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Report":
+    def from_dict(cls, d: dict) -> Report:
         d = dict(d)
         known = {"schema", "dataset", "encoder", "seed", "rows", "versions", "settings"}
         extra = {k: v for k, v in d.items() if k not in known}
@@ -71,7 +71,7 @@ class Report:
                    settings=d.get("settings", {}), extra=extra, schema=d.get("schema", SCHEMA))
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "Report":
+    def from_json(cls, path: str | Path) -> Report:
         from facepii.errors import FacepiiError
 
         p = Path(path)
@@ -82,7 +82,8 @@ class Report:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise FacepiiError(f"{p}: not a JSON report ({exc}).") from None
         if not isinstance(d, dict) or not str(d.get("schema", "")).startswith("facepii.report/"):
-            raise FacepiiError(f"{p}: not a facepii report (schema {d.get('schema') if isinstance(d, dict) else None!r}).")
+            schema = d.get("schema") if isinstance(d, dict) else None
+            raise FacepiiError(f"{p}: not a facepii report (schema {schema!r}).")
         return cls.from_dict(d)
 
     # ---- human-readable --------------------------------------------------
@@ -133,7 +134,7 @@ class Report:
         return lines
 
     def markdown(self) -> str:
-        parts = [f"# facepii report", ""]
+        parts = ["# facepii report", ""]
         parts += [f"- {line}" for line in self.summary_lines()]
         parts += ["", self.table("github"), ""] + self.footnotes() + [""]
         skipped = self.dataset.get("skipped", [])

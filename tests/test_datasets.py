@@ -19,7 +19,7 @@ def test_folder_layout(tmp_path):
 def test_celeba_layout(tmp_path):
     root = tmp_path / "celeba"
     (root / "img_celeba").mkdir(parents=True)
-    for i, ident in enumerate([7, 7, 9, 9, 9]):
+    for i in range(5):
         (root / "img_celeba" / f"{i:06d}.jpg").write_bytes(b"x")
     lines = [f"{i:06d}.jpg {ident}" for i, ident in enumerate([7, 7, 9, 9, 9])] + ["000099.jpg 3"]
     (root / "identity_CelebA.txt").write_text("\n".join(lines) + "\n")

@@ -101,15 +101,18 @@ def test_real_photo_detect_align_embed(photo, sface):
 def test_grayscale_cmyk_exif_rotated_are_handled(photo, sface):
     ref = _embed_bytes(_png(photo), sface)
     im = Image.fromarray(photo)
-    b = io.BytesIO(); im.convert("CMYK").save(b, format="JPEG", quality=95)
+    b = io.BytesIO()
+    im.convert("CMYK").save(b, format="JPEG", quality=95)
     assert _cos(ref, _embed_bytes(b.getvalue(), sface)) > 0.9
-    b = io.BytesIO(); im.convert("L").save(b, format="PNG")
+    b = io.BytesIO()
+    im.convert("L").save(b, format="PNG")
     assert _cos(ref, _embed_bytes(b.getvalue(), sface)) > 0.6
     # stored rotated by 90 degrees, with the EXIF orientation that says "rotate back"
     rot = im.transpose(Image.Transpose.ROTATE_90)  # stored turned 90 degrees counter-clockwise
     exif = Image.Exif()
     exif[0x0112] = 6  # EXIF orientation 6: display after rotating 90 degrees clockwise
-    b = io.BytesIO(); rot.save(b, format="JPEG", quality=95, exif=exif.tobytes())
+    b = io.BytesIO()
+    rot.save(b, format="JPEG", quality=95, exif=exif.tobytes())
     decoded = faces.read_image(b.getvalue())
     assert decoded.shape == photo.shape
     assert _cos(ref, _embed_bytes(b.getvalue(), sface)) > 0.9
