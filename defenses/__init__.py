@@ -10,11 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 from defenses.base import Defense, Pipeline
+from defenses.biohash import BioHash
+from defenses.iom import IoM
+from defenses.noise import Noise
 from defenses.none import NoDefense
+from defenses.pca import PCA
+from defenses.polyprotect import PolyProtect
+from defenses.projection import Projection
+from defenses.quantize import Quantize
 from facepii.errors import ParameterError
 from facepii.registry import defenses as registry
 
-registry.register("none", NoDefense)
+for _name, _cls in [("none", NoDefense), ("noise", Noise), ("quantize", Quantize),
+                    ("projection", Projection), ("biohash", BioHash), ("iom", IoM),
+                    ("polyprotect", PolyProtect), ("pca", PCA)]:
+    registry.register(_name, _cls)
 
 
 def create(spec: str, **params: Any) -> Defense:

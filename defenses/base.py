@@ -108,6 +108,24 @@ class Defense:
         return f"{type(self).__name__}({args})"
 
 
+def keyed_steps(d: Defense) -> list[Defense]:
+    steps = [s for _, s in d.steps] if isinstance(d, Pipeline) else [d]
+    return [s for s in steps if s.keyed]
+
+
+def user_keyed(d: Defense) -> bool:
+    """True when templates of different users are made with different keys."""
+    return any(getattr(s, "key_mode", "system") == "user" for s in keyed_steps(d))
+
+
+def shared_key(d: Defense) -> Defense:
+    """The same defense with every user's key replaced by one shared key: the stolen-token
+    scenario, where an impostor's template is made with the victim's key (modifies ``d``)."""
+    for s in keyed_steps(d):
+        s.set_params(key_mode="system")
+    return d
+
+
 def key_seed(seed: int, key: str) -> int:
     """A 64-bit seed for one key, stable across runs and platforms."""
     h = hashlib.sha256(f"{seed}|{key}".encode()).digest()

@@ -51,6 +51,10 @@ def evaluate(
         "--param", "-p", metavar="KEY=V1,V2",
         help="Sweep a defense parameter (repeatable; several give their product): sigma=0.02,0.05. "
              "In chains address a step: projection.dim=64.")] = [],
+    epsilon: Annotated[list[str], typer.Option(
+        "--epsilon", metavar="E1,E2",
+        help="Shortcut: add Gaussian-noise rows calibrated to these per-template DP epsilons "
+             "(delta 1e-5, Opacus RDP accountant): --epsilon 1,4,16.")] = [],
     max_identities: Annotated[int | None, typer.Option(
         "--max-identities", metavar="N", min=1, help="Seeded sample of N identities.")] = None,
     min_images: Annotated[int, typer.Option(
@@ -78,7 +82,7 @@ def evaluate(
         dataset=dataset or ds.default_spec(), encoder=encoder, defenses=_split(defense) or ["none"],
         params=parse_param_options(param), max_identities=max_identities, min_images=min_images,
         seed=seed, cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache,
-        n_boot=bootstrap,
+        n_boot=bootstrap, epsilons=[_positive_float(e, "--epsilon") for e in _split(epsilon)],
     )
     report = run(cfg)
     for line in report.summary_lines():
@@ -91,6 +95,18 @@ def evaluate(
     if json_out:
         report.to_json(json_out)
         typer.echo(f"report written to {json_out}")
+
+
+def _positive_float(text: str, option: str) -> float:
+    from facepii.errors import ParameterError
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise ParameterError(f"{option} {text!r}: expected a number.") from None
+    if not v > 0:
+        raise ParameterError(f"{option} {text!r}: must be > 0.")
+    return v
 
 
 def _list(registry) -> None:

@@ -29,9 +29,10 @@ bootstrap over *identities* (Bolle et al., "Error analysis of pattern
 recognition systems: the subsets bootstrap", 2004): each replicate draws
 identities with replacement; a drawn identity brings all its genuine pairs,
 and two drawn identities bring all the impostor pairs between them. For the
-verification rates each replicate is evaluated on a grid of ~250 thresholds
-(impostor quantiles log-spaced in FAR, genuine quantiles), interpolating
-between grid points; the point value is always exact. Above ``max_groups``
+verification rates each replicate is evaluated on a grid of a few hundred thresholds
+(impostor quantiles log-spaced in FAR and dense around each FAR level,
+genuine quantiles) with the same no-interpolation rule as the point value;
+the point value itself is always computed from all scores. Above ``max_groups``
 identities they are bootstrapped in seeded blocks of identities.
 """
 
@@ -69,9 +70,10 @@ def neg_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def hamming_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Share of equal entries (1 - normalised Hamming distance) of binary templates."""
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
+    """Share of equal bits (1 - normalised Hamming distance); an entry > 0 is a 1 bit
+    (so {0, 1} and {-1, +1} templates both work)."""
+    a = (np.asarray(a) > 0).astype(np.float32)
+    b = (np.asarray(b) > 0).astype(np.float32)
     d = a.shape[1]
     agree = a @ b.T + (1 - a) @ (1 - b).T
     return (agree / d).astype(np.float32)
@@ -267,13 +269,7 @@ def verification(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn,
     point["eer"] = _eer_sorted(g_sorted, i_sorted)
     point["auc"] = _auc_sorted(g_sorted, i_sorted)
 
-    # threshold grid: impostor quantiles log-spaced in FAR, plus genuine quantiles
-    far_grid = np.logspace(np.log10(max(0.5 / imp.size, 1e-7)), 0, 200)
-    taus = np.concatenate([
-        i_sorted[np.clip(imp.size - np.ceil(far_grid * imp.size).astype(int), 0, imp.size - 1)],
-        np.quantile(g_sorted, np.linspace(0, 1, 51)),
-    ])
-    taus = np.unique(taus.astype(np.float32))
+    taus = _threshold_grid(g_sorted, i_sorted, far_levels)
     del g_sorted, i_sorted, gen, imp
 
     samples = _grid_bootstrap(templates, labels, score_fn, taus, far_levels, n_boot, seed,
@@ -281,6 +277,26 @@ def verification(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn,
     for key, v in point.items():
         out[key] = Estimate(v, percentile_ci(samples[key]))
     return out
+
+
+def _threshold_grid(g_sorted: np.ndarray, i_sorted: np.ndarray, far_levels) -> np.ndarray:
+    """Thresholds for the bootstrap: impostor quantiles log-spaced in FAR (dense around each
+    FAR level, including the exact thresholds of the point estimates), genuine quantiles for
+    the EER and AUC; each also nudged up by one float step, so that ">= v" and "> v" are both
+    on the grid (binary/quantised templates have many tied scores)."""
+    n = i_sorted.size
+
+    def at_far(f):
+        f = np.asarray(f, float)
+        return i_sorted[np.clip(n - 1 - np.floor(f * n).astype(int), 0, n - 1)]
+
+    lo = np.log10(max(0.5 / n, 1e-7))
+    parts = [at_far(np.logspace(lo, 0, 60)), np.quantile(g_sorted, np.linspace(0, 1, 31))]
+    for f in far_levels:
+        parts.append(at_far(np.logspace(np.log10(f / 2.5), np.log10(f * 2.5), 25)))
+        parts.append(at_far([f]))
+    t = np.unique(np.concatenate(parts).astype(np.float32))
+    return np.unique(np.concatenate([t, np.nextafter(t, np.float32(np.inf))]))
 
 
 def _far_key(f: float) -> str:
@@ -302,15 +318,27 @@ def _grid_bootstrap(templates, labels, score_fn, taus, far_levels, n_boot, seed,
     lab, grp, G = _groups(labels, max_groups, seed)
     n = len(lab)
     K = len(taus)
-    # scores -> grid bin through a fine uniform quantisation and a lookup table (much faster
-    # than a binary search per score); the quantisation step is far below any threshold gap
+    # scores -> grid bin (number of thresholds <= score) through a fine uniform quantisation and
+    # lookup tables of each cell's two edges; only scores in a cell that holds a threshold need
+    # the exact binary search (ties with a threshold, as with binary templates, stay exact)
     lo, hi = float(taus[0]), float(taus[-1])
     span = max(hi - lo, 1e-12)
-    Q = 1 << 16
-    levels = lo - span + (np.arange(3 * Q + 1) + 0.5) * (3 * span / (3 * Q))
-    lut = np.searchsorted(taus, levels, side="right").astype(np.int32)
-    scale = (3 * Q) / (3 * span)
+    Q = 3 * (1 << 16)
     base = lo - span
+    scale = Q / (3 * span)
+    edges = base + np.arange(Q + 2) / scale
+    lut_lo = np.searchsorted(taus, edges[:-1], side="right").astype(np.int32)
+    lut_hi = np.searchsorted(taus, edges[1:], side="left").astype(np.int32)  # thresholds < upper edge
+
+    def to_bins(sc: np.ndarray) -> np.ndarray:
+        q = ((sc - base) * scale).astype(np.int32)
+        np.clip(q, 0, Q, out=q)
+        b = lut_lo[q]
+        amb = lut_hi[q] != b
+        if amb.any():
+            b[amb] = np.searchsorted(taus, sc[amb], side="right")
+        return b
+
     # Rows are taken one block (identity, or block of identities) at a time against all
     # columns: each block's counts go to a small (G, K+1) table that stays in cache.
     order = np.argsort(grp, kind="stable")
@@ -326,9 +354,7 @@ def _grid_bootstrap(templates, labels, score_fn, taus, far_levels, n_boot, seed,
         a = grp_s[s0]
         for s, e in ((r, min(e0, r + rows_per)) for r in range(s0, e0, rows_per)):
             sc = np.asarray(score_fn(Ts[s:e], Ts), np.float32)
-            q = ((sc - base) * scale).astype(np.int32)
-            np.clip(q, 0, 3 * Q, out=q)
-            b = lut[q]
+            b = to_bins(sc)
             cell = b + col_off[None, :]
             blk = cell[:, s0:e0]  # columns of the same block: genuine pairs and self-pairs
             same = lab_s[s:e, None] == lab_s[None, s0:e0]
@@ -367,25 +393,18 @@ def _grid_bootstrap(templates, labels, score_fn, taus, far_levels, n_boot, seed,
         tar = (W @ Gc) / (W @ n_gen)[:, None]
     out: dict[str, np.ndarray] = {}
     for f in far_levels:
-        out[_far_key(f)] = np.array([_interp_tar(far[r], tar[r], f) for r in range(n_boot)])
+        out[_far_key(f)] = _grid_tar(far, tar, f)
     out["eer"] = np.array([_grid_eer(far[r], tar[r]) for r in range(n_boot)])
     out["auc"] = np.array([_grid_auc(far[r], tar[r]) for r in range(n_boot)])
     return out
 
 
-def _interp_tar(far: np.ndarray, tar: np.ndarray, f: float) -> float:
-    """TAR at FAR = f on a threshold grid (far, tar decreasing along the grid), log-linear in FAR."""
-    ok = far <= f
-    if not ok.any():
-        return 0.0
-    k = int(np.argmax(ok))  # first grid threshold meeting the FAR
-    if k == 0 or far[k] <= 0:
-        return float(tar[k])
-    f0, f1 = far[k], far[k - 1]  # f0 <= f < f1
-    if f1 <= f0:
-        return float(tar[k])
-    a = (np.log(f) - np.log(max(f0, 1e-12))) / (np.log(f1) - np.log(max(f0, 1e-12)))
-    return float(tar[k] + np.clip(a, 0, 1) * (tar[k - 1] - tar[k]))
+def _grid_tar(far: np.ndarray, tar: np.ndarray, f: float) -> np.ndarray:
+    """Per replicate: TAR at the lowest grid threshold whose FAR <= f (the point estimate's rule)."""
+    ok = far <= f * (1 + 1e-12)
+    k = np.argmax(ok, axis=1)  # grid thresholds ascend, so FAR descends along axis 1
+    val = tar[np.arange(len(tar)), k]
+    return np.where(ok.any(axis=1), val, 0.0)
 
 
 def _grid_eer(far: np.ndarray, tar: np.ndarray) -> float:

@@ -39,6 +39,7 @@ class EvaluateConfig:
     cache_dir: str | None = None
     use_cache: bool = True
     n_boot: int = metrics.N_BOOT
+    epsilons: list[float] = field(default_factory=list)  # --epsilon: noise rows calibrated to these
 
 
 def parse_value(text: str) -> Any:
@@ -196,19 +197,33 @@ def load_selected(cfg: EvaluateConfig) -> FaceSet:
 def evaluate_row(spec: str, params: dict[str, Any], E: np.ndarray, labels: np.ndarray,
                  comparator: str, cfg: EvaluateConfig) -> tuple[dict, Any, np.ndarray]:
     """One row's utility: fit the defense on the enrolment embeddings, transform, score."""
+    from defenses.base import shared_key, user_keyed
+
     d = defense_registry.create(spec, **params)
     T = d.fit_transform(E, labels, comparator=comparator, users=labels)
     u = metrics.utility(T, labels, d.score, n_boot=cfg.n_boot, seed=cfg.seed)
     budget = d.privacy_budget() or {}
+    stolen = None
+    if user_keyed(d):
+        # cancelable schemes look best when every impostor brings their own key; the honest
+        # worst case is the stolen token: the impostor's template made with the victim's key
+        d2 = shared_key(defense_registry.create(spec, **params))
+        T2 = d2.fit_transform(E, labels, comparator=comparator, users=labels)
+        u2 = metrics.utility(T2, labels, d2.score, n_boot=cfg.n_boot, seed=cfg.seed)
+        stolen = {k: v.to_dict() for k, v in u2.items() if isinstance(v, metrics.Estimate)}
     row = {
         "defense": spec,
         "params": {k: _plain(v) for k, v in params.items()},
         "epsilon": budget.get("epsilon"),
         "delta": budget.get("delta"),
         "template_bytes": d.template_nbytes(),
+        "all_params": {k: _plain(v) for k, v in d.get_params().items()},
         "utility": {k: v.to_dict() for k, v in u.items() if isinstance(v, metrics.Estimate)},
         "pairs": {"genuine": u["n_genuine"], "impostor": u["n_impostor"]},
+        "key_mode": "user" if stolen is not None else ("system" if d.keyed else None),
     }
+    if stolen is not None:
+        row["utility_stolen_token"] = stolen
     return row, d, T
 
 
@@ -216,8 +231,8 @@ def evaluate(cfg: EvaluateConfig) -> Report:
     """Run the evaluation protocol and return the Report."""
     from facepii import progress
 
-    grid = defense_grid([s for s in cfg.defenses if s != "none"], cfg.params)
-    grid = [("none", {})] + grid
+    grid = [("none", {})] + defense_grid([s for s in cfg.defenses if s != "none"], cfg.params)
+    grid += [("noise", {"epsilon": float(e)}) for e in cfg.epsilons]
     fs = load_selected(cfg)
     enc = resolve_encoder(cfg.encoder, fs)
     ex, dataset_block = load_and_embed(cfg, fs, [enc])

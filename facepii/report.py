@@ -94,7 +94,10 @@ class Report:
         return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
 
     def table_rows(self) -> tuple[list[str], list[list[str]]]:
+        stolen = any(r.get("utility_stolen_token") for r in self.rows)
         headers = ["defense", "params", "eps"] + [h for _, h in UTILITY_COLUMNS] + ["drop", "bytes"]
+        if stolen:
+            headers.append("TAR@1e-3 stolen token")
         body = []
         for r in self.rows:
             u = r.get("utility", {})
@@ -104,12 +107,15 @@ class Report:
                 *[fmt_est(u.get(k)) + _few(k, n_imp) for k, _ in UTILITY_COLUMNS],
                 "" if r.get("utility_drop") is None else f"{r['utility_drop']:+.3f}",
                 str(r.get("template_bytes", "")),
-            ])
+            ] + ([fmt_est((r.get("utility_stolen_token") or {}).get("tar@far=1e-3"))] if stolen else []))
         return headers, body
 
     def footnotes(self) -> list[str]:
         notes = ["value [95% interval]; drop = unprotected TAR@1e-3 minus this row's; "
                  "bytes = storage per template."]
+        if any(r.get("utility_stolen_token") for r in self.rows):
+            notes.append("stolen token: per-user-key defenses measured again with every template made with "
+                         "one key (an impostor holding the victim's key), the honest worst case.")
         if any(_few(k, (r.get("pairs") or {}).get("impostor")) for r in self.rows for k, _ in UTILITY_COLUMNS):
             notes.append("* this FAR rests on fewer than 10 impostor scores above the threshold: "
                          "too few impostor pairs to measure it; use more identities.")

@@ -137,3 +137,26 @@ def test_bootstrap_mean_and_ratio():
     assert e.value == 0.3 and e.ci95[0] < 0.3 < e.ci95[1]
     r = M.bootstrap_ratio(np.array([1, 2, 3.0]), np.array([2, 2, 4.0]), n_boot=500)
     assert r.value == pytest.approx(6 / 8)
+
+
+@pytest.mark.parametrize("d", [40, 48, 64, 96])
+def test_grid_bootstrap_exact_on_tied_binary_scores(monkeypatch, d):
+    """Binary templates give few distinct scores; the bootstrap grid must keep '>= v' and '> v' apart,
+    so with unit weights it reproduces the exact (no-interpolation) TAR@FAR."""
+    T, lab = _synthetic(n_id=80, per=6, noise=1.4, d=d)
+    B = (T > 0).astype(np.float32)
+    g, i = M.pair_scores(B, lab, M.hamming_similarity)
+    assert len(np.unique(i)) <= d + 1
+    monkeypatch.setattr(M, "bootstrap_weights", lambda n, b, s: np.ones((b, n)))
+    levels = (3e-2, 1e-2, 3e-3, 1e-3)
+    u = M.verification(B, lab, M.hamming_similarity, far_levels=levels, n_boot=2)
+    for f in levels:
+        assert u[M._far_key(f)].ci95[0] == pytest.approx(M.tar_at_far(g, i, f), abs=1e-12)
+
+
+def test_binary_scores_interval_brackets_point():
+    T, lab = _synthetic(n_id=80, per=6, noise=1.4, d=48)
+    B = (T > 0).astype(np.float32)
+    u = M.verification(B, lab, M.hamming_similarity, n_boot=400, seed=3)
+    for key in ("tar@far=1e-2", "tar@far=1e-3", "eer", "auc"):
+        assert u[key].ci95[0] <= u[key].value <= u[key].ci95[1], key
