@@ -56,7 +56,7 @@ def gaussian_sigma_for(epsilon: float, delta: float) -> float:
 
 
 class Noise(Defense):
-    """Gaussian/Laplace noise on unit embeddings (sigma, or calibrated to epsilon with Opacus); per-template local DP."""
+    """Gaussian/Laplace noise on unit embeddings (sigma, or epsilon via Opacus); per-template local DP."""
 
     comparator = "cosine"
 
@@ -85,7 +85,8 @@ class Noise(Defense):
         super().fit(E, y, comparator=comparator)
         d = self.dim_in_
         if self.mechanism == "gaussian":
-            self.sigma_ = gaussian_sigma_for(self.epsilon, self.delta) if self.epsilon is not None else float(self.sigma)
+            self.sigma_ = (gaussian_sigma_for(self.epsilon, self.delta) if self.epsilon is not None
+                           else float(self.sigma))
             self.scale_ = None
         else:
             l1 = 2 * math.sqrt(d)
