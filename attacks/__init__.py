@@ -1,8 +1,25 @@
-"""Reconstruction attacks (embedding template -> face image), registered by name.
+"""Reconstruction attacks (protected template -> face), one module each, registered by name.
 
-Third-party attacks register through the entry-point group ``facepii.attacks``.
+``nearest``, ``decoder``, ``inverse``, ``optimize``; third-party attacks register
+through the entry-point group ``facepii.attacks`` (a class with the
+:class:`attacks.base.Attack` contract).
 """
 
+from attacks.base import Attack, AttackContext
+from attacks.decoder import Decoder
+from attacks.inverse import Inverse
+from attacks.nearest import Nearest
+from attacks.optimize import Optimize
 from facepii.registry import attacks as registry
 
-__all__ = ["registry"]
+for _cls in (Nearest, Decoder, Inverse, Optimize):
+    registry.register(_cls.name, _cls)
+
+DEFAULT_ATTACKS = ["nearest", "inverse", "decoder", "optimize"]
+
+
+def create(name: str, **params) -> Attack:
+    return registry.create(name, **params)
+
+
+__all__ = ["Attack", "AttackContext", "DEFAULT_ATTACKS", "create", "registry"]

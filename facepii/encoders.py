@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import urllib.parse
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -211,35 +210,63 @@ class DlibEncoder:
 
     dlib detects and aligns on its own; on an already aligned crop it is given a
     fixed face box on a padded canvas, its 5-point shape predictor re-finds the
-    landmarks and it embeds its own 150 px chip."""
+    landmarks and it embeds its own 150 px chip. dlib computes on one core, so
+    batches are split over ``n_jobs`` worker processes (plain subprocesses that
+    load the model once)."""
 
     name = "dlib"
     version = "resnet-v1-5pt-pad56-v1"
     dim = 128
     comparator = "l2"
 
-    def __init__(self, n_jobs: int | None = None, chunk: int = 16):
+    def __init__(self, n_jobs: int | None = None):
         self.n_jobs = n_jobs or os.cpu_count() or 1
-        self.chunk = chunk
-        self._pool: ProcessPoolExecutor | None = None
+        self._workers: list = []
         _dlib_models()  # fail early with a clear message when dlib is missing
 
+    def _start(self) -> None:
+        import subprocess
+        import sys
+
+        while len(self._workers) < self.n_jobs:
+            self._workers.append(subprocess.Popen(
+                [sys.executable, "-m", "facepii._dlib_worker"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"}))
+
     def embed(self, faces: np.ndarray) -> np.ndarray:
+        import struct
+
         faces = check_faces(faces)
         if self.n_jobs <= 1 or len(faces) < 2 * self.n_jobs:
             return _dlib_embed(faces)
-        if self._pool is None:
-            import multiprocessing as mp
-
-            self._pool = ProcessPoolExecutor(self.n_jobs, mp_context=mp.get_context("spawn"))
-        size = max(1, min(self.chunk, -(-len(faces) // self.n_jobs)))
-        parts = [faces[i:i + size] for i in range(0, len(faces), size)]
-        return np.concatenate(list(self._pool.map(_dlib_embed, parts)))
+        self._start()
+        parts = np.array_split(faces, self.n_jobs)
+        try:
+            for w, part in zip(self._workers, parts):
+                w.stdin.write(struct.pack("<i", len(part)) + np.ascontiguousarray(part).tobytes())
+                w.stdin.flush()
+            out = []
+            for w, part in zip(self._workers, parts):
+                data = w.stdout.read(len(part) * 128 * 4)
+                if len(data) != len(part) * 128 * 4:
+                    raise EncoderError("a dlib worker process died; rerun (finished embeddings are cached).")
+                out.append(np.frombuffer(data, "<f4").reshape(len(part), 128))
+        except (BrokenPipeError, OSError):
+            self.close()
+            raise EncoderError("a dlib worker process died; rerun (finished embeddings are cached).") from None
+        return np.concatenate(out).astype(np.float32)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        import struct
+
+        for w in self._workers:
+            try:
+                w.stdin.write(struct.pack("<i", -1))
+                w.stdin.close()
+                w.wait(timeout=5)
+            except Exception:
+                w.kill()
+        self._workers = []
 
     def __del__(self):  # pragma: no cover - interpreter shutdown order varies
         try:

@@ -34,6 +34,7 @@ class Extraction:
     landmarks: np.ndarray | None         # (n, 5, 2), None for an embeddings dataset
     skipped: list[dict] = field(default_factory=list)   # {"path", "reason"}
     stats: dict = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)        # content hash of each usable item
 
     def for_encoder(self, enc: Encoder) -> np.ndarray:
         return self.embeddings[encoder_id(enc)]
@@ -115,7 +116,7 @@ def extract(fs: FaceSet, encoders: list[Encoder], cache: Cache | None = None,
                      for eid, d in emb.items()},
         landmarks=np.stack([landmarks[i] for i in ok]) if len(ok) else np.zeros((0, 5, 2)),
         skipped=[{"path": fs.item_name(i), "reason": r} for i, r in sorted(skipped.items())],
-        stats=stats,
+        stats=stats, keys=[hashes[i] for i in ok],
     )
 
 
@@ -216,4 +217,4 @@ def _from_embeddings(fs: FaceSet, encoders: list[Encoder]) -> Extraction:
     embs = {encoder_id(e): fs.embeddings for e in encoders}
     return Extraction(faceset=fs, index=np.arange(len(fs)), embeddings=embs, landmarks=None,
                       stats={"items": len(fs), "cached": len(fs), "computed": 0, "detected": 0,
-                             "encoders": {}})
+                             "encoders": {}}, keys=[f"{fs.source}#{i}" for i in range(len(fs))])

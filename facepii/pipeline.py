@@ -40,6 +40,14 @@ class EvaluateConfig:
     use_cache: bool = True
     n_boot: int = metrics.N_BOOT
     epsilons: list[float] = field(default_factory=list)  # --epsilon: noise rows calibrated to these
+    # privacy (attacks): an empty list evaluates utility only
+    attacks: list[str] = field(default_factory=list)
+    judge: str | None = None
+    knowledge: str = "white"
+    key: str = "both"
+    budget: str = "standard"
+    victims: float | int | None = None
+    device: str = "cpu"
 
 
 def parse_value(text: str) -> Any:
@@ -146,14 +154,21 @@ def resolve_encoder(spec: str | None, fs: FaceSet) -> Encoder:
     return get_encoder(spec or "sface")
 
 
-def load_and_embed(cfg: EvaluateConfig, fs: FaceSet, encoders: list[Encoder]) -> tuple[Extraction, dict]:
+def open_cache(cfg: EvaluateConfig) -> Cache:
+    return Cache(cfg.cache_dir or default_cache_dir()) if cfg.use_cache else Cache(None)
+
+
+def load_and_embed(cfg: EvaluateConfig, fs: FaceSet, encoders: list[Encoder],
+                   cache: Cache | None = None) -> tuple[Extraction, dict]:
     """Selected FaceSet -> usable faces with embeddings; plus the report's dataset block."""
     listed = fs.meta.get("n_listed", len(fs))
-    cache = Cache(cfg.cache_dir or default_cache_dir()) if cfg.use_cache else Cache(None)
+    own = cache is None
+    cache = open_cache(cfg) if own else cache
     try:
         ex = extract(fs, encoders, cache)
     finally:
-        cache.close()
+        if own:
+            cache.close()
     # identities that lost images to skipping may now fall under --min-images
     labels = ex.faceset.labels
     ids, counts = np.unique(labels, return_counts=True)
@@ -167,7 +182,7 @@ def load_and_embed(cfg: EvaluateConfig, fs: FaceSet, encoders: list[Encoder]) ->
         ex = Extraction(faceset=ex.faceset.subset(keep), index=ex.index[keep],
                         embeddings={k: v[keep] for k, v in ex.embeddings.items()},
                         landmarks=None if ex.landmarks is None else ex.landmarks[keep],
-                        skipped=ex.skipped, stats=ex.stats)
+                        skipped=ex.skipped, stats=ex.stats, keys=[ex.keys[i] for i in keep])
     ex.faceset.excluded = excluded
     if len(ex.faceset) == 0 or ex.faceset.n_identities < 2:
         from facepii.errors import DatasetError
@@ -195,12 +210,16 @@ def load_selected(cfg: EvaluateConfig) -> FaceSet:
 
 
 def evaluate_row(spec: str, params: dict[str, Any], E: np.ndarray, labels: np.ndarray,
-                 comparator: str, cfg: EvaluateConfig) -> tuple[dict, Any, np.ndarray]:
-    """One row's utility: fit the defense on the enrolment embeddings, transform, score."""
+                 comparator: str, cfg: EvaluateConfig, fit_mask: np.ndarray | None = None
+                 ) -> tuple[dict, Any, np.ndarray]:
+    """One row's utility: fit the defense on the defender's enrolment embeddings (``fit_mask``;
+    all by default), protect every embedding, score all pairs."""
     from defenses.base import shared_key, user_keyed
 
+    fit = slice(None) if fit_mask is None else fit_mask
     d = defense_registry.create(spec, **params)
-    T = d.fit_transform(E, labels, comparator=comparator, users=labels)
+    d.fit(E[fit], labels[fit], comparator=comparator)
+    T = d.transform(E, labels)
     u = metrics.utility(T, labels, d.score, n_boot=cfg.n_boot, seed=cfg.seed)
     budget = d.privacy_budget() or {}
     stolen = None
@@ -208,8 +227,8 @@ def evaluate_row(spec: str, params: dict[str, Any], E: np.ndarray, labels: np.nd
         # cancelable schemes look best when every impostor brings their own key; the honest
         # worst case is the stolen token: the impostor's template made with the victim's key
         d2 = shared_key(defense_registry.create(spec, **params))
-        T2 = d2.fit_transform(E, labels, comparator=comparator, users=labels)
-        u2 = metrics.utility(T2, labels, d2.score, n_boot=cfg.n_boot, seed=cfg.seed)
+        d2.fit(E[fit], labels[fit], comparator=comparator)
+        u2 = metrics.utility(d2.transform(E, labels), labels, d2.score, n_boot=cfg.n_boot, seed=cfg.seed)
         stolen = {k: v.to_dict() for k, v in u2.items() if isinstance(v, metrics.Estimate)}
     row = {
         "defense": spec,
@@ -227,33 +246,104 @@ def evaluate_row(spec: str, params: dict[str, Any], E: np.ndarray, labels: np.nd
     return row, d, T
 
 
+@dataclass
+class Evaluation:
+    """A report plus what only ``--out`` writes: reconstructions and the faces they are judged on."""
+
+    report: Report
+    reconstructions: dict[str, np.ndarray] = field(default_factory=dict)  # row label -> faces
+    sources: np.ndarray | None = None    # victims' source faces (the stolen templates' photos)
+    gallery: np.ndarray | None = None    # one other photo per victim
+    victims: np.ndarray | None = None
+
+
+def row_label(row: dict) -> str:
+    from facepii.report import format_params
+
+    p = format_params(row.get("params", {}))
+    return row["defense"] + (f" {p}" if p else "")
+
+
 def evaluate(cfg: EvaluateConfig) -> Report:
     """Run the evaluation protocol and return the Report."""
-    from facepii import progress
+    return run(cfg).report
+
+
+def run(cfg: EvaluateConfig) -> Evaluation:
+    """The evaluation protocol: utility of every row and, with attacks, its privacy."""
+    from facepii import privacy, progress
 
     grid = [("none", {})] + defense_grid([s for s in cfg.defenses if s != "none"], cfg.params)
     grid += [("noise", {"epsilon": float(e)}) for e in cfg.epsilons]
+    pcfg = privacy.PrivacyConfig(
+        attacks=list(cfg.attacks), judge=cfg.judge, knowledge=cfg.knowledge, key=cfg.key,
+        budget=cfg.budget, victims=cfg.victims, device=cfg.device, n_boot=cfg.n_boot, seed=cfg.seed)
+    if cfg.attacks:
+        privacy.validate(pcfg)
     fs = load_selected(cfg)
     enc = resolve_encoder(cfg.encoder, fs)
-    ex, dataset_block = load_and_embed(cfg, fs, [enc])
-    E = ex.for_encoder(enc)
-    labels = ex.faceset.labels
-    rows = []
-    with progress.bar("scoring defenses", len(grid)) as b:
-        for spec, params in grid:
-            row, _, _ = evaluate_row(spec, params, E, labels, enc.comparator, cfg)
-            rows.append(row)
-            b.update()
+    notes: list[str] = []
+    want_privacy = bool(cfg.attacks)
+    if want_privacy and fs.kind == "embeddings":
+        notes.append("privacy not evaluated: an embeddings dataset has no photos to reconstruct or judge.")
+        want_privacy = False
+    cache = open_cache(cfg)
+    try:
+        ex, dataset_block = load_and_embed(cfg, fs, [enc], cache)
+        E = ex.for_encoder(enc)
+        labels = ex.faceset.labels
+        setup = None
+        fit_mask = None
+        if want_privacy:
+            setup = privacy.prepare(pcfg, ex, enc, cache)
+            # the defender fits its defense on its own users' enrolments: the victims
+            fit_mask = np.zeros(len(labels), bool)
+            fit_mask[np.concatenate([setup.split.source_pos, setup.split.gallery_pos])] = True
+        rows, recon = [], {}
+        with progress.bar("evaluating defenses", len(grid)) as b:
+            for spec, params in grid:
+                row, d, T = evaluate_row(spec, params, E, labels, enc.comparator, cfg, fit_mask)
+                if setup is not None:
+                    keys = (["disclosed", "secret"] if cfg.key == "both" else [cfg.key]) if d.keyed else ["disclosed"]
+                    row["privacy"], rec = privacy.attack_row(setup, d, T, keys[0])
+                    recon[row_label(row)] = rec[row["privacy"]["attack"]]
+                    if len(keys) > 1:
+                        row["privacy_key_secret"], _ = privacy.attack_row(setup, d, T, keys[1])
+                rows.append(row)
+                b.update()
+    finally:
+        cache.close()
     base = rows[0]["utility"].get("tar@far=1e-3", {}).get("value")
     for r in rows:
         v = r["utility"].get("tar@far=1e-3", {}).get("value")
         r["utility_drop"] = None if base is None or v is None else float(base - v)
-    return Report(
-        dataset=dataset_block,
-        encoder={"name": enc.name, "version": enc.version, "dim": enc.dim, "comparator": enc.comparator},
-        seed=cfg.seed, rows=rows, versions=versions(),
-        settings={k: v for k, v in asdict(cfg).items() if k not in ("cache_dir",)},
+    extra: dict = {"notes": notes}
+    if setup is not None:
+        from facepii.report import mark_pareto
+
+        mark_pareto(rows)
+        extra.update({
+            "threat_model": setup.threat_model(),
+            "split": setup.split.to_dict(labels),
+            "privacy_baselines": {"random_guess_rank1": 1.0 / len(setup.split.victim_ids),
+                                  **setup.baselines},
+            "judges": {"judge": _enc_dict(setup.judges["judge"].encoder),
+                       "target": _enc_dict(enc),
+                       "threshold@fmr=1e-3": {k: j.threshold for k, j in setup.judges.items()}},
+            "personal_data": "Reconstructions and victim photos are personal data: they are written only "
+                             "under --out, never elsewhere.",
+        })
+    report = Report(
+        dataset=dataset_block, encoder=_enc_dict(enc), seed=cfg.seed, rows=rows, versions=versions(),
+        settings={k: v for k, v in asdict(cfg).items() if k not in ("cache_dir",)}, extra=extra,
     )
+    if setup is None:
+        return Evaluation(report)
+    return Evaluation(report, recon, setup.source_faces, setup.gallery_faces["first"], setup.victims)
+
+
+def _enc_dict(enc: Encoder) -> dict:
+    return {"name": enc.name, "version": enc.version, "dim": enc.dim, "comparator": enc.comparator}
 
 
 def _plain(v: Any) -> Any:

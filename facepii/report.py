@@ -87,11 +87,53 @@ class Report:
         return cls.from_dict(d)
 
     # ---- human-readable --------------------------------------------------
+    @property
+    def has_privacy(self) -> bool:
+        return any(r.get("privacy") for r in self.rows)
+
     def table(self, fmt: str = "simple") -> str:
+        """The trade-off table when attacks ran, else the utility table."""
+        from tabulate import tabulate
+
+        headers, body = self.tradeoff_rows() if self.has_privacy else self.table_rows()
+        return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+    def utility_table(self, fmt: str = "simple") -> str:
         from tabulate import tabulate
 
         headers, body = self.table_rows()
         return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+    def tradeoff_rows(self) -> tuple[list[str], list[list[str]]]:
+        secret = any(r.get("privacy_key_secret") for r in self.rows)
+        judge = next((r["privacy"]["judge"] for r in self.rows if r.get("privacy")), "judge")
+        headers = ["", "defense", "params", "eps", "TAR@1e-3", "EER", f"rank-1 re-id ({judge})",
+                   "leakage x random", "SAR@FMR1e-3", "worst attack"]
+        if secret:
+            headers.append("leakage, key secret")
+        body = []
+        for r in self.rows:
+            u, p = r.get("utility", {}), r.get("privacy") or {}
+            line = ["*" if r.get("pareto") else "", r["defense"], format_params(r.get("params", {})),
+                    format_eps(r), fmt_est(u.get("tar@far=1e-3")), fmt_est(u.get("eer")),
+                    fmt_est(p.get("rank1")), fmt_est(p.get("leakage_ratio"), 1),
+                    fmt_est(p.get("sar@fmr=1e-3")), p.get("attack", "")]
+            if secret:
+                ps = r.get("privacy_key_secret") or {}
+                line.append(fmt_est(ps.get("leakage_ratio"), 1))
+            body.append(line)
+        base = self.extra.get("privacy_baselines") or {}
+        if base:
+            blank = ["", "", "", ""]
+            g = base.get("random_guess_rank1")
+            body.append(["", "random guess", "", "", *blank[:2], f"{g:.3f}", "1.0", "", ""] + ([""] if secret else []))
+            for name in ("random_face", "mean_face"):
+                b = (base.get(name) or {}).get("judge")
+                if b:
+                    body.append(["", name.replace("_", " "), "", "", *blank[:2], fmt_est(b["rank1"]),
+                                 fmt_est(b["leakage_ratio"], 1), fmt_est(b["sar@fmr=1e-3"]), ""]
+                                + ([""] if secret else []))
+        return headers, body
 
     def table_rows(self) -> tuple[list[str], list[list[str]]]:
         stolen = any(r.get("utility_stolen_token") for r in self.rows)
@@ -111,6 +153,19 @@ class Report:
         return headers, body
 
     def footnotes(self) -> list[str]:
+        if self.has_privacy:
+            notes = ["value [95% interval]. rank-1 re-id: share of victims whose reconstruction the judge "
+                     "ranks first among all victims; leakage x random = rank-1 / (1/N); SAR = share of "
+                     "reconstruction-vs-genuine comparisons passing the judge's threshold at FMR 1e-3; "
+                     "worst attack = the attack with the highest rank-1; * = Pareto-optimal "
+                     "(TAR@1e-3 up, leakage down)."]
+            for r in self.rows:
+                if r.get("privacy_key_secret"):
+                    notes.append("keyed rows: the headline privacy figures assume a disclosed key (stolen token); "
+                                 "the last column keeps the key secret.")
+                    break
+            notes += [f"note: {n}" for n in self.extra.get("notes", [])]
+            return notes
         notes = ["value [95% interval]; drop = unprotected TAR@1e-3 minus this row's; "
                  "bytes = storage per template."]
         if any(r.get("utility_stolen_token") for r in self.rows):
@@ -120,6 +175,22 @@ class Report:
             notes.append("* this FAR rests on fewer than 10 impostor scores above the threshold: "
                          "too few impostor pairs to measure it; use more identities.")
         return notes
+
+    def attack_table(self, fmt: str = "simple") -> str:
+        from tabulate import tabulate
+
+        headers = ["defense", "params", "key", "attack", "rank-1 (judge)", "rank-5 (judge)", "SAR (judge)",
+                   "rank-1 (target as judge)", "SSIM"]
+        body = []
+        for r in self.rows:
+            for block in (r.get("privacy"), r.get("privacy_key_secret")):
+                if not block:
+                    continue
+                for name, a in block.get("per_attack", {}).items():
+                    body.append([r["defense"], format_params(r.get("params", {})), block.get("key", ""), name,
+                                 fmt_est(a.get("rank1")), fmt_est(a.get("rank5")), fmt_est(a.get("sar@fmr=1e-3")),
+                                 fmt_est((a.get("target_judge") or {}).get("rank1")), fmt_est(a.get("ssim"))])
+        return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
 
     def summary_lines(self) -> list[str]:
         d = self.dataset
@@ -142,7 +213,19 @@ class Report:
     def markdown(self) -> str:
         parts = ["# facepii report", ""]
         parts += [f"- {line}" for line in self.summary_lines()]
+        if self.extra.get("threat_model"):
+            parts += ["", "## Threat model", "", self.extra["threat_model"], ""]
+            sp = self.extra.get("split", {})
+            parts += [f"Split (seed {sp.get('seed')}): {sp.get('victims')} victims, "
+                      f"{sp.get('auxiliary_identities')} auxiliary identities ({sp.get('auxiliary_images')} "
+                      f"photos), {sp.get('gallery_images')} gallery photos.", ""]
+            parts += ["## Privacy-utility trade-off"]
         parts += ["", self.table("github"), ""] + self.footnotes() + [""]
+        if self.has_privacy:
+            parts += ["## Utility", "", self.utility_table("github"), ""]
+            parts += ["## Every attack", "", self.attack_table("github"), ""]
+            if self.extra.get("personal_data"):
+                parts += [self.extra["personal_data"], ""]
         skipped = self.dataset.get("skipped", [])
         if skipped:
             parts += ["## Skipped images", "", "| path | reason |", "|---|---|"]
@@ -152,6 +235,23 @@ class Report:
 
 
 # ---------------------------------------------------------------- formatting
+
+
+def mark_pareto(rows: list[dict]) -> None:
+    """Mark rows no other row beats on both TAR@1e-3 (higher) and leakage ratio (lower)."""
+    pts = []
+    for r in rows:
+        t = (r.get("utility", {}).get("tar@far=1e-3") or {}).get("value")
+        lk = ((r.get("privacy") or {}).get("leakage_ratio") or {}).get("value")
+        pts.append((t, lk))
+    for i, r in enumerate(rows):
+        t, lk = pts[i]
+        if t is None or lk is None:
+            r["pareto"] = False
+            continue
+        r["pareto"] = not any(
+            t2 is not None and l2 is not None and t2 >= t and l2 <= lk and (t2 > t or l2 < lk)
+            for j, (t2, l2) in enumerate(pts) if j != i)
 
 
 def fmt_est(e: Any, digits: int = 3) -> str:
@@ -165,6 +265,7 @@ def fmt_est(e: Any, digits: int = 3) -> str:
     if lo is None or hi is None:
         return f"{v:.{digits}f}"
     return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
 
 
 def _few(key: str, n_impostor: int | None) -> str:

@@ -1,0 +1,129 @@
+"""``optimize``: refine the decoder's face so the target encoder's embedding matches the stolen one.
+
+Starts from the ``decoder`` attack's output, projected on the attacker's face
+space (its face-space coefficients; the decoder's convolutional detail is
+dropped: measured on the CelebA subset, the detail carries features the target
+model likes but the judge does not, and dropping it raised dlib's rank-1 from
+0.64 to 0.70 and SAR from 0.43 to 0.49). Only the face-space coefficients
+move, with a penalty on the distance to the decoder's coefficients (in units
+of each component's spread), so the face stays on the face manifold. The target is the
+victim's raw embedding as the attacker estimates it from the template (the
+template itself without a defense; the ridge inverse otherwise).
+
+- white box: Adam on 1 - cos(F(x), target) through the differentiable copy
+  of F, plus the prior;
+- black box (``--knowledge black``): the same objective by natural-evolution
+  strategies (antithetic random directions in the top face-space components,
+  queries to F only, no gradients).
+
+Restricting the search to face space is what makes the result a face that
+other face-recognition models (the judge) also recognise, rather than
+adversarial noise for F alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from attacks.base import Attack, estimate_raw
+from attacks.decoder import Decoder
+from attacks.facemodel import to_unit
+
+
+class Optimize(Attack):
+    """White-box (or query-only NES) refinement of the decoder's face in face space."""
+
+    name = "optimize"
+
+    def __init__(self, steps: int | None = None, lr: float = 0.05, prior: float = 1e-3):
+        self.steps = steps
+        self.lr = lr
+        self.prior = prior
+
+    def fit(self, templates, images, *, context):
+        self.ctx_ = context
+        self.templates_ = np.asarray(templates)
+        dec = context.shared.get("decoder_attack")
+        if dec is None:
+            dec = Decoder().fit(templates, images, context=context)
+            context.shared["decoder_attack"] = dec
+        self.decoder_ = dec
+        return self
+
+    def reconstruct(self, templates, users=None):
+        templates = np.asarray(templates, np.float32)
+        target = estimate_raw(self.ctx_, self.templates_, templates, users)
+        _, c0, r0 = self.decoder_.decode(templates)
+        r0 = np.zeros_like(r0)  # face space only (see the module docstring)
+        if self.ctx_.knowledge == "white" and self.ctx_.torch_encoder is not None:
+            return self._white(target, c0, r0)
+        return self._black(target, c0, r0)
+
+    def _render(self, c, r):
+        fm = self.ctx_.face_model
+        return fm.decoder.render(c, r).clamp(0, 1)
+
+    def _white(self, target, c0, r0):
+        import torch
+
+        from facepii import progress
+
+        ctx = self.ctx_
+        steps = self.steps if self.steps is not None else ctx.budget.optimize_steps
+        scale = torch.from_numpy(ctx.face_model.space.scale)
+        c_start = torch.from_numpy(c0)
+        r = torch.from_numpy(r0)
+        tgt = torch.from_numpy(to_unit(target))
+        c = c_start.clone().requires_grad_(True)
+        opt = torch.optim.Adam([c], lr=self.lr * float(scale.mean()))
+        enc = ctx.torch_encoder
+        with progress.bar("optimizing faces", steps) as b:
+            for _ in range(steps):
+                x = self._render(c, r)
+                y = enc(x * 255.0)
+                y = y / y.norm(dim=1, keepdim=True)
+                match = (1 - (y * tgt).sum(1)).mean()
+                loss = match + self.prior * (((c - c_start) / scale) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                b.update(info=f"1-cos {match.item():.3f}")
+        with torch.no_grad():
+            x = self._render(c, r)
+        return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+
+    def _black(self, target, c0, r0):
+        import torch
+
+        from facepii import progress
+
+        ctx = self.ctx_
+        steps = ctx.budget.nes_steps if self.steps is None else self.steps
+        P = ctx.budget.nes_samples
+        k = min(100, c0.shape[1])
+        scale = ctx.face_model.space.scale[:k]
+        rng = np.random.default_rng(ctx.seed)
+        c = c0.copy()
+        r = torch.from_numpy(r0)
+        tgt = to_unit(target)
+        sigma = 0.3
+
+        def faces_of(coef):
+            with torch.no_grad():
+                x = self._render(torch.from_numpy(coef.astype(np.float32)), r.repeat(len(coef) // len(r), 1, 1, 1))
+            return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+
+        n = len(c)
+        with progress.bar("query-only refinement", steps) as b:
+            for _ in range(steps):
+                u = rng.normal(size=(P, n, k)) * scale
+                cand = np.concatenate([np.repeat(c[None], P, 0), np.repeat(c[None], P, 0)])  # 2P x n x K
+                cand[:P, :, :k] += sigma * u
+                cand[P:, :, :k] -= sigma * u
+                emb = to_unit(ctx.encoder.embed(faces_of(cand.reshape(2 * P * n, -1))))
+                f = (emb.reshape(2 * P, n, -1) * tgt[None]).sum(-1)  # cosine to target, to maximise
+                grad = ((f[:P] - f[P:])[:, :, None] * u).mean(0) / (2 * sigma)  # per victim, K comps
+                # normalised ascent step: each coordinate moves by about lr x its spread
+                c[:, :k] += self.lr * scale * grad / np.maximum(np.abs(grad).mean(1, keepdims=True), 1e-12)
+                b.update(info=f"cos {f.mean():.3f}")
+        return faces_of(c)

@@ -1,0 +1,151 @@
+"""A differentiable PyTorch copy of a (small) ONNX face model.
+
+White-box attacks need gradients through the target encoder. ``onnx2torch``
+would do it but requires torchvision (and so a multi-GB CUDA torch), so this
+is a small converter of facepii's own for the operators face models like SFace
+use: Conv, BatchNormalization, PRelu, Relu, Add, Sub, Mul, Gemm, MatMul,
+Flatten, Reshape, Dropout (identity at inference), Identity, Constant,
+GlobalAveragePool. The graph goes through :func:`facepii.onnx_graph.prepare`
+first, so the int8 block-quantised weights arrive dequantised once, exactly as
+onnxruntime computes them. :func:`check_against_onnxruntime` measures the
+largest difference to onnxruntime on given inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facepii.errors import EncoderError
+
+SUPPORTED = {"Conv", "BatchNormalization", "PRelu", "Relu", "Add", "Sub", "Mul", "Gemm", "MatMul",
+             "Flatten", "Reshape", "Dropout", "Identity", "Constant", "GlobalAveragePool"}
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def build(model):
+    """An ``nn.Module`` computing the prepared ONNX ``model``'s first output from its image input."""
+    import torch
+    from onnx import numpy_helper
+    from torch import nn
+    from torch.nn import functional as F
+
+    from facepii import onnx_graph
+
+    m = onnx_graph.prepare(model)
+    g = m.graph
+    unsupported = sorted({n.op_type for n in g.node} - SUPPORTED)
+    if unsupported:
+        raise EncoderError(f"cannot convert ops {unsupported} to torch (supported: {sorted(SUPPORTED)}).")
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+
+    class Graph(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self._names: dict[str, str] = {}
+            for k, v in consts.items():
+                safe = f"c{len(self._names)}"
+                self._names[k] = safe
+                self.register_buffer(safe, torch.from_numpy(np.array(v)))
+            self.nodes = [(n.op_type, list(n.input), list(n.output), _attrs(n)) for n in g.node]
+            self.input_name = g.input[0].name
+            self.output_name = g.output[0].name
+
+        def _get(self, env, name):
+            if name in env:
+                return env[name]
+            return getattr(self, self._names[name])
+
+        def forward(self, x):
+            env = {self.input_name: x}
+            for op, ins, outs, a in self.nodes:
+                v = [self._get(env, n) if n else None for n in ins]
+                if op == "Conv":
+                    pads = a.get("pads", [0, 0, 0, 0])
+                    if pads[0] != pads[2] or pads[1] != pads[3]:
+                        raise EncoderError("asymmetric Conv padding is not supported")
+                    y = F.conv2d(v[0], v[1], v[2] if len(v) > 2 else None, stride=a.get("strides", [1, 1]),
+                                 padding=pads[:2], dilation=a.get("dilations", [1, 1]), groups=a.get("group", 1))
+                elif op == "BatchNormalization":
+                    y = F.batch_norm(v[0], v[3], v[4], v[1], v[2], False, 0.0, a.get("epsilon", 1e-5))
+                elif op == "PRelu":
+                    slope = v[1]
+                    if slope.dim() == 1 and v[0].dim() == 4:
+                        slope = slope.reshape(1, -1, 1, 1)
+                    y = torch.where(v[0] >= 0, v[0], v[0] * slope)
+                elif op == "Relu":
+                    y = torch.relu(v[0])
+                elif op == "Add":
+                    y = v[0] + v[1]
+                elif op == "Sub":
+                    y = v[0] - v[1]
+                elif op == "Mul":
+                    y = v[0] * v[1]
+                elif op == "Gemm":
+                    A = v[0].transpose(0, 1) if a.get("transA", 0) else v[0]
+                    B = v[1].transpose(0, 1) if a.get("transB", 0) else v[1]
+                    y = a.get("alpha", 1.0) * (A @ B)
+                    if len(v) > 2 and v[2] is not None:
+                        y = y + a.get("beta", 1.0) * v[2]
+                elif op == "MatMul":
+                    y = v[0] @ v[1]
+                elif op == "Flatten":
+                    axis = a.get("axis", 1)
+                    y = v[0].reshape(int(np.prod(v[0].shape[:axis])) if axis else 1, -1)
+                elif op == "Reshape":
+                    shape = [int(s) for s in v[1].tolist()]
+                    shape = [v[0].shape[i] if s == 0 else s for i, s in enumerate(shape)]
+                    y = v[0].reshape(shape)
+                elif op in ("Dropout", "Identity"):
+                    y = v[0]
+                elif op == "Constant":
+                    y = torch.from_numpy(np.array(numpy_helper.to_array(a["value"])))
+                elif op == "GlobalAveragePool":
+                    y = v[0].mean(dim=(2, 3), keepdim=True)
+                else:  # pragma: no cover - filtered above
+                    raise EncoderError(f"unsupported op {op}")
+                env[outs[0]] = y
+            return env[self.output_name]
+
+    net = Graph().eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+class TorchEncoder:
+    """Differentiable encoder: RGB images in [0, 255] (N x 3 x 112 x 112 float tensor) -> embeddings."""
+
+    def __init__(self, path: str, mean: float = 0.0, std: float = 1.0, bgr: bool = False):
+        from facepii import onnx_graph
+
+        self.net = build(onnx_graph.load(path))
+        self.mean, self.std, self.bgr = mean, std, bgr
+
+    def __call__(self, x):
+        if self.bgr:
+            x = x.flip(1)
+        return self.net((x - self.mean) / self.std)
+
+
+def torch_encoder_for(enc) -> TorchEncoder:
+    """The differentiable twin of an ONNX-based facepii encoder (SFace, onnx:PATH)."""
+    path = getattr(enc, "path", None)
+    if path is None:
+        raise EncoderError(f"encoder {enc.name} has no ONNX graph to differentiate; white-box attacks "
+                           "need sface or onnx:PATH (use --knowledge black).")
+    return TorchEncoder(path, enc.mean, enc.std, enc.bgr)
+
+
+def check_against_onnxruntime(enc, faces: np.ndarray) -> float:
+    """Largest absolute difference between the torch copy and onnxruntime on ``faces`` (uint8 NHWC)."""
+    import torch
+
+    t = torch_encoder_for(enc)
+    with torch.no_grad():
+        y = t(torch.from_numpy(faces.transpose(0, 3, 1, 2).astype(np.float32))).numpy()
+    return float(np.abs(y - enc.embed(faces)).max())

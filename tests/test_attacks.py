@@ -1,0 +1,170 @@
+"""Attack contract on synthetic faces (fast), and the real thing on the shared CelebA subset (slow)."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import attacks
+import defenses
+from attacks.base import AttackContext
+from attacks.facemodel import BUDGETS, FaceModel
+from facepii.encoders import SFaceEncoder
+
+TINY = replace(BUDGETS["quick"], name="tiny", components=12, decoder_steps=3, finetune_steps=2,
+               optimize_steps=2, flips=False, nes_steps=1, nes_samples=2)
+
+
+def synthetic_faces(n, seed=0):
+    """Smooth random images (not faces: the contract does not need faces)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, size=(n, 14, 14, 3)).astype(np.uint8)
+    return np.stack([cv2.resize(s, (112, 112), interpolation=cv2.INTER_CUBIC) for s in small])
+
+
+@pytest.fixture(scope="module")
+def sface():
+    return SFaceEncoder()
+
+
+@pytest.fixture(scope="module")
+def world(sface):
+    from facepii.torch_onnx import torch_encoder_for
+
+    faces = synthetic_faces(48)
+    E = sface.embed(faces)
+    users = np.repeat(np.arange(12), 4).astype(str)
+    tenc = torch_encoder_for(sface)
+    fm = FaceModel.train(E, faces, TINY, tenc, query=sface.embed, seed=0)
+    return faces, E, users, tenc, fm
+
+
+def context(world, sface, defense_spec="none", knowledge="white", key="disclosed", seed=0, **params):
+    from defenses.base import user_keyed
+    from facepii.privacy import attacker_protect
+
+    faces, E, users, tenc, fm = world
+    d = defenses.create(defense_spec, **params).fit(E, users)
+    protect = attacker_protect(d, key)
+    ctx = AttackContext(encoder=sface, defense=d, face_model=fm, aux_embeddings=E, aux_users=users,
+                        protect=protect, budget=TINY, knowledge=knowledge, key=key,
+                        per_user_keys=user_keyed(d), torch_encoder=tenc if knowledge == "white" else None,
+                        seed=seed)
+    ctx.shared["victim_users"] = np.array(["v0", "v1", "v2"])
+    return ctx, protect(E, users), d
+
+
+@pytest.mark.parametrize("name", ["nearest", "inverse", "decoder", "optimize"])
+@pytest.mark.parametrize("defense", ["none", "noise", "biohash"])
+def test_contract_shapes(world, sface, name, defense):
+    faces, E, users, _, _ = world
+    ctx, T, d = context(world, sface, defense)
+    atk = attacks.create(name).fit(T, faces, context=ctx)
+    victims = np.array(["v0", "v1", "v2"])
+    out = atk.reconstruct(d.transform(E[:3], victims), users=victims)
+    assert out.shape == (3, 112, 112, 3) and out.dtype == np.uint8
+    assert isinstance(atk.get_params(), dict)
+
+
+@pytest.mark.parametrize("name", ["nearest", "decoder", "optimize"])
+def test_same_seed_same_reconstructions(world, sface, name):
+    faces, E, users, _, _ = world
+    outs = []
+    for _ in range(2):
+        ctx, T, d = context(world, sface, "noise", sigma=0.05)
+        atk = attacks.create(name).fit(T, faces, context=ctx)
+        outs.append(atk.reconstruct(T[:4]))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_facemodel_training_is_seeded(world, sface):
+    faces, E, users, tenc, _ = world
+    a = FaceModel.train(E, faces, TINY, tenc, seed=3).reconstruct(E[:2])
+    b = FaceModel.train(E, faces, TINY, tenc, seed=3).reconstruct(E[:2])
+    c = FaceModel.train(E, faces, TINY, tenc, seed=4).reconstruct(E[:2])
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("defense", ["none", "projection", "quantize"])
+def test_nearest_is_exact_on_templates_it_saw(world, sface, defense):
+    faces, E, users, _, _ = world
+    ctx, T, _ = context(world, sface, defense)
+    atk = attacks.create("nearest").fit(T, faces, context=ctx)
+    np.testing.assert_array_equal(atk.reconstruct(T[[5, 17, 30]]), faces[[5, 17, 30]])
+
+
+def test_secret_key_attacker_uses_other_keys(world, sface):
+    faces, E, users, _, _ = world
+    _, T_disclosed, d = context(world, sface, "projection", key="disclosed")
+    _, T_secret, _ = context(world, sface, "projection", key="secret")
+    np.testing.assert_allclose(T_disclosed, d.transform(E, users))
+    assert not np.allclose(T_secret, T_disclosed)
+
+
+def test_black_box_optimize_runs_queries_only(world, sface):
+    faces, E, users, _, _ = world
+    ctx, T, _ = context(world, sface, "none", knowledge="black")
+    assert ctx.torch_encoder is None
+    out = attacks.create("optimize").fit(T, faces, context=ctx).reconstruct(T[:2])
+    assert out.shape == (2, 112, 112, 3)
+
+
+def test_mapper_inverts_a_disclosed_projection(world, sface):
+    """With the key, the ridge inverse recovers the direction of the raw embedding."""
+    from attacks.base import Mapper
+
+    faces, E, users, _, _ = world
+    d = defenses.create("projection", dim=96).fit(E)
+    m = Mapper(d).fit(d.transform(E), E)
+    est = m.predict(d.transform(E[:5]))
+    cos = (est * (E[:5] / np.linalg.norm(E[:5], axis=1, keepdims=True))).sum(1)
+    assert cos.min() > 0.9
+
+
+def test_unknown_attack_cli(tmp_path, capsys):
+    from clihelp import run_cli
+
+    rng = np.random.default_rng(0)
+    p = tmp_path / "e.npz"
+    np.savez(p, embeddings=rng.normal(size=(20, 8)), labels=np.repeat(np.arange(10), 2))
+    code, _, err = run_cli(["evaluate", "-q", "-d", f"embeddings:{p}", "--attack", "nearst"], capsys)
+    assert code == 2 and "unknown attack 'nearst'" in err and "Did you mean 'nearest'" in err
+
+
+# ---- real faces (skipped without ../shared/datasets) ---------------------------------------
+
+
+def test_torch_sface_matches_onnxruntime_on_real_faces(celeba, session_cache, sface):
+    from facepii.cache import Cache
+    from facepii.datasets import load_dataset, select
+    from facepii.extract import extract
+    from facepii.torch_onnx import check_against_onnxruntime
+
+    fs = select(load_dataset(f"celeba:{celeba}"), max_identities=4, seed=5)
+    ex = extract(fs, [sface], Cache(session_cache))
+    assert check_against_onnxruntime(sface, ex.aligned(np.arange(24))) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_reidentification_beats_random_and_strong_noise_lowers_leakage(celeba, session_cache):
+    from facepii.pipeline import EvaluateConfig, run
+
+    cfg = EvaluateConfig(dataset=f"celeba:{celeba}", encoder="sface", defenses=["noise"],
+                         params={"sigma": [0.4]}, attacks=["nearest", "decoder"], budget="quick",
+                         cache_dir=str(session_cache), n_boot=500, seed=0)
+    ev = run(cfg)
+    rep = ev.report
+    none, noisy = rep.rows
+    base = rep.extra["privacy_baselines"]["random_guess_rank1"]
+    dec = none["privacy"]["per_attack"]["decoder"]
+    assert none["privacy"]["judge"] == "dlib"
+    assert dec["rank1"]["ci95"][0] > base  # interval above the random baseline
+    assert none["privacy"]["leakage_ratio"]["ci95"][0] > 1
+    assert noisy["privacy"]["rank1"]["value"] < none["privacy"]["rank1"]["value"]
+    assert rep.extra["split"]["victims"] == 50 and "OTHER people" in rep.extra["threat_model"]
+    assert set(ev.reconstructions) == {"none", "noise sigma=0.4"}
+    assert ev.reconstructions["none"].shape == (50, 112, 112, 3)
