@@ -142,6 +142,72 @@ def evaluate(
             typer.echo("reconstructions.png and report files show victims' faces: personal data, keep them safe.")
 
 
+@app.command()
+def gate(
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", metavar="FILE",
+        help="facepii.toml, or a pyproject.toml with [tool.facepii]: an [evaluate] table (the options of "
+             "`facepii evaluate`) and a [gate] table (the rules). Default: ./facepii.toml, else "
+             "./pyproject.toml.")] = None,
+    report: Annotated[Path | None, typer.Option(
+        "--report", metavar="FILE", help="Gate this existing report.json instead of running the evaluation.")] = None,
+    baseline: Annotated[Path | None, typer.Option(
+        "--baseline", metavar="FILE",
+        help="An earlier release's report.json: also fail when leakage rose or TAR@1e-3 fell beyond "
+             "the 95% intervals.")] = None,
+    junit: Annotated[Path | None, typer.Option(
+        "--junit", metavar="FILE", help="Write JUnit XML, one test case per rule, for CI systems.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", metavar="DIR",
+        help="Write report.json/.md/.html (with the verdicts) and the pictures here.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Gate a model release or a deployment: evaluate (or read a report), check each rule on the
+    pessimistic end of its 95% interval. Exit 0 when every rule passes, 1 when any fails, 2 on a
+    usage or configuration error."""
+    from facepii import gate as g
+    from facepii import progress
+    from facepii.errors import ConfigError
+    from facepii.report import Report
+
+    progress.set_enabled(not quiet)
+    if config is None:
+        config = next((p for p in (Path("facepii.toml"), Path("pyproject.toml")) if p.is_file()), None)
+        if config is None:
+            raise ConfigError("no --config given and no facepii.toml or pyproject.toml here.")
+    conf = g.load_config(config)
+    has_rules = any(k != "rows" for k in conf["gate"]) or bool(conf["gate"].get("rows"))
+    if not has_rules:
+        raise ConfigError(f"{config}: the [gate] table holds no rule; rules: {', '.join(g.RULES)}.")
+    base = Report.from_json(baseline).to_dict() if baseline else None
+    evaluation = None
+    if report is not None:
+        rep = Report.from_json(report)
+    else:
+        from facepii.pipeline import run
+
+        evaluation = run(g.evaluate_config(conf["evaluate"]))
+        rep = evaluation.report
+    verdicts = g.run_gate(rep.to_dict(), conf["gate"], base)
+    for v in verdicts:
+        typer.echo(v.line())
+    failed = sum(not v.passed for v in verdicts)
+    typer.echo(f"\ngate: {len(verdicts) - failed} passed, {failed} failed "
+               "(rates judged on the pessimistic end of their 95% interval)")
+    as_dicts = g.verdicts_to_dict(verdicts)
+    if junit:
+        g.junit_xml(verdicts, junit)
+        typer.echo(f"JUnit XML written to {junit}")
+    if out:
+        from facepii.pipeline import Evaluation
+        from facepii.plots import write_outputs
+
+        paths = write_outputs(evaluation or Evaluation(rep), out, as_dicts)
+        typer.echo(f"written to {out}: " + ", ".join(p.name for p in paths))
+    if failed:
+        raise typer.Exit(1)
+
+
 def _victims(text: str | None) -> float | int | None:
     from facepii.errors import ParameterError
 
@@ -214,7 +280,9 @@ def datasets() -> None:
 def main() -> None:
     """Entry point: run the app; user errors -> one line on stderr, exit 2."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)  # typer.Exit(n) comes back as a return value without standalone mode
     except FacepiiError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

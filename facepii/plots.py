@@ -85,17 +85,27 @@ def reconstruction_grid(sources: np.ndarray, gallery: np.ndarray, recon: dict[st
     return path
 
 
-def write_outputs(evaluation, out_dir: str | Path) -> list[Path]:
-    """report.json, report.md and, with privacy, tradeoff.png and reconstructions.png under ``out_dir``."""
+def write_outputs(evaluation, out_dir: str | Path, verdicts: list[dict] | None = None) -> list[Path]:
+    """report.json, report.md, report.html and, with privacy, tradeoff.png and reconstructions.png."""
+    from facepii.html import write_html
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rep = evaluation.report
+    if verdicts is not None:
+        rep.extra["gate"] = verdicts
     paths = [out / "report.json", out / "report.md"]
     rep.to_json(paths[0])
     paths[1].write_text(rep.markdown())
+    images: dict[str, Path | None] = {}
     if rep.has_privacy:
-        paths.append(tradeoff_plot(rep, out / "tradeoff.png"))
+        images["tradeoff"] = tradeoff_plot(rep, out / "tradeoff.png")
+        paths.append(images["tradeoff"])
         if evaluation.reconstructions:
-            paths.append(reconstruction_grid(evaluation.sources, evaluation.gallery, evaluation.reconstructions,
-                                             out / "reconstructions.png"))
+            images["reconstructions"] = reconstruction_grid(
+                evaluation.sources, evaluation.gallery, evaluation.reconstructions, out / "reconstructions.png")
+            paths.append(images["reconstructions"])
+        elif (out / "reconstructions.png").is_file():
+            images["reconstructions"] = out / "reconstructions.png"
+    paths.append(write_html(rep, out / "report.html", images, verdicts))
     return paths

@@ -1,0 +1,309 @@
+"""The release gate: rules on a report -> PASS/FAIL per rule, exit code, JUnit XML.
+
+Configuration (``facepii.toml``, or ``[tool.facepii]`` in ``pyproject.toml``)::
+
+    [evaluate]                 # the options of `facepii evaluate`
+    dataset = "celeba:../shared/datasets/celeba-subset"
+    defenses = ["noise"]
+    params = { sigma = [0.05] }
+    budget = "standard"
+
+    [gate]                     # rules for every protected row
+    max_leakage_ratio = 10.0   # upper end of the 95% interval of rank-1 / random
+    max_sar = 0.05             # upper end of the interval of the success attack rate
+    min_tar_at_far = { far = 1e-3, value = 0.7 }   # lower end of the interval
+    max_utility_drop = 0.1     # unprotected TAR@1e-3 minus the lower end of this row's
+
+    [gate.rows."noise sigma=0.05"]   # rules for one row only (they replace the general ones)
+    max_leakage_ratio = 5.0
+
+A rule on a rate is judged on the pessimistic end of its 95% interval: the
+upper bound for leakage and SAR, the lower bound for utility. Rules apply to
+the protected rows; a report with no protected row gates its unprotected
+row. A rule whose figure is missing fails (it never passes silently).
+With a baseline report (an earlier release), a row also fails when its
+leakage interval lies wholly above the baseline's, or its TAR@1e-3 interval
+wholly below.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from facepii.errors import ConfigError
+
+RULES = {
+    "max_leakage_ratio": "upper 95% bound of the leakage ratio (rank-1 / random) <= value",
+    "max_sar": "upper 95% bound of the success attack rate at the judge's FMR 1e-3 <= value",
+    "max_rank1": "upper 95% bound of the judge's rank-1 re-identification rate <= value",
+    "min_tar_at_far": "lower 95% bound of TAR at the given FAR >= value ({far = 1e-3, value = 0.7})",
+    "max_utility_drop": "unprotected TAR@1e-3 minus the lower 95% bound of this row's <= value",
+}
+
+TOL = 1e-9  # rates are compared with this slack for floating-point rounding (0.80 - 0.65 != 0.15)
+
+EVALUATE_KEYS = {
+    "dataset": str, "encoder": str, "defenses": (list, str), "params": dict, "epsilons": list,
+    "max_identities": int, "min_images": int, "seed": int, "cache_dir": str, "no_cache": bool,
+    "bootstrap": int, "attacks": (list, str), "judge": str, "knowledge": str, "key": str, "budget": str,
+    "victims": (int, float), "device": str,
+}
+
+
+@dataclass
+class Verdict:
+    row: str
+    rule: str
+    passed: bool
+    value: float | None
+    ci95: tuple[float, float] | None
+    judged: float | None        # the number compared (the interval end)
+    threshold: float | str | None
+    message: str
+
+    def line(self) -> str:
+        status = "PASS" if self.passed else "FAIL"
+        return f"{status}  {self.row:<28} {self.rule:<20} {self.message}"
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def load_config(path: str | Path) -> dict:
+    """``{"evaluate": {...}, "gate": {...}}`` from facepii.toml or pyproject.toml's [tool.facepii]."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such config file.")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc}).") from None
+    if p.name == "pyproject.toml":
+        data = data.get("tool", {}).get("facepii")
+        if data is None:
+            raise ConfigError(f"{p}: no [tool.facepii] table.")
+    unknown = set(data) - {"evaluate", "gate"}
+    if unknown:
+        raise ConfigError(f"{p}: unknown table(s) {sorted(unknown)}; use [evaluate] and [gate].")
+    evaluate = data.get("evaluate", {})
+    gate = data.get("gate", {})
+    check_evaluate(evaluate, p)
+    check_gate(gate, p)
+    return {"evaluate": evaluate, "gate": gate}
+
+
+def _type_ok(v: Any, t) -> bool:
+    ts = t if isinstance(t, tuple) else (t,)
+    if bool in ts:
+        return isinstance(v, bool)
+    if isinstance(v, bool):
+        return False
+    if float in ts and isinstance(v, int):
+        return True
+    return isinstance(v, ts)
+
+
+def check_evaluate(ev: dict, where: Path | str = "config") -> None:
+    for k, v in ev.items():
+        if k not in EVALUATE_KEYS:
+            raise ConfigError(f"{where}: [evaluate] has no key '{k}'; keys: {', '.join(sorted(EVALUATE_KEYS))}.")
+        if not _type_ok(v, EVALUATE_KEYS[k]):
+            want = EVALUATE_KEYS[k]
+            names = "/".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
+            raise ConfigError(f"{where}: [evaluate] {k} must be {names}, got {type(v).__name__} ({v!r}).")
+    for name, vals in ev.get("params", {}).items():
+        if not isinstance(vals, (list, int, float, str, bool)):
+            raise ConfigError(f"{where}: [evaluate] params.{name} must be a value or a list of values.")
+
+
+def check_gate(gate: dict, where: Path | str = "config") -> None:
+    def rules(table: dict, ctx: str) -> None:
+        for k, v in table.items():
+            if k == "rows" and ctx == "[gate]":
+                continue
+            if k not in RULES:
+                raise ConfigError(f"{where}: {ctx} has no rule '{k}'; rules: {', '.join(RULES)}.")
+            if k == "min_tar_at_far":
+                if not isinstance(v, dict) or set(v) != {"far", "value"} or not all(
+                        _type_ok(x, float) for x in v.values()):
+                    raise ConfigError(f"{where}: {ctx} min_tar_at_far must be {{far = 1e-3, value = 0.7}}, got {v!r}.")
+                if v["far"] not in (1e-2, 1e-3, 1e-4):
+                    raise ConfigError(f"{where}: {ctx} min_tar_at_far.far must be 1e-2, 1e-3 or 1e-4, got {v['far']}.")
+            elif not _type_ok(v, float):
+                raise ConfigError(f"{where}: {ctx} {k} must be a number, got {type(v).__name__} ({v!r}).")
+
+    rules(gate, "[gate]")
+    rows = gate.get("rows", {})
+    if not isinstance(rows, dict):
+        raise ConfigError(f"{where}: [gate.rows] must hold one table per row label.")
+    for label, table in rows.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [gate.rows.\"{label}\"] must be a table of rules.")
+        rules(table, f'[gate.rows."{label}"]')
+
+
+def evaluate_config(ev: dict):
+    """An EvaluateConfig from an [evaluate] table (the CLI's defaults for what is not given)."""
+    from attacks import DEFAULT_ATTACKS
+    from facepii.pipeline import EvaluateConfig
+
+    def as_list(v):
+        if isinstance(v, str):
+            return [x.strip() for x in v.split(",") if x.strip()]
+        return list(v)
+
+    params = {k: (v if isinstance(v, list) else [v]) for k, v in ev.get("params", {}).items()}
+    cfg = EvaluateConfig(
+        dataset=ev.get("dataset"), encoder=ev.get("encoder"), defenses=as_list(ev.get("defenses", ["none"])),
+        params=params, epsilons=[float(e) for e in ev.get("epsilons", [])],
+        max_identities=ev.get("max_identities"), min_images=ev.get("min_images", 2), seed=ev.get("seed", 0),
+        cache_dir=ev.get("cache_dir"), use_cache=not ev.get("no_cache", False),
+        n_boot=ev.get("bootstrap", 1000), attacks=as_list(ev.get("attacks", DEFAULT_ATTACKS)),
+        judge=ev.get("judge"), knowledge=ev.get("knowledge", "white"), key=ev.get("key", "both"),
+        budget=ev.get("budget", "standard"), victims=ev.get("victims"), device=ev.get("device", "cpu"),
+    )
+    return cfg
+
+
+# ---------------------------------------------------------------- judging
+
+
+def _est(d: dict | None) -> tuple[float | None, tuple[float, float] | None]:
+    if not d or d.get("value") is None:
+        return None, None
+    ci = d.get("ci95") or [None, None]
+    return d["value"], (ci[0], ci[1])
+
+
+def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> Verdict:
+    from facepii.pipeline import row_label
+
+    label = row_label(row)
+    priv = row.get("privacy") or {}
+    if rule in ("max_leakage_ratio", "max_sar", "max_rank1"):
+        key = {"max_leakage_ratio": "leakage_ratio", "max_sar": "sar@fmr=1e-3", "max_rank1": "rank1"}[rule]
+        v, ci = _est(priv.get(key))
+        if v is None:
+            return Verdict(label, rule, False, None, None, None, threshold,
+                           f"no privacy figure '{key}' in the report (run evaluate with attacks)")
+        end = ci[1] if ci and ci[1] is not None else v
+        ok = end <= float(threshold) + TOL
+        return Verdict(label, rule, ok, v, ci, end, threshold,
+                       f"upper bound {end:.4g} {'<=' if ok else '>'} {threshold:g}  "
+                       f"({v:.4g} [{ci[0]:.4g}, {ci[1]:.4g}], attack {priv.get('attack')}, judge {priv.get('judge')})")
+    if rule == "min_tar_at_far":
+        far, want = float(threshold["far"]), float(threshold["value"])
+        key = f"tar@far={far:.0e}".replace("e-0", "e-")
+        v, ci = _est((row.get("utility") or {}).get(key))
+        if v is None:
+            return Verdict(label, rule, False, None, None, None, want, f"no {key} in the report")
+        end = ci[0] if ci and ci[0] is not None else v
+        ok = end >= want - TOL
+        return Verdict(label, rule, ok, v, ci, end, want,
+                       f"TAR@FAR={far:g} lower bound {end:.4g} {'>=' if ok else '<'} {want:g}  "
+                       f"({v:.4g} [{ci[0]:.4g}, {ci[1]:.4g}])")
+    if rule == "max_utility_drop":
+        v, ci = _est((row.get("utility") or {}).get("tar@far=1e-3"))
+        if v is None or base_tar is None:
+            return Verdict(label, rule, False, None, None, None, threshold, "no TAR@1e-3 to compare")
+        end = base_tar - (ci[0] if ci and ci[0] is not None else v)
+        ok = end <= float(threshold) + TOL
+        return Verdict(label, rule, ok, base_tar - v, None, end, threshold,
+                       f"drop at the lower bound {end:.4g} {'<=' if ok else '>'} {threshold:g}  "
+                       f"(unprotected {base_tar:.4g}, this row {v:.4g} [{ci[0]:.4g}, {ci[1]:.4g}])")
+    raise ConfigError(f"unknown rule {rule!r}")
+
+
+def run_gate(report: dict, gate: dict, baseline: dict | None = None) -> list[Verdict]:
+    """Every rule on every row it applies to, plus the baseline comparison."""
+    from facepii.pipeline import row_label
+
+    rows = report.get("rows", [])
+    if not rows:
+        raise ConfigError("the report has no rows.")
+    labels = [row_label(r) for r in rows]
+    scoped = gate.get("rows", {})
+    for label in scoped:
+        if label not in labels:
+            raise ConfigError(f'[gate.rows."{label}"]: no such row in the report; rows: {", ".join(labels)}.')
+    general = {k: v for k, v in gate.items() if k != "rows"}
+    protected = [r for r in rows if r["defense"] != "none"] or rows
+    base_tar = ((rows[0].get("utility") or {}).get("tar@far=1e-3") or {}).get("value") \
+        if rows[0]["defense"] == "none" else None
+    verdicts = []
+    for r in rows:
+        label = row_label(r)
+        if label in scoped:
+            rules = scoped[label]
+        elif r in protected:
+            rules = general
+        else:
+            continue
+        for rule, threshold in rules.items():
+            verdicts.append(judge_rule(rule, threshold, r, base_tar))
+    if baseline is not None:
+        verdicts += compare_baseline(report, baseline)
+    return verdicts
+
+
+def compare_baseline(report: dict, baseline: dict) -> list[Verdict]:
+    """Regression check against an earlier release's report: flag a row whose leakage interval lies
+    wholly above the baseline's, or whose TAR@1e-3 interval lies wholly below."""
+    from facepii.pipeline import row_label
+
+    old = {row_label(r): r for r in baseline.get("rows", [])}
+    out = []
+    for r in report.get("rows", []):
+        label = row_label(r)
+        if label not in old:
+            continue
+        o = old[label]
+        v, ci = _est((r.get("privacy") or {}).get("leakage_ratio"))
+        ov, oci = _est((o.get("privacy") or {}).get("leakage_ratio"))
+        if v is not None and ov is not None:
+            rose = ci[0] > oci[1]
+            what = "rose beyond the intervals" if rose else "no rise beyond the intervals"
+            out.append(Verdict(label, "baseline_leakage", not rose, v, ci, ci[0], oci[1],
+                               f"leakage {v:.4g} [{ci[0]:.4g}, {ci[1]:.4g}] vs baseline {ov:.4g} "
+                               f"[{oci[0]:.4g}, {oci[1]:.4g}]: {what}"))
+        v, ci = _est((r.get("utility") or {}).get("tar@far=1e-3"))
+        ov, oci = _est((o.get("utility") or {}).get("tar@far=1e-3"))
+        if v is not None and ov is not None:
+            fell = ci[1] < oci[0]
+            what = "fell beyond the intervals" if fell else "no fall beyond the intervals"
+            out.append(Verdict(label, "baseline_tar@1e-3", not fell, v, ci, ci[1], oci[0],
+                               f"TAR@1e-3 {v:.4g} [{ci[0]:.4g}, {ci[1]:.4g}] vs baseline {ov:.4g} "
+                               f"[{oci[0]:.4g}, {oci[1]:.4g}]: {what}"))
+    if not out:
+        out.append(Verdict("(all)", "baseline", False, None, None, None, None,
+                           "no row in common with the baseline report to compare"))
+    return out
+
+
+def junit_xml(verdicts: list[Verdict], path: str | Path, name: str = "facepii.gate") -> Path:
+    """One test case per rule (classname = row, name = rule); failures carry the message."""
+    suite = ET.Element("testsuite", name=name, tests=str(len(verdicts)),
+                       failures=str(sum(not v.passed for v in verdicts)), errors="0", skipped="0")
+    for v in verdicts:
+        case = ET.SubElement(suite, "testcase", classname=v.row, name=v.rule, time="0")
+        if not v.passed:
+            f = ET.SubElement(case, "failure", message=v.message, type="GateFailure")
+            f.text = v.line()
+        else:
+            ET.SubElement(case, "system-out").text = v.line()
+    root = ET.Element("testsuites")
+    root.append(suite)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(p, encoding="utf-8", xml_declaration=True)
+    return p
+
+
+def verdicts_to_dict(verdicts: list[Verdict]) -> list[dict]:
+    return [{"row": v.row, "rule": v.rule, "passed": v.passed, "value": v.value,
+             "ci95": list(v.ci95) if v.ci95 else None, "judged": v.judged, "threshold": v.threshold,
+             "message": v.message} for v in verdicts]
