@@ -122,7 +122,8 @@ def test_config_errors_name_the_key(tmp_path, text, needle):
 
 def test_pyproject_tool_table(tmp_path):
     p = tmp_path / "pyproject.toml"
-    p.write_text('[project]\nname = "x"\n[tool.facepii.evaluate]\nbudget = "quick"\n[tool.facepii.gate]\nmax_sar = 0.1\n')
+    p.write_text('[project]\nname = "x"\n[tool.facepii.evaluate]\nbudget = "quick"\n'
+                 '[tool.facepii.gate]\nmax_sar = 0.1\n')
     c = g.load_config(p)
     assert c["evaluate"]["budget"] == "quick" and c["gate"]["max_sar"] == 0.1
     cfg = g.evaluate_config({"defenses": "noise,quantize", "params": {"sigma": 0.05}})
