@@ -208,6 +208,57 @@ def gate(
         raise typer.Exit(1)
 
 
+lineup_app = typer.Typer(help="Human re-identification study: lineups from a report, a rater page, scoring.",
+                         no_args_is_help=True)
+app.add_typer(lineup_app, name="lineup")
+
+
+@lineup_app.command("build")
+def lineup_build(
+    report: Annotated[Path, typer.Option(
+        "--report", metavar="DIR", help="A report folder written by `facepii evaluate --out DIR` (with attacks).")],
+    out: Annotated[Path, typer.Option("--out", metavar="STUDY_DIR", help="Where to write the study (a new folder).")],
+    size: Annotated[int, typer.Option("--size", help="Photos per lineup: the victim's and size-1 others.")] = 5,
+    trials_per_row: Annotated[int, typer.Option(
+        "--trials-per-row", help="Reconstructions shown per report row (defense setting).")] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the lineups and their order.")] = 0,
+) -> None:
+    """Build a lineup study (index.html + assets, works from disk) from a report's reconstructions."""
+    from facepii.lineup import build_study
+
+    s = build_study(report, out, size, trials_per_row, seed)
+    typer.echo(f"study {s['study']}: {s['trials']} trials ({s['attention_checks']} attention checks) over "
+               f"{s['rows']} rows, {s['size']} photos per lineup, written to {s['dir']}")
+    typer.echo(f"send raters {out}/share.zip (index.html + assets: real faces, treat as personal data); "
+               f"keep {out}/key.json: it holds the answers.")
+
+
+@lineup_app.command("score")
+def lineup_score(
+    study: Annotated[Path, typer.Argument(metavar="STUDY_DIR", help="The folder `lineup build` wrote.")],
+    answers: Annotated[list[Path], typer.Argument(metavar="ANSWERS.json...", help="Raters' downloaded answers.")],
+    report: Annotated[Path | None, typer.Option(
+        "--report", metavar="DIR", help="Add the human figures to this report folder (privacy.human).")] = None,
+    min_attention: Annotated[float, typer.Option(
+        "--min-attention", help="Share of attention checks a rater must get right to count.")] = 1.0,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=100, help="Bootstrap replicates.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Score a lineup study: per row, human top-1 accuracy with a 95% interval against chance."""
+    from facepii.lineup import add_to_report, score_study, score_table
+
+    res = score_study(study, answers, min_attention, bootstrap, seed)
+    typer.echo(f"study {res['study']}: {res['raters']} raters, {res['raters_kept']} kept, "
+               f"{len(res['raters_excluded'])} excluded for failing attention checks "
+               f"(< {min_attention:.0%} right)")
+    typer.echo(score_table(res))
+    typer.echo("human top-1: share of lineups where the rater picked the victim, a \"can't tell\" counted as a "
+               "guess (1/size); interval: bootstrap over raters and trials.")
+    if report:
+        path = add_to_report(res, report)
+        typer.echo(f"added privacy.human to {path} (and report.md / report.html)")
+
+
 def _victims(text: str | None) -> float | int | None:
     from facepii.errors import ParameterError
 

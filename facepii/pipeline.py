@@ -255,6 +255,7 @@ class Evaluation:
     sources: np.ndarray | None = None    # victims' source faces (the stolen templates' photos)
     gallery: np.ndarray | None = None    # one other photo per victim
     victims: np.ndarray | None = None
+    gallery_sets: list[np.ndarray] | None = None  # up to 3 other photos per victim (lineups)
 
 
 def row_label(row: dict) -> str:
@@ -339,7 +340,8 @@ def run(cfg: EvaluateConfig) -> Evaluation:
     )
     if setup is None:
         return Evaluation(report)
-    return Evaluation(report, recon, setup.source_faces, setup.gallery_faces["first"], setup.victims)
+    return Evaluation(report, recon, setup.source_faces, np.stack([g[0] for g in setup.gallery_sets]),
+                      setup.victims, setup.gallery_sets)
 
 
 def _enc_dict(enc: Encoder) -> dict:

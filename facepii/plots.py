@@ -44,7 +44,7 @@ def tradeoff_plot(report, path: str | Path) -> Path:
     if rf:
         ax.axvline(rf["leakage_ratio"]["value"], color="tab:orange", lw=1, ls=":",
                    label="random face through the judge")
-    judge = next((r["privacy"]["judge"] for r in report.rows if r.get("privacy")), "judge")
+    judge = next((r["privacy"].get("judge", "judge") for r in report.rows if r.get("privacy")), "judge")
     ax.set_xlabel(f"leakage: rank-1 re-identification by {judge} / random (x)")
     ax.set_ylabel("utility: TAR @ FAR 1e-3")
     ax.set_title("privacy-utility trade-off (red: unprotected; green: Pareto-optimal)")
@@ -102,9 +102,14 @@ def write_outputs(evaluation, out_dir: str | Path, verdicts: list[dict] | None =
         images["tradeoff"] = tradeoff_plot(rep, out / "tradeoff.png")
         paths.append(images["tradeoff"])
         if evaluation.reconstructions:
+            from facepii.lineup import save_material
+
             images["reconstructions"] = reconstruction_grid(
                 evaluation.sources, evaluation.gallery, evaluation.reconstructions, out / "reconstructions.png")
             paths.append(images["reconstructions"])
+            material = save_material(evaluation, out)
+            if material is not None:
+                paths.append(material)
         elif (out / "reconstructions.png").is_file():
             images["reconstructions"] = out / "reconstructions.png"
     paths.append(write_html(rep, out / "report.html", images, verdicts))

@@ -149,7 +149,7 @@ class PrivacySetup:
     aux_faces: np.ndarray
     aux_embeddings: np.ndarray
     source_faces: np.ndarray
-    gallery_faces: dict[str, np.ndarray]  # one gallery photo per victim (for the picture grid)
+    gallery_sets: list[np.ndarray]    # per victim up to 3 gallery photos, aligned (grid, lineups)
     face_model: Any
     torch_encoder: Any
     budget: Any
@@ -213,8 +213,7 @@ def prepare(cfg: PrivacyConfig, ex, target: Encoder, cache) -> PrivacySetup:
 
     aux_faces = ex.aligned(split.aux_pos)
     source_faces = ex.aligned(split.source_pos)
-    first_gallery = [int(split.gallery_pos[labels[split.gallery_pos] == v][0]) for v in split.victim_ids]
-    gallery_faces = {"first": ex.aligned(first_gallery)}
+    gallery_sets = [ex.aligned(split.gallery_pos[labels[split.gallery_pos] == v][:3]) for v in split.victim_ids]
 
     torch_enc = None
     if cfg.knowledge == "white":
@@ -225,7 +224,7 @@ def prepare(cfg: PrivacyConfig, ex, target: Encoder, cache) -> PrivacySetup:
             torch_enc.net.to(cfg.device)
     face_model = _face_model(cfg, ex, split, target, E, aux_faces, budget, torch_enc, cache)
     setup = PrivacySetup(cfg, split, labels, target, judges, aux_faces, E[split.aux_pos], source_faces,
-                         gallery_faces, face_model, torch_enc, budget)
+                         gallery_sets, face_model, torch_enc, budget)
     setup.baselines = _baselines(setup)
     return setup
 

@@ -106,11 +106,14 @@ class Report:
 
     def tradeoff_rows(self) -> tuple[list[str], list[list[str]]]:
         secret = any(r.get("privacy_key_secret") for r in self.rows)
-        judge = next((r["privacy"]["judge"] for r in self.rows if r.get("privacy")), "judge")
+        human = any((r.get("privacy") or {}).get("human") for r in self.rows)
+        judge = next((r["privacy"].get("judge", "judge") for r in self.rows if r.get("privacy")), "judge")
         headers = ["", "defense", "params", "eps", "TAR@1e-3", "EER", f"rank-1 re-id ({judge})",
                    "leakage x random", "SAR@FMR1e-3", "worst attack"]
         if secret:
             headers.append("leakage, key secret")
+        if human:
+            headers.append("human top-1 (chance)")
         body = []
         for r in self.rows:
             u, p = r.get("utility", {}), r.get("privacy") or {}
@@ -121,18 +124,21 @@ class Report:
             if secret:
                 ps = r.get("privacy_key_secret") or {}
                 line.append(fmt_est(ps.get("leakage_ratio"), 1))
+            if human:
+                h = p.get("human")
+                line.append(f"{fmt_est(h['accuracy'])} ({h['chance']:.2f})" if h else "")
             body.append(line)
         base = self.extra.get("privacy_baselines") or {}
         if base:
             blank = ["", "", "", ""]
             g = base.get("random_guess_rank1")
-            body.append(["", "random guess", "", "", *blank[:2], f"{g:.3f}", "1.0", "", ""] + ([""] if secret else []))
+            pad = [""] * (int(secret) + int(human))
+            body.append(["", "random guess", "", "", *blank[:2], f"{g:.3f}", "1.0", "", ""] + pad)
             for name in ("random_face", "mean_face"):
                 b = (base.get(name) or {}).get("judge")
                 if b:
                     body.append(["", name.replace("_", " "), "", "", *blank[:2], fmt_est(b["rank1"]),
-                                 fmt_est(b["leakage_ratio"], 1), fmt_est(b["sar@fmr=1e-3"]), ""]
-                                + ([""] if secret else []))
+                                 fmt_est(b["leakage_ratio"], 1), fmt_est(b["sar@fmr=1e-3"]), ""] + pad)
         return headers, body
 
     def table_rows(self) -> tuple[list[str], list[list[str]]]:
