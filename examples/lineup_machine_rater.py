@@ -56,7 +56,8 @@ def main() -> None:
         opts.add_argument(f)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
     try:
-        driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(args.out.resolve())})
+        driver.execute_cdp_cmd("Page.setDownloadBehavior",
+                               {"behavior": "allow", "downloadPath": str(args.out.resolve())})
         driver.get((args.study / "index.html").resolve().as_uri())
         driver.find_element(By.ID, "rater").send_keys(args.rater or f"machine-{args.judge}")
         driver.find_element(By.ID, "consent").click()

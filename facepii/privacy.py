@@ -64,6 +64,18 @@ def default_judge(target: str) -> str:
     return "dlib" if target.split(":")[0] == "sface" else "sface"
 
 
+def same_model(a: Encoder, b: Encoder) -> bool:
+    """Whether two encoders run the same model (same name and version, or the same ONNX file)."""
+    if encoder_id(a) == encoder_id(b):
+        return True
+    pa, pb = getattr(a, "path", None), getattr(b, "path", None)
+    if pa and pb:
+        from facepii.encoders import file_digest
+
+        return file_digest(pa) == file_digest(pb)
+    return False
+
+
 def n_victims(n_ids: int, victims: float | int | None) -> int:
     if victims is None:
         n = max(round(0.25 * n_ids), min(50, n_ids // 2))
@@ -160,9 +172,13 @@ class PrivacySetup:
         return self.labels[self.split.source_pos]
 
     def threat_model(self) -> str:
+        note = ""
+        if same_model(self.judges["judge"].encoder, self.target):
+            note = (" Note: the judge is the target model itself, not an independent system: its figures "
+                    "are the white-box upper bound.")
         return THREAT_MODEL.format(knowledge=KNOWLEDGE_TEXT[self.cfg.knowledge], n_aux=len(np.unique(
             self.labels[self.split.aux_pos])), n_victims=len(self.split.victim_ids), key=KEY_TEXT[self.cfg.key],
-            judge=self.judges["judge"].encoder.name)
+            judge=self.judges["judge"].encoder.name) + note
 
 
 def validate(cfg: PrivacyConfig) -> None:
@@ -198,6 +214,8 @@ def prepare(cfg: PrivacyConfig, ex, target: Encoder, cache) -> PrivacySetup:
 
     # the judges: an independent model, and the target itself (white-box upper bound)
     judge_enc = get_encoder(cfg.judge or default_judge(target.name))
+    if cfg.judge is None and same_model(judge_enc, target):
+        judge_enc = get_encoder("dlib")  # e.g. onnx:PATH pointing at SFace's own file
     vic_pos = np.sort(np.concatenate([split.source_pos, split.gallery_pos]))
     gallery_mask = np.isin(vic_pos, split.gallery_pos)
     if encoder_id(judge_enc) == encoder_id(target):
