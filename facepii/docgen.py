@@ -31,6 +31,22 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
+def _entries(registry) -> list[str]:
+    """A section per built-in entry: its help line, its parameters and its module's docstring."""
+    lines: list[str] = []
+    for e in registry.entries():
+        if e.origin != "built-in":
+            continue
+        lines += [f"### `{e.name}`", "", e.help, ""]
+        ps = _params(e.factory)
+        if ps:
+            lines += ["| parameter | default |", "|---|---|"] + [f"| `{n}` | `{d}` |" for n, d in ps] + [""]
+        doc = _module_doc(e.factory)
+        if doc:
+            lines += [doc, ""]
+    return lines
+
+
 def reference() -> str:
     import attacks  # noqa: F401
     import defenses  # noqa: F401
@@ -46,27 +62,9 @@ def reference() -> str:
     lines += [f"| `{e.name}` | {_cell(e.help)} |" for e in ereg.entries() if e.origin == "built-in"]
     lines += ["", "## Defenses", "",
               "Pass parameters with `--param NAME=V1,V2` (chains: `--param step.NAME=...`).", ""]
-    for e in dreg.entries():
-        if e.origin != "built-in":
-            continue
-        lines += [f"### `{e.name}`", "", e.help, ""]
-        ps = _params(e.factory)
-        if ps:
-            lines += ["| parameter | default |", "|---|---|"] + [f"| `{n}` | `{d}` |" for n, d in ps] + [""]
-        doc = _module_doc(e.factory)
-        if doc:
-            lines += [doc, ""]
+    lines += _entries(dreg)
     lines += ["## Attacks", "", "`--attack NAME[,NAME]`; the row reports the worst (highest rank-1).", ""]
-    for e in areg.entries():
-        if e.origin != "built-in":
-            continue
-        lines += [f"### `{e.name}`", "", e.help, ""]
-        ps = _params(e.factory)
-        if ps:
-            lines += ["| parameter | default |", "|---|---|"] + [f"| `{n}` | `{d}` |" for n, d in ps] + [""]
-        doc = _module_doc(e.factory)
-        if doc:
-            lines += [doc, ""]
+    lines += _entries(areg)
     lines += ["## Attack budgets", "", "`--budget NAME`:", "",
               "| budget | face-space dims | decoder steps | fine-tune steps | optimize steps | mirror aug. | "
               "NES steps x samples |", "|---|---|---|---|---|---|---|"]

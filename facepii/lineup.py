@@ -186,15 +186,12 @@ def build_study(report_dir: str | Path, study_dir: str | Path, size: int = 5, tr
 
 
 def load_answers(paths: list[str | Path], study: str) -> list[dict]:
+    from facepii.report import read_json
+
     out = []
     for p in paths:
         p = Path(p)
-        try:
-            a = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise FacepiiError(f"{p}: no such answers file.") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise FacepiiError(f"{p}: not a JSON answers file ({exc}).") from None
+        a = read_json(p, "answers")
         if not isinstance(a, dict) or a.get("schema") != ANSWERS_SCHEMA:
             raise FacepiiError(f"{p}: not a facepii lineup answers file.")
         if a.get("study") != study:

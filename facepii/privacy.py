@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from facepii import metrics, progress
+from facepii import metrics
 from facepii.encoders import Encoder, encoder_id
 from facepii.errors import ParameterError
 
@@ -56,7 +56,6 @@ class PrivacyConfig:
     device: str = "cpu"
     n_boot: int = metrics.N_BOOT
     seed: int = 0
-    cache_dir: str | None = None
 
 
 def default_judge(target: str) -> str:
@@ -366,10 +365,3 @@ def _judge_all(setup: PrivacySetup, faces: np.ndarray) -> dict:
     out["ssim"] = metrics.bootstrap_mean(metrics.ssim(faces, setup.source_faces), cfg.n_boot, cfg.seed).to_dict()
     out["target_judge"] = _summary(t)
     return out
-
-
-def progress_note(text: str) -> None:
-    if progress.enabled():
-        import sys
-
-        print(text, file=sys.stderr)

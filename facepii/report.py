@@ -75,12 +75,7 @@ class Report:
         from facepii.errors import FacepiiError
 
         p = Path(path)
-        try:
-            d = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise FacepiiError(f"{p}: no such report file.") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise FacepiiError(f"{p}: not a JSON report ({exc}).") from None
+        d = read_json(p, "report")
         if not isinstance(d, dict) or not str(d.get("schema", "")).startswith("facepii.report/"):
             schema = d.get("schema") if isinstance(d, dict) else None
             raise FacepiiError(f"{p}: not a facepii report (schema {schema!r}).")
@@ -241,6 +236,19 @@ class Report:
 
 
 # ---------------------------------------------------------------- formatting
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """A JSON file a user named, with one-line errors for a missing or broken file."""
+    from facepii.errors import FacepiiError
+
+    p = Path(path)
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise FacepiiError(f"{p}: no such {what} file.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FacepiiError(f"{p}: not a JSON {what} file ({exc}).") from None
 
 
 def mark_pareto(rows: list[dict]) -> None:
