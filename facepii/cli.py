@@ -124,6 +124,10 @@ def evaluate(
     for line in report.summary_lines():
         typer.echo(line)
     typer.echo("")
+    if report.has_privacy:
+        typer.echo("utility (all identities):")
+        typer.echo(report.utility_table())
+        typer.echo("\nprivacy-utility trade-off (worst attack per row):")
     typer.echo(report.table())
     typer.echo("")
     for note in report.footnotes():
