@@ -58,7 +58,6 @@ class Attack:
     """Base class: parameter protocol and the contract."""
 
     name = "attack"
-    white_box_only = False
 
     @classmethod
     def _param_names(cls) -> list[str]:

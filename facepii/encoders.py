@@ -162,10 +162,6 @@ class SFaceEncoder(OnnxEncoder):
                          batch_size=batch_size, threads=threads,
                          version="2021dec-int8bq-" + file_digest(path, 8) + "-folded")
 
-    @property
-    def model_path(self) -> str:
-        return self.path
-
 
 # ---------------------------------------------------------------- dlib
 

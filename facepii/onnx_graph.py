@@ -104,8 +104,3 @@ def prepare(model):
         g.initializer.append(numpy_helper.from_array(np.asarray(val), name))
     return m
 
-
-def initializers(model) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}

@@ -23,9 +23,6 @@ class _Null:
     def update(self, advance: int = 1, **_k) -> None:
         pass
 
-    def set_total(self, total: int) -> None:
-        pass
-
 
 class _Bar:
     def __init__(self, progress, task):
@@ -33,9 +30,6 @@ class _Bar:
 
     def update(self, advance: int = 1, **fields) -> None:
         self._p.update(self._t, advance=advance, **fields)
-
-    def set_total(self, total: int) -> None:
-        self._p.update(self._t, total=total)
 
 
 @contextmanager
