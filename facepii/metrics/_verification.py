@@ -1,11 +1,4 @@
-"""Recognition and privacy metrics: plain functions of arrays (no I/O), like ``sklearn.metrics``.
-
-Conventions
------------
-A *score* is a similarity: higher means "more likely the same person". The
-comparators below turn templates into score matrices: cosine similarity, the
-negated Euclidean distance (so higher is still closer), and Hamming
-similarity (share of equal bits) for binary templates.
+"""Verification figures of all pairs, exact point values and identity-bootstrap intervals.
 
 For a decision threshold ``t`` and genuine scores ``g`` (same identity) and
 impostor scores ``i`` (different identities)::
@@ -19,136 +12,24 @@ impostor scores ``i`` (different identities)::
 * ``EER``: the error where FAR(t) = FRR(t); at the threshold where
   ``|FAR - FRR|`` is smallest, ``(FAR + FRR) / 2``.
 * ``AUC``: P(g > i) + P(g = i) / 2 (Mann-Whitney), the area under the ROC.
-* ``rank-k``: share of probes whose identity is among the ``k`` best-scoring
-  gallery identities.
 
-Intervals
----------
-Faces of one person are not independent, so every interval is a percentile
-bootstrap over *identities* (Bolle et al., "Error analysis of pattern
-recognition systems: the subsets bootstrap", 2004): each replicate draws
-identities with replacement; a drawn identity brings all its genuine pairs,
-and two drawn identities bring all the impostor pairs between them. For the
-verification rates each replicate is evaluated on a grid of a few hundred thresholds
-(impostor quantiles log-spaced in FAR and dense around each FAR level,
-genuine quantiles) with the same no-interpolation rule as the point value;
-the point value itself is always computed from all scores. Above ``max_groups``
-identities they are bootstrapped in seeded blocks of identities.
+Intervals: a percentile bootstrap over identities; a drawn identity brings
+all its genuine pairs, and two drawn identities bring all the impostor pairs
+between them. Each replicate is evaluated on a grid of a few hundred
+thresholds (impostor quantiles log-spaced in FAR and dense around each FAR
+level, genuine quantiles) with the same no-interpolation rule as the point
+value; the point value itself is always computed from all scores. Above
+``max_groups`` identities they are bootstrapped in seeded blocks of identities.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import numpy as np
 
-ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+from facepii.metrics._bootstrap import N_BOOT, Estimate, bootstrap_weights, percentile_ci
+from facepii.metrics._comparators import ScoreFn
 
 FAR_LEVELS = (1e-2, 1e-3, 1e-4)
-N_BOOT = 1000
-
-
-# ---------------------------------------------------------------- comparators
-
-
-def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of every row of ``a`` with every row of ``b``."""
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
-    an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return an @ bn.T
-
-
-def neg_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Negated Euclidean distance (higher = closer)."""
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
-    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * (a @ b.T)
-    return -np.sqrt(np.maximum(d2, 0))
-
-
-def hamming_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Share of equal bits (1 - normalised Hamming distance); an entry > 0 is a 1 bit
-    (so {0, 1} and {-1, +1} templates both work)."""
-    a = (np.asarray(a) > 0).astype(np.float32)
-    b = (np.asarray(b) > 0).astype(np.float32)
-    d = a.shape[1]
-    agree = a @ b.T + (1 - a) @ (1 - b).T
-    return (agree / d).astype(np.float32)
-
-
-COMPARATORS: dict[str, ScoreFn] = {"cosine": cosine_similarity, "l2": neg_l2,
-                                   "hamming": hamming_similarity}
-
-
-def comparator(name: str) -> ScoreFn:
-    try:
-        return COMPARATORS[name]
-    except KeyError:
-        raise ValueError(f"unknown comparator {name!r}; use one of {sorted(COMPARATORS)}") from None
-
-
-# ---------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A point value with its 95% bootstrap interval."""
-
-    value: float
-    ci95: tuple[float, float]
-
-    def to_dict(self) -> dict:
-        return {"value": _f(self.value), "ci95": [_f(self.ci95[0]), _f(self.ci95[1])]}
-
-
-def _f(x: float) -> float | None:
-    return None if x is None or not np.isfinite(x) else float(x)
-
-
-def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    samples = np.asarray(samples, float)
-    samples = samples[np.isfinite(samples)]
-    if samples.size == 0:
-        return (float("nan"), float("nan"))
-    a = (1 - level) / 2
-    lo, hi = np.quantile(samples, [a, 1 - a])
-    return (float(lo), float(hi))
-
-
-def bootstrap_weights(n_units: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
-    """(n_boot, n_units) counts: how often each unit is drawn in each replicate."""
-    rng = np.random.default_rng(seed)
-    if n_units == 0:
-        return np.zeros((n_boot, 0))
-    return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_boot).astype(np.float64)
-
-
-def bootstrap_mean(values: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
-    """Mean of per-unit values (e.g. per-victim hits) with a bootstrap interval over units."""
-    values = np.asarray(values, float)
-    if values.size == 0:
-        return Estimate(float("nan"), (float("nan"), float("nan")))
-    w = bootstrap_weights(len(values), n_boot, seed)
-    return Estimate(float(values.mean()), percentile_ci(w @ values / len(values)))
-
-
-def bootstrap_ratio(num: np.ndarray, den: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
-    """sum(num) / sum(den) over units (e.g. identities), bootstrapped over units."""
-    num = np.asarray(num, float)
-    den = np.asarray(den, float)
-    if den.sum() == 0:
-        return Estimate(float("nan"), (float("nan"), float("nan")))
-    w = bootstrap_weights(len(num), n_boot, seed)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        samples = (w @ num) / (w @ den)
-    return Estimate(float(num.sum() / den.sum()), percentile_ci(samples))
-
-
-# ---------------------------------------------------------------- exact verification figures
-
 
 def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> float:
     """Highest TAR with FAR <= ``far`` (see module docstring)."""
@@ -218,9 +99,6 @@ def _auc_sorted(g: np.ndarray, i_sorted: np.ndarray) -> float:
     return float((below.sum() + 0.5 * ties.sum()) / (g.size * i_sorted.size))
 
 
-# ---------------------------------------------------------------- pair scores
-
-
 def _row_blocks(n: int, max_bytes: int) -> list[tuple[int, int]]:
     rows = max(1, int(max_bytes // max(1, n * 4 * 6)))  # score block + a few temporaries
     return [(s, min(n, s + rows)) for s in range(0, n, rows)]
@@ -242,9 +120,6 @@ def pair_scores(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn,
             np.concatenate(imp) if imp else np.zeros(0, np.float32))
 
 
-# ---------------------------------------------------------------- verification with intervals
-
-
 def verification(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn,
                  far_levels: tuple[float, ...] = FAR_LEVELS, n_boot: int = N_BOOT, seed: int = 0,
                  max_groups: int = 256, max_bytes: int = 1 << 30) -> dict:
@@ -261,11 +136,11 @@ def verification(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn,
     out: dict = {"n_genuine": int(gen.size), "n_impostor": int(imp.size)}
     if gen.size == 0 or imp.size == 0:
         nan = Estimate(float("nan"), (float("nan"), float("nan")))
-        out.update({_far_key(f): nan for f in far_levels}, eer=nan, auc=nan)
+        out.update({far_key(f): nan for f in far_levels}, eer=nan, auc=nan)
         return out
     g_sorted = np.sort(gen)
     i_sorted = np.sort(imp)
-    point = {_far_key(f): _tar_at_far_sorted(g_sorted, i_sorted, f) for f in far_levels}
+    point = {far_key(f): _tar_at_far_sorted(g_sorted, i_sorted, f) for f in far_levels}
     point["eer"] = _eer_sorted(g_sorted, i_sorted)
     point["auc"] = _auc_sorted(g_sorted, i_sorted)
 
@@ -299,7 +174,7 @@ def _threshold_grid(g_sorted: np.ndarray, i_sorted: np.ndarray, far_levels) -> n
     return np.unique(np.concatenate([t, np.nextafter(t, np.float32(np.inf))]))
 
 
-def _far_key(f: float) -> str:
+def far_key(f: float) -> str:
     return f"tar@far={f:.0e}".replace("e-0", "e-")
 
 
@@ -393,7 +268,7 @@ def _grid_bootstrap(templates, labels, score_fn, taus, far_levels, n_boot, seed,
         tar = (W @ Gc) / (W @ n_gen)[:, None]
     out: dict[str, np.ndarray] = {}
     for f in far_levels:
-        out[_far_key(f)] = _grid_tar(far, tar, f)
+        out[far_key(f)] = _grid_tar(far, tar, f)
     out["eer"] = np.array([_grid_eer(far[r], tar[r]) for r in range(n_boot)])
     out["auc"] = np.array([_grid_auc(far[r], tar[r]) for r in range(n_boot)])
     return out
@@ -425,64 +300,6 @@ def _grid_auc(far: np.ndarray, tar: np.ndarray) -> float:
     return float(-np.trapezoid(y, x))
 
 
-# ---------------------------------------------------------------- identification
-
-
-def rank_k_hits(scores: np.ndarray, true_col: np.ndarray, k: int = 1) -> np.ndarray:
-    """Per probe: 1 if its true gallery column is among the top ``k`` scores (ties count against)."""
-    scores = np.asarray(scores, np.float64)
-    true = scores[np.arange(len(scores)), true_col]
-    better = (scores > true[:, None]).sum(axis=1)
-    ties = (scores == true[:, None]).sum(axis=1) - 1  # other columns tied with the true one
-    return ((better + ties) < k).astype(np.float64)
-
-
-def identification(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn, k: int = 1,
-                   n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
-    """Rank-k identification: one seeded gallery image per identity, every other image a probe.
-
-    The interval is a bootstrap over identities (probes grouped by identity;
-    the gallery is held fixed).
-    """
-    labels = np.asarray(labels)
-    uniq, lab = np.unique(labels, return_inverse=True)
-    rng = np.random.default_rng(seed + 104729)
-    gallery = np.array([rng.choice(np.flatnonzero(lab == c)) for c in range(len(uniq))])
-    is_gallery = np.zeros(len(lab), bool)
-    is_gallery[gallery] = True
-    probes = np.flatnonzero(~is_gallery)
-    if len(probes) == 0:
-        return Estimate(float("nan"), (float("nan"), float("nan")))
-    sc = score_fn(templates[probes], templates[gallery])
-    hits = rank_k_hits(sc, lab[probes], k)
-    num = np.bincount(lab[probes], weights=hits, minlength=len(uniq))
-    den = np.bincount(lab[probes], minlength=len(uniq)).astype(float)
-    return bootstrap_ratio(num, den, n_boot, seed)
-
-
-def utility(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn, n_boot: int = N_BOOT,
-            seed: int = 0) -> dict:
-    """The utility block of a report row: TAR@FAR, EER, AUC and rank-1, each an Estimate."""
-    out = verification(templates, labels, score_fn, n_boot=n_boot, seed=seed)
-    out["rank1"] = identification(templates, labels, score_fn, 1, n_boot, seed)
-    return out
-
-
-# ---------------------------------------------------------------- privacy
-
-
-def identity_scores(scores: np.ndarray, gallery_labels: np.ndarray, identities: np.ndarray) -> np.ndarray:
-    """Probe x identity matrix: each identity's best score over its gallery images."""
-    scores = np.asarray(scores, np.float64)
-    gallery_labels = np.asarray(gallery_labels)
-    out = np.full((scores.shape[0], len(identities)), -np.inf)
-    for c, ident in enumerate(identities):
-        cols = gallery_labels == ident
-        if cols.any():
-            out[:, c] = scores[:, cols].max(axis=1)
-    return out
-
-
 def threshold_at_far(impostor: np.ndarray, far: float) -> float:
     """Smallest threshold t with FAR(t) = #{i >= t} / n <= far (the TAR@FAR rule)."""
     imp = np.sort(np.asarray(impostor))
@@ -490,65 +307,3 @@ def threshold_at_far(impostor: np.ndarray, far: float) -> float:
     if k >= imp.size:
         return -np.inf
     return float(np.nextafter(imp[imp.size - 1 - k], np.inf))
-
-
-def reidentification(probe_emb: np.ndarray, victims: np.ndarray, gallery_emb: np.ndarray,
-                     gallery_labels: np.ndarray, score_fn: ScoreFn, threshold: float,
-                     ks: tuple[int, ...] = (1, 5), n_boot: int = N_BOOT, seed: int = 0) -> dict:
-    """Privacy figures for one reconstruction per victim, judged against the victims' gallery.
-
-    ``probe_emb[i]`` is the judge's embedding of the reconstruction of victim
-    ``victims[i]``; the gallery holds other real photos of the victims (never
-    the template's source photo). Returns, each with a bootstrap interval over
-    victims:
-
-    - ``rank{k}``: share of victims whose identity is among the k best-scoring
-      gallery identities (an identity scores its best gallery image);
-    - ``baseline_rank1``: 1 / N, the random guess among N gallery identities;
-    - ``leakage_ratio``: rank-1 / (1 / N), the paper's "x times random";
-    - ``sar@fmr=1e-3``: success attack rate, the share of (reconstruction,
-      genuine gallery image) comparisons whose score passes ``threshold`` (the
-      judge's threshold at FMR 1e-3 on real impostor pairs), averaged per victim.
-    """
-    victims = np.asarray(victims)
-    identities = np.unique(np.asarray(gallery_labels))
-    sc = np.asarray(score_fn(probe_emb, gallery_emb), np.float64)
-    ids = identity_scores(sc, gallery_labels, identities)
-    true_col = np.searchsorted(identities, victims)
-    n = len(identities)
-    out: dict = {"n_victims": int(len(victims)), "n_gallery_identities": int(n),
-                 "baseline_rank1": 1.0 / n}
-    for k in ks:
-        out[f"rank{k}"] = bootstrap_mean(rank_k_hits(ids, true_col, k), n_boot, seed)
-        out[f"baseline_rank{k}"] = min(k, n) / n
-    r1 = out["rank1"]
-    out["leakage_ratio"] = Estimate(r1.value * n, (r1.ci95[0] * n, r1.ci95[1] * n))
-    genuine = np.asarray(gallery_labels)[None, :] == victims[:, None]
-    passes = np.where(genuine, sc >= threshold, False).sum(axis=1) / np.maximum(genuine.sum(axis=1), 1)
-    out["sar@fmr=1e-3"] = bootstrap_mean(passes, n_boot, seed)
-    out["threshold@fmr=1e-3"] = float(threshold)
-    return out
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Structural similarity (Wang et al. 2004) of image pairs on luma, Gaussian window sigma 1.5.
-
-    ``a``, ``b``: N x H x W x 3 uint8. Returns N values in [-1, 1].
-    """
-    import cv2
-
-    def luma(x):
-        x = np.asarray(x, np.float64)
-        return x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
-
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    out = np.empty(len(a))
-    for i, (x, y) in enumerate(zip(luma(a), luma(b))):
-        def blur(z):
-            return cv2.GaussianBlur(z, (11, 11), 1.5)
-
-        mx, my = blur(x), blur(y)
-        sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-        m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-        out[i] = m[5:-5, 5:-5].mean()
-    return out

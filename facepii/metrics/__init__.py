@@ -1,0 +1,52 @@
+"""Recognition and privacy metrics: plain functions of arrays (no I/O), like ``sklearn.metrics``.
+
+Split the way scikit-learn splits its metrics; the formulas are in each module's docstring:
+
+- :mod:`~facepii.metrics._comparators`: templates -> score matrices (cosine, negated L2, Hamming);
+- :mod:`~facepii.metrics._bootstrap`: :class:`Estimate` (value + 95% interval), identity bootstrap;
+- :mod:`~facepii.metrics._verification`: TAR@FAR, EER, AUC of all pairs, thresholds at a FAR;
+- :mod:`~facepii.metrics._identification`: rank-k, utility block, re-identification (leakage, SAR);
+- :mod:`~facepii.metrics._image`: SSIM of reconstructions.
+"""
+
+from facepii.metrics._bootstrap import (
+    N_BOOT,
+    Estimate,
+    bootstrap_mean,
+    bootstrap_ratio,
+    bootstrap_weights,
+    percentile_ci,
+)
+from facepii.metrics._comparators import (
+    COMPARATORS,
+    ScoreFn,
+    comparator,
+    cosine_similarity,
+    hamming_similarity,
+    neg_l2,
+)
+from facepii.metrics._identification import (
+    identification,
+    identity_scores,
+    rank_k_hits,
+    reidentification,
+    utility,
+)
+from facepii.metrics._image import ssim
+from facepii.metrics._verification import (
+    FAR_LEVELS,
+    eer,
+    far_key,
+    pair_scores,
+    roc_auc,
+    tar_at_far,
+    threshold_at_far,
+    verification,
+)
+
+__all__ = [
+    "COMPARATORS", "FAR_LEVELS", "N_BOOT", "Estimate", "ScoreFn", "bootstrap_mean", "bootstrap_ratio",
+    "bootstrap_weights", "comparator", "cosine_similarity", "eer", "far_key", "hamming_similarity", "identification",
+    "identity_scores", "neg_l2", "pair_scores", "percentile_ci", "rank_k_hits", "reidentification",
+    "roc_auc", "ssim", "tar_at_far", "threshold_at_far", "utility", "verification",
+]

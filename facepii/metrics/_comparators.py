@@ -1,0 +1,48 @@
+"""Comparators: templates -> score matrices. A score is a similarity: higher means "more likely
+the same person". Cosine similarity, the negated Euclidean distance (so higher is still closer),
+and Hamming similarity (share of equal bits) for binary templates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every row of ``a`` with every row of ``b``."""
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return an @ bn.T
+
+
+def neg_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Negated Euclidean distance (higher = closer)."""
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * (a @ b.T)
+    return -np.sqrt(np.maximum(d2, 0))
+
+
+def hamming_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Share of equal bits (1 - normalised Hamming distance); an entry > 0 is a 1 bit
+    (so {0, 1} and {-1, +1} templates both work)."""
+    a = (np.asarray(a) > 0).astype(np.float32)
+    b = (np.asarray(b) > 0).astype(np.float32)
+    d = a.shape[1]
+    agree = a @ b.T + (1 - a) @ (1 - b).T
+    return (agree / d).astype(np.float32)
+
+
+COMPARATORS: dict[str, ScoreFn] = {"cosine": cosine_similarity, "l2": neg_l2,
+                                   "hamming": hamming_similarity}
+
+
+def comparator(name: str) -> ScoreFn:
+    try:
+        return COMPARATORS[name]
+    except KeyError:
+        raise ValueError(f"unknown comparator {name!r}; use one of {sorted(COMPARATORS)}") from None
