@@ -42,12 +42,15 @@ class AttackContext:
     torch_encoder: Any = None          # differentiable copy of F (white box)
     seed: int = 0
     device: str = "cpu"
-    shared: dict = field(default_factory=dict)  # fitted pieces reused by several attacks of a row
+    victim_users: np.ndarray | None = None  # the victims attacked (their keys, when disclosed per user)
+    # fitted pieces the attacks of one row share
+    mappers: dict[tuple, Mapper] = field(default_factory=dict)  # protected -> raw maps, per key
+    decoder: Any = None                # the row's fitted ``decoder`` attack (``optimize`` starts from it)
 
     @property
     def raw_templates(self) -> bool:
-        """Templates are the raw embeddings (no defense)."""
-        return type(self.defense).__name__ == "NoDefense"
+        """Templates are the raw embeddings (the defense declares it emits them unchanged)."""
+        return self.defense.emits == "embedding"
 
     @property
     def key_disclosed_per_user(self) -> bool:
@@ -84,13 +87,10 @@ class Attack:
 
 
 def template_features(T: np.ndarray, defense) -> np.ndarray:
-    """Features a regression can use: IoM index templates become one-hot codes."""
-    from defenses.base import Pipeline
-
-    last = defense.steps[-1][1] if isinstance(defense, Pipeline) else defense
+    """Features a regression can use: index templates (``emits == "index"``) become one-hot codes."""
     T = np.asarray(T, np.float32)
-    if type(last).__name__ == "IoM":
-        q = int(last.q)
+    if defense.emits == "index":
+        q = int(defense.index_size)
         idx = T.astype(np.int64)
         out = np.zeros((len(T), T.shape[1] * q), np.float32)
         out[np.arange(len(T))[:, None], np.arange(T.shape[1])[None, :] * q + idx] = 1.0
@@ -124,7 +124,7 @@ class Mapper:
 
 def mapper_for(ctx: AttackContext, T_aux: np.ndarray, key_user=None) -> Mapper:
     """The protected -> raw mapping of this row (per disclosed user key when ``key_user`` is set)."""
-    cache = ctx.shared.setdefault("mappers", {})
+    cache = ctx.mappers
     k = ("shared",) if key_user is None else ("user", str(key_user))
     if k not in cache:
         if key_user is not None:

@@ -53,6 +53,7 @@ class Decoder(Attack):
 
     def fit(self, templates, images, *, context):
         self.ctx_ = context
+        context.decoder = self  # the other attacks of this row (optimize) start from it
         T = np.asarray(templates)
         if context.raw_templates:
             self.net_ = None  # the shared raw decoder already is this row's decoder
@@ -60,7 +61,7 @@ class Decoder(Attack):
         if context.key_disclosed_per_user:
             # one network for all victims: train on auxiliary templates made with the disclosed keys
             rng = np.random.default_rng(context.seed)
-            keys = context.shared.get("victim_users")
+            keys = context.victim_users
             if keys is not None and len(keys):
                 T = context.protect(context.aux_embeddings, rng.choice(keys, size=len(T)))
             m = Mapper(context.defense).fit(T, context.aux_embeddings)

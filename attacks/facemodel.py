@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FACEMODEL_VERSION = "facemodel/v1"
+FACEMODEL_VERSION = "facemodel/v2"  # v2: safetensors files
 
 
 @dataclass(frozen=True)
@@ -241,18 +241,43 @@ class FaceModel:
         return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
 
     def save(self, path) -> None:
-        import torch
+        """Tensors only (safetensors): nothing in the file can execute code when read."""
+        from safetensors.numpy import save_file
 
-        torch.save({"mean": self.space.mean, "components": self.space.components, "scale": self.space.scale,
-                    "state": self.decoder.state_dict(), "d_in": self.d_in}, path)
+        arrays = {"space.mean": self.space.mean, "space.components": self.space.components,
+                  "space.scale": self.space.scale}
+        arrays.update({f"state.{k}": v.detach().cpu().numpy() for k, v in self.decoder.state_dict().items()})
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path),
+                  metadata={"format": FACEMODEL_VERSION, "d_in": str(self.d_in)})
 
     @classmethod
     def load(cls, path) -> FaceModel:
+        """Read a cached face model; anything malformed raises ValueError (the caller retrains)."""
         import torch
+        from safetensors import safe_open
 
-        d = torch.load(path, weights_only=False)
-        space = FaceSpace(d["mean"], d["components"], d["scale"])
-        net = build_decoder(space, d["d_in"])
-        net.load_state_dict(d["state"])
+        try:
+            with safe_open(str(path), "np") as f:
+                meta = f.metadata() or {}
+                arrays = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # the library's own errors for a corrupt or foreign file
+            raise ValueError(f"not a safetensors file ({type(exc).__name__})") from None
+        if meta.get("format") != FACEMODEL_VERSION or not str(meta.get("d_in", "")).isdigit():
+            raise ValueError("not a facepii face model of this version")
+        d_in = int(meta["d_in"])
+        mean, comp, scale = (arrays.get(f"space.{k}") for k in ("mean", "components", "scale"))
+        D = 112 * 112 * 3
+        if (mean is None or comp is None or scale is None or mean.shape != (D,) or comp.ndim != 2
+                or comp.shape[1] != D or scale.shape != (comp.shape[0],) or not 1 <= d_in <= 65536):
+            raise ValueError("face space of the wrong shape")
+        if not all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f"):
+            raise ValueError("non-finite values")
+        space = FaceSpace(mean, comp, scale)
+        net = build_decoder(space, d_in)
+        state = {k[6:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("state.")}
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"decoder weights do not fit ({str(exc).splitlines()[0]})") from None
         net.eval()
-        return cls(space, net, d["d_in"])
+        return cls(space, net, d_in)

@@ -43,10 +43,10 @@ class Optimize(Attack):
     def fit(self, templates, images, *, context):
         self.ctx_ = context
         self.templates_ = np.asarray(templates)
-        dec = context.shared.get("decoder_attack")
+        dec = context.decoder
         if dec is None:
             dec = Decoder().fit(templates, images, context=context)
-            context.shared["decoder_attack"] = dec
+            context.decoder = dec
         self.decoder_ = dec
         return self
 

@@ -78,9 +78,13 @@ def main() -> None:
     import defenses
     from attacks.base import AttackContext
     from attacks.facemodel import BUDGETS, FaceModel
-    from facepii import privacy, progress
+    from facepii import progress
+    from facepii.attacker import prepare_attacker
     from facepii.cache import Cache
-    from facepii.pipeline import EvaluateConfig, load_and_embed, load_selected, resolve_encoder
+    from facepii.config import EvaluateConfig
+    from facepii.judging import make_judges, resolve_judge
+    from facepii.pipeline import resolve_encoder
+    from facepii.stages import embed, load_selected, split_identities
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/celeba-subset"))
@@ -90,20 +94,23 @@ def main() -> None:
     args = ap.parse_args()
     progress.set_enabled(False)
     cache_dir = args.cache or tempfile.mkdtemp()
-    cfg = EvaluateConfig(dataset=f"celeba:{args.data}", cache_dir=cache_dir)
+    cfg = EvaluateConfig.from_options(dataset=f"celeba:{args.data}", cache_dir=cache_dir, attacks=["nearest"],
+                                      budget="quick")
     fs = load_selected(cfg)
     enc = resolve_encoder("sface", fs)
+    judge = resolve_judge(None, enc)
     cache = Cache(cache_dir)
-    ex, _ = load_and_embed(cfg, fs, [enc], cache)
-    pcfg = privacy.PrivacyConfig(attacks=["nearest"], budget="quick", seed=0)
-    setup = privacy.prepare(pcfg, ex, enc, cache)
-    sp = setup.split
-    print(f"split: {len(np.unique(setup.labels[sp.aux_pos]))} auxiliary identities ({len(sp.aux_pos)} photos), "
+    emb = embed(cfg, fs, {"target": enc, "judge": judge}, cache)
+    sp = split_identities(emb.labels, None, 0)
+    judges = make_judges(emb, sp, judge, enc)
+    setup = prepare_attacker(cfg.privacy, 0, emb, sp, enc, cache)
+    victims = emb.labels[sp.source_pos]
+    print(f"split: {len(np.unique(emb.labels[sp.aux_pos]))} auxiliary identities ({len(sp.aux_pos)} photos), "
           f"{len(sp.victim_ids)} victims, random rank-1 {1 / len(sp.victim_ids):.3f}")
-    E_vic = ex.for_encoder(enc)[sp.source_pos]
+    E_vic = emb.embeddings["target"][sp.source_pos]
 
     def judged(faces):
-        return {j: setup.judges[j].judge(faces, setup.victims, 1000, 0) for j in ("judge", "target")}
+        return {j: judges[j].judge(faces, victims, 1000, 0) for j in ("judge", "target")}
 
     t = time.perf_counter()
     dec = naive_decoder(setup.aux_embeddings, setup.aux_faces, args.naive_epochs)
@@ -119,13 +126,11 @@ def main() -> None:
                              query=enc.embed, seed=0)
         t_train = time.perf_counter() - t
         ctx = AttackContext(encoder=enc, defense=d, face_model=fm, aux_embeddings=setup.aux_embeddings,
-                            aux_users=setup.labels[sp.aux_pos], protect=lambda E, u=None: E, budget=budget,
+                            aux_users=setup.aux_users, protect=lambda E, u=None: E, budget=budget,
                             torch_encoder=setup.torch_encoder)
         for name in ("nearest", "inverse", "decoder", "optimize"):
             t = time.perf_counter()
-            atk = A.create(name)
-            if name == "decoder":
-                ctx.shared["decoder_attack"] = atk
+            atk = A.create(name)  # decoder registers itself in ctx.decoder; optimize starts from it
             faces = atk.fit(setup.aux_embeddings, setup.aux_faces, context=ctx).reconstruct(E_vic)
             r = judged(faces)
             print(f"decoder steps {steps:4d} (train {t_train:4.0f} s) {name:9s} ({time.perf_counter() - t:3.0f} s): "

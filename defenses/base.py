@@ -8,6 +8,15 @@ and readable with ``get_params()`` (scikit-learn's discipline: no validation
 and no randomness in ``__init__``; everything reproducible from the parameters
 and ``seed``).
 
+Capabilities, declared as class attributes (attacks read these, never class names):
+``emits`` says what a template holds — ``"embedding"`` (the raw embedding,
+no protection), ``"real"`` vectors, ``"bits"``, or ``"index"`` codes (then
+``index_size`` values per position); ``keyed`` says a key (``seed``) draws the
+transform; ``per_user`` (keyed with ``key_mode="user"``) that every user has
+a key of their own; ``randomized`` that every ``transform`` call draws fresh
+randomness from a generator the fitted defense owns (``rng_``), so a copy made
+with :meth:`Defense.with_randomness` — the attacker's — draws other noise.
+
 Keyed defenses take ``key_mode``: ``"system"`` (one key for everyone) or
 ``"user"`` (one key per identity, the cancelable-biometrics setting, where the
 key is derived from ``seed`` and the user id). :meth:`Defense.key_ids` tells
@@ -16,8 +25,10 @@ which key each template used, so an attack can model a disclosed key.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
+import math
 from typing import Any
 
 import numpy as np
@@ -32,6 +43,9 @@ class Defense:
     #: comparator of the templates; None = the comparator of the encoder's embeddings
     comparator: str | None = None
     keyed: bool = False
+    emits: str = "real"          # "embedding" | "real" | "bits" | "index"
+    randomized: bool = False     # transform draws fresh randomness from rng_
+    index_size: int | None = None  # values per position when emits == "index"
 
     # ---- scikit-learn parameter protocol --------------------------------
     @classmethod
@@ -49,8 +63,47 @@ class Defense:
             if k not in valid:
                 raise ParameterError(
                     f"defense '{self.name}' has no parameter '{k}'; its parameters: {', '.join(valid)}.")
+            self._check_kind(k, v)
             setattr(self, k, v)
         return self
+
+    def _check_kind(self, k: str, v: Any) -> None:
+        """A value of the kind ``__init__`` declares: numbers finite, integers whole, flags bool."""
+        p = inspect.signature(type(self).__init__).parameters[k]
+        ann = str(p.annotation)
+        if v is None and ("None" in ann or p.default is None):
+            return
+        where = f"defense '{self.name}': {k}={v!r}"
+        if ann == "bool":
+            if not isinstance(v, (bool, np.bool_)):
+                raise ParameterError(f"{where}: must be true or false.")
+        elif "int" in ann or "float" in ann:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise ParameterError(f"{where}: must be a number.")
+            if not math.isfinite(float(v)):
+                raise ParameterError(f"{where}: must be a finite number.")
+            if "float" not in ann and float(v) != int(v):
+                raise ParameterError(f"{where}: must be an integer.")
+        elif ann == "str" and not isinstance(v, str):
+            raise ParameterError(f"{where}: must be text.")
+
+    @property
+    def per_user(self) -> bool:
+        """Templates of different users are made with different keys."""
+        return self.keyed and getattr(self, "key_mode", "system") == "user"
+
+    def steps_(self) -> list[Defense]:
+        """The defenses applied, in order (one, or a chain's steps)."""
+        return [self]
+
+    def with_randomness(self, seed: int) -> Defense:
+        """A copy of this fitted defense (same keys, same learned parts) whose randomized steps
+        draw their own randomness: what an attacker who runs the algorithm itself gets."""
+        d = copy.deepcopy(self)
+        for i, s in enumerate(d.steps_()):
+            if s.randomized:
+                s.rng_ = np.random.default_rng([int(seed), i])
+        return d
 
     @property
     def name(self) -> str:
@@ -109,13 +162,12 @@ class Defense:
 
 
 def keyed_steps(d: Defense) -> list[Defense]:
-    steps = [s for _, s in d.steps] if isinstance(d, Pipeline) else [d]
-    return [s for s in steps if s.keyed]
+    return [s for s in d.steps_() if s.keyed]
 
 
 def user_keyed(d: Defense) -> bool:
     """True when templates of different users are made with different keys."""
-    return any(getattr(s, "key_mode", "system") == "user" for s in keyed_steps(d))
+    return any(s.per_user for s in d.steps_())
 
 
 def shared_key(d: Defense) -> Defense:
@@ -166,6 +218,26 @@ class Pipeline(Defense):
     @property
     def keyed(self) -> bool:  # type: ignore[override]
         return any(d.keyed for _, d in self.steps)
+
+    @property
+    def emits(self) -> str:  # type: ignore[override]
+        kinds = [d.emits for _, d in self.steps]
+        return "embedding" if all(k == "embedding" for k in kinds) else self.steps[-1][1].emits
+
+    @property
+    def index_size(self) -> int | None:  # type: ignore[override]
+        return self.steps[-1][1].index_size
+
+    @property
+    def randomized(self) -> bool:  # type: ignore[override]
+        return any(d.randomized for _, d in self.steps)
+
+    @property
+    def per_user(self) -> bool:
+        return any(d.per_user for _, d in self.steps)
+
+    def steps_(self) -> list[Defense]:
+        return [d for _, d in self.steps]
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {}

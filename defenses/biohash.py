@@ -26,6 +26,7 @@ class BioHash(Defense):
 
     comparator = "hamming"
     keyed = True
+    emits = "bits"
 
     def __init__(self, bits: int = 128, key_mode: str = "user", center: bool = True, seed: int = 0):
         self.bits = bits

@@ -37,6 +37,11 @@ class IoM(Defense):
 
     comparator = "iom"
     keyed = True
+    emits = "index"
+
+    @property
+    def index_size(self) -> int:  # type: ignore[override]
+        return int(self.q)
 
     def __init__(self, m: int = 256, q: int = 16, key_mode: str = "user", seed: int = 0):
         self.m = m

@@ -59,6 +59,7 @@ class Noise(Defense):
     """Gaussian/Laplace noise on unit embeddings (sigma, or epsilon via Opacus); per-template local DP."""
 
     comparator = "cosine"
+    randomized = True  # fresh noise per transform, from the fitted defense's own generator
 
     def __init__(self, sigma: float = 0.05, mechanism: str = "gaussian", scale: float | None = None,
                  epsilon: float | None = None, delta: float = 1e-5, seed: int = 0):
@@ -92,11 +93,12 @@ class Noise(Defense):
             l1 = 2 * math.sqrt(d)
             self.scale_ = l1 / float(self.epsilon) if self.epsilon is not None else float(self.scale)
             self.sigma_ = None
+        self.rng_ = np.random.default_rng(self.seed)
         return self
 
     def transform(self, E, users=None):
         X = l2_normalize(E)
-        rng = np.random.default_rng(self.seed)
+        rng = self.rng_
         if self.mechanism == "gaussian":
             noise = rng.normal(0.0, self.sigma_, size=X.shape)
         else:

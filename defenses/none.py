@@ -8,5 +8,7 @@ from defenses.base import Defense
 class NoDefense(Defense):
     """No protection: templates are the raw embeddings, compared with the encoder's comparator."""
 
+    emits = "embedding"
+
     def __init__(self):
         pass

@@ -35,6 +35,10 @@ class Quantize(Defense):
             raise ParameterError(f"quantize: clip must be a percentile in [0, 50), got {self.clip}.")
 
     @property
+    def emits(self) -> str:  # type: ignore[override]
+        return "bits" if self.bits == 1 else "real"
+
+    @property
     def output_comparator(self):
         return "hamming" if self.bits == 1 else "cosine"
 

@@ -7,11 +7,15 @@ A small, quick run: 60 identities, noise at two levels, two attacks.
 
 import sys
 
-from facepii.pipeline import EvaluateConfig, run
+from facepii.config import EvaluateConfig
+from facepii.outputs import write_json
+from facepii.pipeline import run
 
 dataset = sys.argv[1] if len(sys.argv) > 1 else "celeba:../shared/datasets/celeba-subset"
-cfg = EvaluateConfig(dataset=dataset, encoder="sface", defenses=["noise"], params={"sigma": [0.05, 0.2]},
-                     attacks=["nearest", "decoder"], budget="quick", max_identities=60, victims=20, seed=0)
+# the same option names as the CLI's (and the gate's [evaluate] table)
+cfg = EvaluateConfig.from_options(dataset=dataset, encoder="sface", defenses=["noise"], params={"sigma": [0.05, 0.2]},
+                                  attacks=["nearest", "decoder"], budget="quick", max_identities=60, victims=20,
+                                  seed=0)
 evaluation = run(cfg)
 report = evaluation.report
 
@@ -23,5 +27,5 @@ for row in report.rows:
           f"rank-1 re-identification {priv['rank1']['value']:.2f} "
           f"(x{priv['leakage_ratio']['value']:.1f} random, interval {priv['leakage_ratio']['ci95']}), "
           f"worst attack {priv['attack']}")
-report.to_json("python-api-report.json")
+write_json(report, "python-api-report.json")
 print("threat model:", report.extra["threat_model"][:120], "...")

@@ -22,6 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from facepii.errors import FacepiiError
+
+
+class CacheError(FacepiiError):
+    """The cache folder or its database cannot be used."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS landmarks (key TEXT PRIMARY KEY, lm BLOB, reason TEXT);
 CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vec BLOB);
@@ -48,12 +54,27 @@ class Cache:
         self.folder = Path(folder).expanduser() if folder is not None else None
         self._db: sqlite3.Connection | None = None
         if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.folder / "facepii-cache.sqlite3", timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            self._db.commit()
+            db = self.folder / "facepii-cache.sqlite3"
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(db, timeout=60)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(SCHEMA)
+                self._check_schema()
+                self._db.commit()
+            except (sqlite3.Error, OSError) as exc:
+                self.close()
+                raise CacheError(f"cache {db}: cannot be used ({exc}); move it away, or pass another "
+                                 "--cache-dir or --no-cache.") from None
+
+    def _check_schema(self) -> None:
+        """A foreign database that happens to have tables of these names is not a facepii cache."""
+        want = {"landmarks": ["key", "lm", "reason"], "embeddings": ["key", "vec"]}
+        for table, cols in want.items():
+            got = [r[1] for r in self._db.execute(f"PRAGMA table_info({table})").fetchall()]
+            if got != cols:
+                raise sqlite3.DatabaseError(f"table {table} has columns {got}, expected {cols}")
 
     @property
     def enabled(self) -> bool:

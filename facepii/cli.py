@@ -25,6 +25,31 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        import attacks
+        import defenses
+        from facepii import __version__
+
+        typer.echo(f"facepii {__version__}")
+        typer.echo(f"facepii from  {Path(__file__).resolve().parent}")
+        typer.echo(f"defenses from {Path(defenses.__file__).resolve().parent}")
+        typer.echo(f"attacks from  {Path(attacks.__file__).resolve().parent}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Print facepii's version and the folders its packages (facepii, defenses, attacks) were "
+             "imported from, then exit.")] = False,
+) -> None:
+    """Test how much identity leaks from (protected) face embeddings, and what the protection costs in
+    recognition accuracy. Exit codes: 0 done (gate: every rule passed), 1 a gate rule failed, 2 a usage,
+    configuration or input error, 3 an internal error (add --debug for the traceback), 130 interrupted."""
+
+
 def _split(values: list[str]) -> list[str]:
     out: list[str] = []
     for v in values:
@@ -60,7 +85,8 @@ def evaluate(
     min_images: Annotated[int, typer.Option(
         "--min-images", metavar="N", min=1,
         help="Keep identities with at least N usable images (verification needs 2).")] = 2,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice; same seed, same report.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2 ** 32 - 1,
+                                      help="Seed of every random choice; same seed, same report.")] = 0,
     json_out: Annotated[Path | None, typer.Option(
         "--json", metavar="FILE", help="Write the report as JSON (schema facepii.report/1).")] = None,
     cache_dir: Annotated[Path | None, typer.Option(
@@ -107,18 +133,26 @@ def evaluate(
     setting, an independent judge re-identifying the faces, and the utility each setting keeps
     (TAR@FAR, EER, AUC, rank-1), against the unprotected row; every rate with a 95% interval."""
     from attacks import DEFAULT_ATTACKS
-    from facepii import progress
-    from facepii.pipeline import EvaluateConfig, parse_param_options, run
+    from facepii import outputs, progress
+    from facepii.config import EvaluateConfig, parse_param_options
+    from facepii.pipeline import run
 
     progress.set_enabled(not quiet)
-    cfg = EvaluateConfig(
-        dataset=dataset or ds.default_spec(), encoder=encoder, defenses=_split(defense) or ["none"],
-        params=parse_param_options(param), max_identities=max_identities, min_images=min_images,
-        seed=seed, cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache,
-        n_boot=bootstrap, epsilons=[_positive_float(e, "--epsilon") for e in _split(epsilon)],
+    cfg = EvaluateConfig.from_options(
+        where="evaluate", dataset=dataset or ds.default_spec(), encoder=encoder,
+        defenses=_split(defense) or ["none"], params=parse_param_options(param), max_identities=max_identities,
+        min_images=min_images, seed=seed, cache_dir=str(cache_dir) if cache_dir else None, no_cache=no_cache,
+        bootstrap=bootstrap, epsilons=[_number(e, "--epsilon") for e in _split(epsilon)],
         attacks=[] if no_privacy else (_split(attack) or list(DEFAULT_ATTACKS)), judge=judge,
         knowledge=knowledge, key=key, budget=budget, victims=_victims(victims), device=device,
-    )
+    ).validate()
+    # every output path is checked before the long work starts
+    if json_out:
+        outputs.check_output_file(json_out, "--json")
+    if out:
+        outputs.check_out_dir(out)
+    if cache_dir and not no_cache:
+        outputs.check_cache_dir(cache_dir)
     evaluation = run(cfg)
     report = evaluation.report
     for line in report.summary_lines():
@@ -135,12 +169,10 @@ def evaluate(
     if report.extra.get("threat_model"):
         typer.echo("\nthreat model: " + report.extra["threat_model"])
     if json_out:
-        report.to_json(json_out)
+        outputs.write_json(report, json_out)
         typer.echo(f"report written to {json_out}")
     if out:
-        from facepii.plots import write_outputs
-
-        paths = write_outputs(evaluation, out)
+        paths = outputs.write_outputs(evaluation, out)
         typer.echo(f"written to {out}: " + ", ".join(p.name for p in paths))
         if report.has_privacy:
             typer.echo("reconstructions.png and report files show victims' faces: personal data, keep them safe.")
@@ -168,7 +200,7 @@ def gate(
 ) -> None:
     """Gate a model release or a deployment: evaluate (or read a report), check each rule on the
     pessimistic end of its 95% interval. Exit 0 when every rule passes, 1 when any fails, 2 on a
-    usage or configuration error."""
+    usage, configuration or input error, 3 on an internal error (never 1: a crash is not a verdict)."""
     from facepii import gate as g
     from facepii import progress
     from facepii.errors import ConfigError
@@ -179,18 +211,24 @@ def gate(
         config = next((p for p in (Path("facepii.toml"), Path("pyproject.toml")) if p.is_file()), None)
         if config is None:
             raise ConfigError("no --config given and no facepii.toml or pyproject.toml here.")
+    from facepii import outputs
+
     conf = g.load_config(config)
     has_rules = any(k != "rows" for k in conf["gate"]) or bool(conf["gate"].get("rows"))
     if not has_rules:
         raise ConfigError(f"{config}: the [gate] table holds no rule; rules: {', '.join(g.RULES)}.")
     base = Report.from_json(baseline).to_dict() if baseline else None
+    if junit:
+        outputs.check_output_file(junit, "--junit")
+    if out:
+        outputs.check_out_dir(out)
     evaluation = None
     if report is not None:
         rep = Report.from_json(report)
     else:
         from facepii.pipeline import run
 
-        evaluation = run(g.evaluate_config(conf["evaluate"]))
+        evaluation = run(g.evaluate_config(conf["evaluate"]).validate())
         rep = evaluation.report
     verdicts = g.run_gate(rep.to_dict(), conf["gate"], base)
     for v in verdicts:
@@ -204,9 +242,8 @@ def gate(
         typer.echo(f"JUnit XML written to {junit}")
     if out:
         from facepii.pipeline import Evaluation
-        from facepii.plots import write_outputs
 
-        paths = write_outputs(evaluation or Evaluation(rep), out, as_dicts)
+        paths = outputs.write_outputs(evaluation or Evaluation(rep), out, as_dicts)
         typer.echo(f"written to {out}: " + ", ".join(p.name for p in paths))
     if failed:
         raise typer.Exit(1)
@@ -279,16 +316,13 @@ def _victims(text: str | None) -> float | int | None:
     raise ParameterError(f"--victims {text!r}: give a count >= 2 or a fraction between 0 and 1.")
 
 
-def _positive_float(text: str, option: str) -> float:
+def _number(text: str, option: str) -> float:
     from facepii.errors import ParameterError
 
     try:
-        v = float(text)
+        return float(text)
     except ValueError:
         raise ParameterError(f"{option} {text!r}: expected a number.") from None
-    if not v > 0:
-        raise ParameterError(f"{option} {text!r}: must be > 0.")
-    return v
 
 
 def _list(registry) -> None:
@@ -333,7 +367,12 @@ def datasets() -> None:
 
 
 def main() -> None:
-    """Entry point: run the app; user errors -> one line on stderr, exit 2."""
+    """Entry point. Exit codes: 0 done, 1 a gate rule failed, 2 a user error (one line on stderr),
+    3 an internal error (one line; ``--debug`` anywhere on the command line shows the traceback),
+    130 interrupted."""
+    debug = "--debug" in sys.argv[1:]
+    if debug:
+        sys.argv.remove("--debug")
     try:
         rc = app(standalone_mode=False)
         if isinstance(rc, int) and rc:
@@ -345,11 +384,17 @@ def main() -> None:
         typer.echo("\ninterrupted: finished embeddings are cached; run again to resume.", err=True)
         sys.exit(130)
     except typer.Abort:
-        sys.exit(1)
+        typer.echo("\ninterrupted.", err=True)
+        sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # usage errors: exit 2
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click usage errors: exit 2
             exc.show()
-            sys.exit(exc.exit_code)
-        raise
+            sys.exit(2)
+        if debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        typer.echo(f"internal error: {type(exc).__name__}: {first[:300]} (a bug in facepii, not in your input; "
+                   "rerun with --debug for the traceback and report it)", err=True)
+        sys.exit(3)

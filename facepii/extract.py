@@ -41,13 +41,18 @@ class Extraction:
 
     def aligned(self, positions: np.ndarray | list[int] | None = None) -> np.ndarray:
         """Aligned 112 x 112 RGB faces of the given usable items (re-decoded from the photos)."""
-        if self.landmarks is None:
-            raise ImageError("this dataset holds embeddings only; there are no face images")
-        pos = np.arange(len(self.faceset)) if positions is None else np.asarray(positions, int)
-        out = np.empty((len(pos), 112, 112, 3), np.uint8)
-        for j, i in enumerate(pos):
-            out[j] = align(_rgb(self.faceset, int(i)), self.landmarks[i])
-        return out
+        return aligned_faces(self.faceset, self.landmarks, positions)
+
+
+def aligned_faces(fs: FaceSet, landmarks: np.ndarray | None, positions=None) -> np.ndarray:
+    """Aligned 112 x 112 RGB faces of items of ``fs`` at their landmarks (decoded from the photos)."""
+    if landmarks is None:
+        raise ImageError("this dataset holds embeddings only; there are no face images")
+    pos = np.arange(len(fs)) if positions is None else np.asarray(positions, int)
+    out = np.empty((len(pos), 112, 112, 3), np.uint8)
+    for j, i in enumerate(pos):
+        out[j] = align(_rgb(fs, int(i)), landmarks[i])
+    return out
 
 
 def _rgb(fs: FaceSet, i: int) -> np.ndarray:

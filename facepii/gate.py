@@ -46,14 +46,6 @@ RULES = {
 
 TOL = 1e-9  # rates are compared with this slack for floating-point rounding (0.80 - 0.65 != 0.15)
 
-EVALUATE_KEYS = {
-    "dataset": str, "encoder": str, "defenses": (list, str), "params": dict, "epsilons": list,
-    "max_identities": int, "min_images": int, "seed": int, "cache_dir": str, "no_cache": bool,
-    "bootstrap": int, "attacks": (list, str), "judge": str, "knowledge": str, "key": str, "budget": str,
-    "victims": (int, float), "device": str,
-}
-
-
 @dataclass
 class Verdict:
     row: str
@@ -98,26 +90,23 @@ def load_config(path: str | Path) -> dict:
 
 def _type_ok(v: Any, t) -> bool:
     ts = t if isinstance(t, tuple) else (t,)
-    if bool in ts:
-        return isinstance(v, bool)
     if isinstance(v, bool):
-        return False
+        return bool in ts
     if float in ts and isinstance(v, int):
         return True
     return isinstance(v, ts)
 
 
-def check_evaluate(ev: dict, where: Path | str = "config") -> None:
-    for k, v in ev.items():
-        if k not in EVALUATE_KEYS:
-            raise ConfigError(f"{where}: [evaluate] has no key '{k}'; keys: {', '.join(sorted(EVALUATE_KEYS))}.")
-        if not _type_ok(v, EVALUATE_KEYS[k]):
-            want = EVALUATE_KEYS[k]
-            names = "/".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
-            raise ConfigError(f"{where}: [evaluate] {k} must be {names}, got {type(v).__name__} ({v!r}).")
-    for name, vals in ev.get("params", {}).items():
-        if not isinstance(vals, (list, int, float, str, bool)):
-            raise ConfigError(f"{where}: [evaluate] params.{name} must be a value or a list of values.")
+def check_evaluate(ev: dict, where: Path | str = "config"):
+    """The [evaluate] table as an EvaluateConfig: the CLI's option names, the CLI's defaults, except
+    that attacks run unless ``attacks = []`` (a gate on leakage needs them)."""
+    from attacks import DEFAULT_ATTACKS
+    from facepii.config import EvaluateConfig
+
+    if not isinstance(ev, dict):
+        raise ConfigError(f"{where}: [evaluate] must be a table.")
+    ev = {"attacks": list(DEFAULT_ATTACKS), **ev}
+    return EvaluateConfig.from_options(where=f"{where}: [evaluate]", **ev)
 
 
 def check_gate(gate: dict, where: Path | str = "config") -> None:
@@ -147,26 +136,8 @@ def check_gate(gate: dict, where: Path | str = "config") -> None:
 
 
 def evaluate_config(ev: dict):
-    """An EvaluateConfig from an [evaluate] table (the CLI's defaults for what is not given)."""
-    from attacks import DEFAULT_ATTACKS
-    from facepii.pipeline import EvaluateConfig
-
-    def as_list(v):
-        if isinstance(v, str):
-            return [x.strip() for x in v.split(",") if x.strip()]
-        return list(v)
-
-    params = {k: (v if isinstance(v, list) else [v]) for k, v in ev.get("params", {}).items()}
-    cfg = EvaluateConfig(
-        dataset=ev.get("dataset"), encoder=ev.get("encoder"), defenses=as_list(ev.get("defenses", ["none"])),
-        params=params, epsilons=[float(e) for e in ev.get("epsilons", [])],
-        max_identities=ev.get("max_identities"), min_images=ev.get("min_images", 2), seed=ev.get("seed", 0),
-        cache_dir=ev.get("cache_dir"), use_cache=not ev.get("no_cache", False),
-        n_boot=ev.get("bootstrap", 1000), attacks=as_list(ev.get("attacks", DEFAULT_ATTACKS)),
-        judge=ev.get("judge"), knowledge=ev.get("knowledge", "white"), key=ev.get("key", "both"),
-        budget=ev.get("budget", "standard"), victims=ev.get("victims"), device=ev.get("device", "cpu"),
-    )
-    return cfg
+    """An EvaluateConfig from an [evaluate] table (see :func:`check_evaluate`)."""
+    return check_evaluate(ev)
 
 
 # ---------------------------------------------------------------- judging
@@ -180,7 +151,7 @@ def _est(d: dict | None) -> tuple[float | None, tuple[float, float] | None]:
 
 
 def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> Verdict:
-    from facepii.pipeline import row_label
+    from facepii.report import row_label
 
     label = row_label(row)
     priv = row.get("privacy") or {}
@@ -220,7 +191,7 @@ def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> 
 
 def run_gate(report: dict, gate: dict, baseline: dict | None = None) -> list[Verdict]:
     """Every rule on every row it applies to, plus the baseline comparison."""
-    from facepii.pipeline import row_label
+    from facepii.report import row_label
 
     rows = report.get("rows", [])
     if not rows:
@@ -253,7 +224,7 @@ def run_gate(report: dict, gate: dict, baseline: dict | None = None) -> list[Ver
 def compare_baseline(report: dict, baseline: dict) -> list[Verdict]:
     """Regression check against an earlier release's report: flag a row whose leakage interval lies
     wholly above the baseline's, or whose TAR@1e-3 interval lies wholly below."""
-    from facepii.pipeline import row_label
+    from facepii.report import row_label
 
     old = {row_label(r): r for r in baseline.get("rows", [])}
     out = []

@@ -111,10 +111,3 @@ def _attack_table(report: Report) -> str:
 
     text = report.attack_table("html")
     return text if "<table" in text else f"<pre>{_e(tabulate([]))}</pre>"
-
-
-def write_html(report: Report, path: str | Path, images: dict[str, Path | None] | None = None,
-               verdicts: list[dict] | None = None) -> Path:
-    p = Path(path)
-    p.write_text(render(report, images, verdicts), encoding="utf-8")
-    return p

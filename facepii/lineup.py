@@ -5,10 +5,10 @@ face-recognition model may still be recognised by a person (Wenger et al.
 measured both). This module turns a report folder written by
 ``facepii evaluate --out DIR`` into a lineup study and scores the answers.
 
-- ``save_material``: ``evaluate --out`` keeps, under ``DIR/lineup/``, each
+- ``material`` (written by :mod:`facepii.outputs`): ``evaluate --out`` keeps, under ``DIR/lineup/``, each
   row's reconstructions (the row's worst attack) and up to three gallery
   photos per victim — never the photo a template came from.
-- ``build_study``: each trial shows one reconstruction and ``size`` real
+- ``plan_study`` / ``build_study``: each trial shows one reconstruction and ``size`` real
   photos: one of the victim and ``size - 1`` of other victims, in a seeded
   order; trials from every row are interleaved; attention checks show a real
   photo instead of a reconstruction. Writes ``index.html`` + ``assets/`` (a
@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import zipfile
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,52 +32,67 @@ import numpy as np
 
 from facepii import metrics
 from facepii.errors import FacepiiError, ParameterError
+from facepii.report import row_label
 
 MATERIAL_SCHEMA = "facepii.lineup-material/1"
 KEY_SCHEMA = "facepii.lineup-key/1"
 ANSWERS_SCHEMA = "facepii.lineup-answers/1"
 
 
-def _png(img: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(img, np.uint8)).save(path, optimize=True)
-
-
-def save_material(evaluation, out_dir: str | Path) -> Path | None:
-    """Write the lineup material of an evaluation under ``out_dir/lineup`` (personal data)."""
+def material(evaluation) -> dict | None:
+    """The lineup material of an evaluation as data: file name -> image, and the manifest."""
     if not evaluation.reconstructions or evaluation.gallery_sets is None:
         return None
-    root = Path(out_dir) / "lineup"
-    if root.exists():
-        shutil.rmtree(root)
-    victims = [str(v) for v in evaluation.victims]
+    images: dict[str, np.ndarray] = {}
     gallery = []
     for i, photos in enumerate(evaluation.gallery_sets):
         files = []
         for k, img in enumerate(photos):
-            _png(img, root / "gallery" / f"v{i:03d}_{k}.png")
             files.append(f"gallery/v{i:03d}_{k}.png")
+            images[files[-1]] = img
         gallery.append(files)
     rows = []
     for r, (label, faces) in enumerate(evaluation.reconstructions.items()):
         files = []
         for i, img in enumerate(faces):
-            _png(img, root / "recon" / f"r{r:02d}_v{i:03d}.png")
             files.append(f"recon/r{r:02d}_v{i:03d}.png")
-        row = next((x for x in evaluation.report.rows if _label(x) == label), {})
+            images[files[-1]] = img
+        row = next((x for x in evaluation.report.rows if row_label(x) == label), {})
         rows.append({"label": label, "attack": (row.get("privacy") or {}).get("attack"), "files": files})
-    manifest = {"schema": MATERIAL_SCHEMA, "victims": victims, "gallery": gallery, "rows": rows,
-                "note": "Personal data: victims' photos and reconstructions of their faces."}
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return root
+    manifest = {"schema": MATERIAL_SCHEMA, "victims": [str(v) for v in evaluation.victims], "gallery": gallery,
+                "rows": rows, "note": "Personal data: victims' photos and reconstructions of their faces."}
+    return {"manifest": manifest, "images": images}
 
 
-def _label(row: dict) -> str:
-    from facepii.pipeline import row_label
+MATERIAL_FILE = re.compile(r"^(gallery|recon)/[A-Za-z0-9_.-]{1,100}\.png$")
 
-    return row_label(row)
+
+def read_manifest(lineup_dir: Path) -> dict:
+    """A lineup folder's manifest, checked: its schema and shape, and every file it names is a plain
+    file inside that folder (a manifest is untrusted input: it never makes facepii read elsewhere)."""
+    from facepii.report import read_json
+
+    mpath = lineup_dir / "manifest.json"
+    m = read_json(mpath, "lineup manifest")
+    bad = FacepiiError(f"{mpath}: not facepii lineup material (schema {MATERIAL_SCHEMA}).")
+    if not isinstance(m, dict) or m.get("schema") != MATERIAL_SCHEMA:
+        raise bad
+    victims, gallery, rows = m.get("victims"), m.get("gallery"), m.get("rows")
+    if not (isinstance(victims, list) and isinstance(gallery, list) and isinstance(rows, list)
+            and len(victims) == len(gallery) and all(isinstance(v, str) for v in victims)
+            and all(isinstance(g, list) and g for g in gallery)
+            and all(isinstance(r, dict) and isinstance(r.get("label"), str) and isinstance(r.get("files"), list)
+                    and len(r["files"]) == len(victims) for r in rows)):
+        raise bad
+    root = lineup_dir.resolve()
+    for f in [f for g in gallery for f in g] + [f for r in rows for f in r["files"]]:
+        if not isinstance(f, str) or not MATERIAL_FILE.match(f):
+            raise FacepiiError(f"{mpath}: names {f!r}, not a lineup material file (gallery/NAME.png or "
+                               "recon/NAME.png inside the lineup folder).")
+        p = lineup_dir / f
+        if p.is_symlink() or not p.is_file() or root not in p.resolve().parents:
+            raise FacepiiError(f"{mpath}: {f} is missing or not a plain file inside {lineup_dir}.")
+    return m
 
 
 # ---------------------------------------------------------------- building
@@ -138,48 +152,65 @@ def make_trials(manifest: dict, size: int = 5, trials_per_row: int = 20, seed: i
     return trials
 
 
-def build_study(report_dir: str | Path, study_dir: str | Path, size: int = 5, trials_per_row: int = 20,
-                seed: int = 0) -> dict:
-    """Write a self-contained lineup study; returns a summary."""
+@dataclass
+class StudyPlan:
+    """A lineup study as data; :func:`facepii.outputs.write_study` writes it."""
+
+    study: str
+    size: int
+    seed: int
+    report_dir: Path
+    trials: list[Trial]
+    assets: dict[str, str]     # material file (relative to report_dir/lineup) -> anonymous asset name
+    rows: list[str]
+
+    def page_data(self) -> dict:
+        return {"study": self.study, "size": self.size,
+                "trials": [{"id": t.id, "probe": self.assets[t.probe], "options": [self.assets[o] for o in t.options]}
+                           for t in self.trials]}
+
+    def key(self) -> dict:
+        return {"schema": KEY_SCHEMA, "study": self.study, "size": self.size, "seed": self.seed,
+                "report": str(self.report_dir), "rows": self.rows,
+                "trials": [{"id": t.id, "row": t.row, "answer": t.answer, "victim": t.victim,
+                            "attention": t.attention} for t in self.trials]}
+
+
+def plan_study(report_dir: str | Path, size: int = 5, trials_per_row: int = 20, seed: int = 0) -> StudyPlan:
+    """Seeded trials from a report folder's lineup material; assets get anonymous names (nothing in a
+    file name tells a rater which row, victim or attack it is)."""
     report_dir = Path(report_dir)
-    mpath = report_dir / "lineup" / "manifest.json"
-    if not mpath.is_file():
+    lineup_dir = report_dir / "lineup"
+    if not (lineup_dir / "manifest.json").is_file():
         raise FacepiiError(f"{report_dir}: no lineup material (lineup/manifest.json); write it with "
                            "`facepii evaluate ... --out DIR` (with attacks, on photos).")
-    manifest = json.loads(mpath.read_text())
-    if manifest.get("schema") != MATERIAL_SCHEMA:
-        raise FacepiiError(f"{mpath}: not facepii lineup material.")
+    manifest = read_manifest(lineup_dir)
     trials = make_trials(manifest, size, trials_per_row, seed)
-    study_dir = Path(study_dir)
-    if (study_dir / "index.html").exists() or (study_dir / "key.json").exists():
-        raise FacepiiError(f"{study_dir}: a study is already there; choose another --out (nothing was overwritten).")
-    assets = study_dir / "assets"
-    assets.mkdir(parents=True, exist_ok=True)
-    names: dict[str, str] = {}
-
-    def asset(material_file: str) -> str:
-        # anonymous names: nothing in a file name tells a rater which row, victim or attack it is
-        if material_file not in names:
-            names[material_file] = f"assets/img_{len(names) + 1:04d}.png"
-            shutil.copyfile(report_dir / "lineup" / material_file, study_dir / names[material_file])
-        return names[material_file]
-
+    assets: dict[str, str] = {}
+    for t in trials:
+        for f in [t.probe, *t.options]:
+            assets.setdefault(f, f"assets/img_{len(assets) + 1:04d}.png")
     digest = hashlib.sha256(json.dumps([t.__dict__ for t in trials], sort_keys=True).encode()).hexdigest()[:10]
-    study_id = f"facepii-lineup-{digest}"
-    page_trials = [{"id": t.id, "probe": asset(t.probe), "options": [asset(o) for o in t.options]} for t in trials]
-    page = PAGE.replace("/*STUDY*/null", json.dumps({"study": study_id, "size": size, "trials": page_trials}))
-    (study_dir / "index.html").write_text(page, encoding="utf-8")
-    key = {"schema": KEY_SCHEMA, "study": study_id, "size": size, "seed": seed, "report": str(report_dir),
-           "rows": [r["label"] for r in manifest["rows"]],
-           "trials": [{"id": t.id, "row": t.row, "answer": t.answer, "victim": t.victim, "attention": t.attention}
-                      for t in trials]}
-    (study_dir / "key.json").write_text(json.dumps(key, indent=1))
-    with zipfile.ZipFile(study_dir / "share.zip", "w", zipfile.ZIP_DEFLATED) as z:
-        z.write(study_dir / "index.html", "study/index.html")
-        for f in sorted(assets.iterdir()):
-            z.write(f, f"study/assets/{f.name}")
-    return {"study": study_id, "trials": len(trials), "attention_checks": sum(t.attention for t in trials),
-            "rows": len(manifest["rows"]), "size": size, "dir": str(study_dir)}
+    return StudyPlan(f"facepii-lineup-{digest}", size, seed, report_dir, trials, assets,
+                     [r["label"] for r in manifest["rows"]])
+
+
+def build_study(report_dir: str | Path, study_dir: str | Path, size: int = 5, trials_per_row: int = 20,
+                seed: int = 0) -> dict:
+    """Plan a study and write it (index.html + assets, share.zip, key.json); returns a summary."""
+    from facepii.outputs import check_study_dir, write_study
+
+    check_study_dir(study_dir)
+    plan = plan_study(report_dir, size, trials_per_row, seed)
+    write_study(plan, study_dir)
+    return {"study": plan.study, "trials": len(plan.trials), "attention_checks": sum(t.attention for t in plan.trials),
+            "rows": len(plan.rows), "size": size, "dir": str(study_dir)}
+
+
+def page_template() -> str:
+    from importlib.resources import files
+
+    return files("facepii").joinpath("assets/lineup.html").read_text(encoding="utf-8")
 
 
 # ---------------------------------------------------------------- scoring
@@ -283,8 +314,8 @@ def score_table(result: dict) -> str:
 
 def add_to_report(result: dict, report_dir: str | Path) -> Path:
     """Add ``privacy.human`` to the report's rows and rewrite report.json/.md/.html."""
+    from facepii.outputs import write_outputs
     from facepii.pipeline import Evaluation
-    from facepii.plots import write_outputs
     from facepii.report import Report
 
     path = Path(report_dir) / "report.json"
@@ -292,7 +323,7 @@ def add_to_report(result: dict, report_dir: str | Path) -> Path:
     by_label = {r["row"]: r for r in result["rows"]}
     n = 0
     for row in rep.rows:
-        h = by_label.get(_label(row))
+        h = by_label.get(row_label(row))
         if h and row.get("privacy") is not None:
             row["privacy"]["human"] = {"accuracy": h["accuracy"], "chance": h["chance"],
                                        "cant_tell_rate": h["cant_tell_rate"], "responses": h["responses"],
@@ -306,113 +337,3 @@ def add_to_report(result: dict, report_dir: str | Path) -> Path:
     gate = rep.extra.get("gate")
     write_outputs(Evaluation(rep), report_dir, gate)
     return path
-
-
-PAGE = r"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>Face lineup study</title>
-<style>
-body{font:16px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#fafafa;color:#1b1b1b}
-main{max-width:1100px;margin:1.5em auto;padding:0 1em}
-.card{background:#fff;border:1px solid #ddd;border-radius:8px;padding:1.2em 1.5em;margin-bottom:1em}
-.probe{text-align:center}.probe img{width:196px;height:196px;border:3px solid #333;border-radius:6px}
-.options{display:flex;flex-wrap:wrap;gap:14px;justify-content:center;margin-top:1em}
-.opt{border:2px solid #ccc;border-radius:6px;background:#fff;padding:6px;cursor:pointer;font:inherit}
-.opt:hover,.opt:focus{border-color:#1a73e8}.opt img{width:150px;height:150px;display:block}
-button.main{font:inherit;padding:.5em 1.2em;border-radius:6px;border:1px solid #1a73e8;background:#1a73e8;
-color:#fff;cursor:pointer}
-button.main:disabled{opacity:.4;cursor:default}
-button.cant{font:inherit;padding:.4em 1em;margin-top:1em;border-radius:6px;border:1px solid #999;
-background:#eee;cursor:pointer}
-.note{color:#555;font-size:14px}.warn{background:#fff4e5;border:1px solid #f0b429;padding:.6em 1em;border-radius:6px}
-.hidden{display:none}
-</style></head><body><main>
-<section id="intro" class="card">
-<h1>Who is this?</h1>
-<p class="warn">This study shows photos of <b>real people</b> and computer-made faces derived from
-them. Please do not copy, share or screenshot them. The page works offline: nothing you do here leaves
-this computer except the answers file you choose to download and send back.</p>
-<p>In each of <b id="n-trials"></b> questions you see one face at the top, and below it <b id="n-size"></b>
-photos of different people. Pick the person the top face shows. If you cannot tell, say so — that is a
-useful answer too. Some questions check attention: their top face is an ordinary photo.</p>
-<p class="note">Keys: 1–9 pick a photo, 0 = "can't tell". Your progress is kept in this browser if you
-close the page.</p>
-<p><label>Your participant code: <input id="rater" autocomplete="off"></label></p>
-<p><label><input type="checkbox" id="consent"> I have read the above, I take part voluntarily, and I
-agree that my answers (participant code, choices, response times) are used for this study.</label></p>
-<p><button class="main" id="start" disabled>Start</button></p>
-</section>
-<section id="trial" class="card hidden">
-<p class="note" id="progress"></p>
-<div class="probe"><div class="note">Who is this?</div><img id="probe" alt="face to recognise"></div>
-<div class="options" id="options"></div>
-<div style="text-align:center"><button class="cant" id="cant">Can't tell (0)</button></div>
-</section>
-<section id="done" class="card hidden">
-<h2>Thank you!</h2>
-<p>Download your answers and send the file to the researcher. Nothing was sent anywhere.</p>
-<p><button class="main" id="download">Download answers</button></p>
-<p class="note" id="saved"></p>
-</section>
-</main>
-<script>
-const STUDY = /*STUDY*/null;
-const KEY = "facepii-lineup-" + STUDY.study;
-let state = JSON.parse(localStorage.getItem(KEY) || "null") || {rater: "", answers: [], started: null};
-let shownAt = 0;
-const $ = id => document.getElementById(id);
-$("n-trials").textContent = STUDY.trials.length;
-$("n-size").textContent = STUDY.size;
-function save() { localStorage.setItem(KEY, JSON.stringify(state)); }
-function check() { $("start").disabled = !($("consent").checked && $("rater").value.trim()); }
-$("consent").addEventListener("change", check); $("rater").addEventListener("input", check);
-if (state.rater) { $("rater").value = state.rater; }
-$("start").addEventListener("click", () => {
-  state.rater = $("rater").value.trim(); state.started = state.started || new Date().toISOString(); save();
-  $("intro").classList.add("hidden"); show();
-});
-function show() {
-  const i = state.answers.length;
-  if (i >= STUDY.trials.length) { finish(); return; }
-  const t = STUDY.trials[i];
-  $("trial").classList.remove("hidden");
-  $("progress").textContent = "Question " + (i + 1) + " of " + STUDY.trials.length;
-  $("probe").src = t.probe;
-  const box = $("options"); box.innerHTML = "";
-  t.options.forEach((src, k) => {
-    const b = document.createElement("button");
-    b.className = "opt"; b.dataset.choice = k; b.title = "photo " + (k + 1);
-    b.innerHTML = '<img alt="photo ' + (k + 1) + '" src="' + src + '"><div>' + (k + 1) + "</div>";
-    b.addEventListener("click", () => answer(k));
-    box.appendChild(b);
-  });
-  shownAt = performance.now();
-}
-function answer(choice) {
-  const t = STUDY.trials[state.answers.length];
-  if (!t) return;
-  state.answers.push({trial: t.id, choice: choice, ms: Math.round(performance.now() - shownAt)});
-  save(); show();
-}
-$("cant").addEventListener("click", () => answer("cant_tell"));
-document.addEventListener("keydown", e => {
-  if ($("trial").classList.contains("hidden")) return;
-  if (e.key === "0") answer("cant_tell");
-  const k = parseInt(e.key, 10);
-  if (k >= 1 && k <= STUDY.size) answer(k - 1);
-});
-function finish() {
-  $("trial").classList.add("hidden"); $("done").classList.remove("hidden");
-}
-$("download").addEventListener("click", () => {
-  const data = {schema: "facepii.lineup-answers/1", study: STUDY.study, rater: state.rater,
-                started: state.started, finished: new Date().toISOString(), answers: state.answers};
-  const blob = new Blob([JSON.stringify(data, null, 1)], {type: "application/json"});
-  const a = document.createElement("a");
-  a.href = URL.createObjectURL(blob);
-  a.download = "answers-" + state.rater.replace(/[^A-Za-z0-9_-]/g, "_") + "-" + STUDY.study + ".json";
-  document.body.appendChild(a); a.click(); a.remove();
-  $("saved").textContent = "Saved as " + a.download;
-});
-</script></body></html>
-"""

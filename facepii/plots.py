@@ -1,10 +1,13 @@
-"""Pictures of a report: the trade-off plot and the reconstruction grid (matplotlib, Agg)."""
+"""Pictures of a report: the trade-off plot and the reconstruction grid (matplotlib, Agg).
+
+These functions draw and return figures; :mod:`facepii.outputs` writes them.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+
+from facepii.report import row_label
 
 
 def _plt():
@@ -16,11 +19,13 @@ def _plt():
     return plt
 
 
-def tradeoff_plot(report, path: str | Path) -> Path:
+def close(fig) -> None:
+    _plt().close(fig)
+
+
+def tradeoff_figure(report):
     """TAR@1e-3 against leakage ratio, one point per row with 95% intervals, the Pareto front,
     and the random baseline (leakage 1) and the random-face floor."""
-    from facepii.pipeline import row_label
-
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     pts = []
@@ -30,8 +35,8 @@ def tradeoff_plot(report, path: str | Path) -> Path:
         if u.get("value") is None or p.get("value") is None:
             continue
         x, y = p["value"], u["value"]
-        xe = [[x - p["ci95"][0]], [p["ci95"][1] - x]]
-        ye = [[y - u["ci95"][0]], [u["ci95"][1] - y]]
+        xe = [[x - p["ci95"][0]], [p["ci95"][1] - x]] if None not in (p.get("ci95") or [None]) else None
+        ye = [[y - u["ci95"][0]], [u["ci95"][1] - y]] if None not in (u.get("ci95") or [None]) else None
         color = "tab:red" if r["defense"] == "none" else ("tab:green" if r.get("pareto") else "tab:blue")
         ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="o", color=color, capsize=3, alpha=0.85)
         ax.annotate(row_label(r), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
@@ -41,7 +46,7 @@ def tradeoff_plot(report, path: str | Path) -> Path:
         ax.plot([f[0] for f in front], [f[1] for f in front], "--", color="tab:green", lw=1, label="Pareto front")
     ax.axvline(1.0, color="grey", lw=1, ls=":", label="random guess (leakage 1)")
     rf = ((report.extra.get("privacy_baselines") or {}).get("random_face") or {}).get("judge")
-    if rf:
+    if rf and (rf.get("leakage_ratio") or {}).get("value") is not None:
         ax.axvline(rf["leakage_ratio"]["value"], color="tab:orange", lw=1, ls=":",
                    label="random face through the judge")
     judge = next((r["privacy"].get("judge", "judge") for r in report.rows if r.get("privacy")), "judge")
@@ -53,14 +58,11 @@ def tradeoff_plot(report, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def reconstruction_grid(sources: np.ndarray, gallery: np.ndarray, recon: dict[str, np.ndarray],
-                        path: str | Path, n: int = 6, labels: list[str] | None = None) -> Path:
+def reconstruction_figure(sources: np.ndarray, gallery: np.ndarray, recon: dict[str, np.ndarray], n: int = 6,
+                          labels: list[str] | None = None):
     """One line per victim: source photo | another gallery photo | reconstruction for each row."""
     plt = _plt()
     cols = ["source (stolen template)", "gallery photo"] + list(recon)
@@ -79,38 +81,4 @@ def reconstruction_grid(sources: np.ndarray, gallery: np.ndarray, recon: dict[st
             axes[i][0].set_ylabel(str(labels[i]), fontsize=7)
     fig.suptitle("victims: source | gallery | reconstruction per defense (worst attack)", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def write_outputs(evaluation, out_dir: str | Path, verdicts: list[dict] | None = None) -> list[Path]:
-    """report.json, report.md, report.html and, with privacy, tradeoff.png and reconstructions.png."""
-    from facepii.html import write_html
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rep = evaluation.report
-    if verdicts is not None:
-        rep.extra["gate"] = verdicts
-    paths = [out / "report.json", out / "report.md"]
-    rep.to_json(paths[0])
-    paths[1].write_text(rep.markdown())
-    images: dict[str, Path | None] = {}
-    if rep.has_privacy:
-        images["tradeoff"] = tradeoff_plot(rep, out / "tradeoff.png")
-        paths.append(images["tradeoff"])
-        if evaluation.reconstructions:
-            from facepii.lineup import save_material
-
-            images["reconstructions"] = reconstruction_grid(
-                evaluation.sources, evaluation.gallery, evaluation.reconstructions, out / "reconstructions.png")
-            paths.append(images["reconstructions"])
-            material = save_material(evaluation, out)
-            if material is not None:
-                paths.append(material)
-        elif (out / "reconstructions.png").is_file():
-            images["reconstructions"] = out / "reconstructions.png"
-    paths.append(write_html(rep, out / "report.html", images, verdicts))
-    return paths
+    return fig

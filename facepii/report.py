@@ -25,6 +25,32 @@ from typing import Any
 
 SCHEMA = "facepii.report/1"
 
+THREAT_MODEL = (
+    "The attacker has stolen the protected templates of the victims. It knows the target encoder "
+    "({knowledge}) and the defense's algorithm and public parameters (Kerckhoffs), and holds public "
+    "photos of {n_aux} OTHER people (no identity in common with the {n_victims} victims), whose "
+    "protected templates it computes itself: the attacks are trained on protected templates "
+    "(adaptive). Keyed defenses: {key}. Success: an independent judge ({judge}) matches the "
+    "reconstruction to the victim in a gallery of other photos of the {n_victims} victims (never "
+    "the photo the template came from). Rates carry 95% bootstrap intervals over victims."
+)
+
+
+def threat_model(knowledge: str, key: str, n_aux: int, n_victims: int, judge: str, judge_is_target: bool) -> str:
+    """The threat model paragraph every report with attacks states."""
+    from facepii.config import KEY_SCENARIOS, KNOWLEDGE
+
+    note = (" Note: the judge is the target model itself, not an independent system: its figures are the "
+            "white-box upper bound.") if judge_is_target else ""
+    return THREAT_MODEL.format(knowledge=KNOWLEDGE[knowledge], n_aux=n_aux, n_victims=n_victims,
+                               key=KEY_SCENARIOS[key], judge=judge) + note
+
+
+def row_label(row: dict) -> str:
+    """``noise sigma=0.05``: how a row is named in tables, plots, gate rules and lineups."""
+    p = format_params(row.get("params", {}))
+    return row["defense"] + (f" {p}" if p else "")
+
 UTILITY_COLUMNS = [
     ("tar@far=1e-2", "TAR@1e-2"),
     ("tar@far=1e-3", "TAR@1e-3"),
@@ -201,7 +227,8 @@ class Report:
             f"excluded: {len(d.get('excluded', []))}",
             f"encoder: {self.encoder.get('name')} ({self.encoder.get('version')}, "
             f"{self.encoder.get('comparator')})  seed: {self.seed}  "
-            f"intervals: 95% bootstrap over identities ({self.settings.get('n_boot')} replicates)",
+            f"intervals: 95% bootstrap over identities "
+            f"({self.settings.get('bootstrap', self.settings.get('n_boot'))} replicates)",
         ]
         reasons: dict[str, int] = {}
         for s in d.get("skipped", []):

@@ -43,16 +43,15 @@ def world(sface):
 
 def context(world, sface, defense_spec="none", knowledge="white", key="disclosed", seed=0, **params):
     from defenses.base import user_keyed
-    from facepii.privacy import attacker_protect
+    from facepii.stages import attacker_view as _view
 
     faces, E, users, tenc, fm = world
     d = defenses.create(defense_spec, **params).fit(E, users)
-    protect = attacker_protect(d, key)
+    protect = _view(d, key, seed)
     ctx = AttackContext(encoder=sface, defense=d, face_model=fm, aux_embeddings=E, aux_users=users,
-                        protect=protect, budget=TINY, knowledge=knowledge, key=key,
+                        protect=protect, budget=TINY, knowledge=knowledge, key=protect.key,
                         per_user_keys=user_keyed(d), torch_encoder=tenc if knowledge == "white" else None,
-                        seed=seed)
-    ctx.shared["victim_users"] = np.array(["v0", "v1", "v2"])
+                        seed=seed, victim_users=np.array(["v0", "v1", "v2"]))
     return ctx, protect(E, users), d
 
 
@@ -151,11 +150,12 @@ def test_torch_sface_matches_onnxruntime_on_real_faces(celeba, session_cache, sf
 @pytest.mark.slow
 @pytest.mark.integration
 def test_reidentification_beats_random_and_strong_noise_lowers_leakage(celeba, session_cache):
-    from facepii.pipeline import EvaluateConfig, run
+    from facepii.config import EvaluateConfig
+    from facepii.pipeline import run
 
-    cfg = EvaluateConfig(dataset=f"celeba:{celeba}", encoder="sface", defenses=["noise"],
-                         params={"sigma": [0.4]}, attacks=["nearest", "decoder"], budget="quick",
-                         cache_dir=str(session_cache), n_boot=500, seed=0)
+    cfg = EvaluateConfig.from_options(dataset=f"celeba:{celeba}", encoder="sface", defenses=["noise"],
+                                      params={"sigma": [0.4]}, attacks=["nearest", "decoder"], budget="quick",
+                                      cache_dir=str(session_cache), bootstrap=500, seed=0)
     ev = run(cfg)
     rep = ev.report
     none, noisy = rep.rows

@@ -214,8 +214,38 @@ def test_cli_sweep_rows_and_epsilon(npz, tmp_path, capsys):
     (["--defense", "foo"], "unknown defense 'foo'"),
     (["--defense", "noise", "--param", "dim=3"], "--param dim: no listed defense has it"),
     (["--defense", "quantize", "--param", "bits=0"], "bits must be an integer"),
-    (["--epsilon", "-1"], "--epsilon '-1': must be > 0"),
+    (["--epsilon", "-1"], "--epsilon -1.0: must be a finite number > 0"),
 ])
 def test_cli_bad_defense_input(npz, capsys, args, needle):
     code, _, err = run_cli(["evaluate", "-q", "-d", f"embeddings:{npz}", *args], capsys)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_noise_is_fresh_per_call_and_the_attackers_is_its_own():
+    """Defect found in review: the noise was a function of (seed, row position), so the attacker's
+    own templates carried the defender's exact noise rows."""
+    from defenses.base import l2_normalize
+    from facepii.stages import attacker_view
+
+    E = np.random.default_rng(0).normal(size=(500, 64)).astype(np.float32)
+    first = defenses.create("noise", sigma=0.01, seed=3).fit(E)
+    a, b = first.transform(E), first.transform(E)
+    assert not np.allclose(a, b)                       # fresh randomness per call
+    d = defenses.create("noise", sigma=0.01, seed=3).fit(E)
+    view = attacker_view(d, "disclosed", seed=3)
+    np.testing.assert_array_equal(d.transform(E), a)   # the same seed reproduces the defender's run
+    mine, theirs = (view(E) - l2_normalize(E)).ravel(), (d.transform(E) - l2_normalize(E)).ravel()
+    assert abs(np.corrcoef(mine, theirs)[0, 1]) < 0.05  # the attacker's noise is independent
+    ok = defenses.create("noise", sigma=0.01, seed=3).fit(E)
+    assert view.defense.sigma_ == ok.sigma_            # same mechanism, same parameters
+
+
+@pytest.mark.parametrize("params, needle", [
+    ({"sigma": "abc"}, "sigma='abc': must be a number"),
+    ({"sigma": float("inf")}, "must be a finite number"),
+    ({"sigma": float("nan")}, "must be a finite number"),
+    ({"seed": 1.5}, "must be an integer"),
+])
+def test_parameter_values_of_the_wrong_kind_are_refused(params, needle):
+    with pytest.raises(ParameterError, match=needle):
+        defenses.create("noise", **params)

@@ -65,7 +65,8 @@ def test_example_gate_config_parses():
 
     conf = load_config(ROOT / "examples/facepii.toml")
     cfg = evaluate_config(conf["evaluate"])
-    assert cfg.defenses == ["noise"] and cfg.budget == "quick" and conf["gate"]["max_leakage_ratio"] == 4.0
+    assert cfg.protect.defenses == ["noise"] and cfg.privacy.budget == "quick"
+    assert conf["gate"]["max_leakage_ratio"] == 4.0
 
 
 def test_readme_and_ci_agree():

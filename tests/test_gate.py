@@ -107,7 +107,7 @@ def test_junit_one_case_per_rule(tmp_path):
     ('[gate]\nmax_sar = "low"\n', "[gate] max_sar must be a number, got str"),
     ('[gate]\nmin_tar_at_far = 0.7\n', "min_tar_at_far must be {far = 1e-3, value = 0.7}"),
     ('[evaluate]\ndefense = "noise"\n[gate]\nmax_sar = 0.1\n', "[evaluate] has no key 'defense'"),
-    ('[evaluate]\nseed = "1"\n[gate]\nmax_sar = 0.1\n', "[evaluate] seed must be int, got str"),
+    ('[evaluate]\nseed = "1"\n[gate]\nmax_sar = 0.1\n', "[evaluate] seed must be an integer, got str"),
     ('[gate.rows."noise sigma=0.05"]\nmax_sarr = 1\n', 'has no rule \'max_sarr\''),
     ('[gates]\nmax_sar = 1\n', "unknown table(s) ['gates']"),
     ('[gate\n', "not valid TOML"),
@@ -127,7 +127,8 @@ def test_pyproject_tool_table(tmp_path):
     c = g.load_config(p)
     assert c["evaluate"]["budget"] == "quick" and c["gate"]["max_sar"] == 0.1
     cfg = g.evaluate_config({"defenses": "noise,quantize", "params": {"sigma": 0.05}})
-    assert cfg.defenses == ["noise", "quantize"] and cfg.params == {"sigma": [0.05]} and cfg.attacks
+    assert cfg.protect.defenses == ["noise", "quantize"] and cfg.protect.params == {"sigma": [0.05]}
+    assert cfg.privacy.attacks
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from test_gate import make_report
 
 from facepii.browser import find_chromium, screenshot
 from facepii.html import render
+from facepii.outputs import write_outputs
 from facepii.pipeline import Evaluation
-from facepii.plots import write_outputs
 from facepii.report import Report
 
 

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from facepii.pipeline import EvaluateConfig, evaluate
+from facepii.config import EvaluateConfig
+from facepii.pipeline import evaluate
 
 from clihelp import run_cli
 
@@ -14,8 +15,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def sface_report(celeba, session_cache):
-    cfg = EvaluateConfig(dataset=f"celeba:{celeba}", encoder="sface", max_identities=20, seed=0,
-                         cache_dir=str(session_cache), n_boot=300)
+    cfg = EvaluateConfig.from_options(dataset=f"celeba:{celeba}", encoder="sface", max_identities=20, seed=0,
+                         cache_dir=str(session_cache), bootstrap=300)
     return evaluate(cfg)
 
 
@@ -33,8 +34,8 @@ def test_sface_recognises_real_faces(sface_report):
 
 
 def test_dlib_gives_similar_figures(celeba, session_cache, sface_report):
-    cfg = EvaluateConfig(dataset=f"celeba:{celeba}", encoder="dlib", max_identities=20, seed=0,
-                         cache_dir=str(session_cache), n_boot=300)
+    cfg = EvaluateConfig.from_options(dataset=f"celeba:{celeba}", encoder="dlib", max_identities=20, seed=0,
+                         cache_dir=str(session_cache), bootstrap=300)
     r = evaluate(cfg)
     u, s = r.rows[0]["utility"], sface_report.rows[0]["utility"]
     assert u["tar@far=1e-2"]["value"] > 0.8
@@ -43,8 +44,8 @@ def test_dlib_gives_similar_figures(celeba, session_cache, sface_report):
 
 
 def test_warm_cache_recomputes_nothing(celeba, session_cache, sface_report):
-    cfg = EvaluateConfig(dataset=f"celeba:{celeba}", encoder="sface", max_identities=20, seed=0,
-                         cache_dir=str(session_cache), n_boot=300)
+    cfg = EvaluateConfig.from_options(dataset=f"celeba:{celeba}", encoder="sface", max_identities=20, seed=0,
+                         cache_dir=str(session_cache), bootstrap=300)
     r = evaluate(cfg)
     stats = r.dataset["embedding_stats"]
     assert stats["computed"] == 0 and stats["detected"] == 0

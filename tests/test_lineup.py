@@ -33,7 +33,9 @@ def fake_evaluation(n=N_VICTIMS, seed=0):
 @pytest.fixture
 def report_dir(tmp_path):
     d = tmp_path / "report"
-    L.save_material(fake_evaluation(), d)
+    from facepii.outputs import write_material
+
+    write_material(fake_evaluation(), d)
     (d / "report.json").write_text(fake_evaluation().report.to_json())
     return d
 

@@ -1,0 +1,292 @@
+"""The one configuration of an evaluation: read by the CLI, the Python API and the gate's ``[evaluate]``.
+
+:class:`EvaluateConfig` nests three parts (data, defenses, privacy). Every
+option has ONE name, the CLI's (``--max-identities`` is ``max_identities``),
+used by :meth:`EvaluateConfig.from_options` for the CLI and the gate's TOML
+table alike. :meth:`EvaluateConfig.validate` checks every choice and range up
+front, whether or not that part will run (``--no-privacy --budget huge`` is an
+error), so a long run never dies late on a typo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from facepii.errors import ConfigError, ParameterError
+
+KNOWLEDGE = {
+    "white": "white box: it can run and differentiate it",
+    "black": "black box: it can only query it",
+}
+KEY_SCENARIOS = {
+    "secret": "the key is secret (the attacker protects its own faces with keys of its own)",
+    "disclosed": "the key is disclosed (a stolen token: the attacker uses the real keys)",
+    "both": "reported for a secret key and for a disclosed key (stolen token); the disclosed case "
+            "is the row's headline figure",
+}
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass
+class DataConfig:
+    """Which faces, which model, which cache."""
+
+    dataset: str | None = None
+    encoder: str | None = None  # None: sface, or the precomputed embeddings of the dataset
+    max_identities: int | None = None
+    min_images: int = 2
+    cache_dir: str | None = None
+    no_cache: bool = False
+
+
+@dataclass
+class DefenseConfig:
+    """The protections: specs (``a+b`` chains), parameter sweeps and epsilon-calibrated noise rows."""
+
+    defenses: list[str] = field(default_factory=lambda: ["none"])
+    params: dict[str, list[Any]] = field(default_factory=dict)
+    epsilons: list[float] = field(default_factory=list)
+
+
+@dataclass
+class PrivacyConfig:
+    """The attacker and the judge; no attacks = utility only."""
+
+    attacks: list[str] = field(default_factory=list)
+    judge: str | None = None
+    knowledge: str = "white"
+    key: str = "both"
+    budget: str = "standard"
+    victims: float | int | None = None
+    device: str = "cpu"
+
+
+@dataclass
+class EvaluateConfig:
+    """Everything ``facepii evaluate`` takes."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    protect: DefenseConfig = field(default_factory=DefenseConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    seed: int = 0
+    bootstrap: int = 1000
+
+    # ---- one set of option names ---------------------------------------------------
+    @classmethod
+    def option_types(cls) -> dict[str, tuple[str | None, Any]]:
+        """option name -> (section attribute or None, annotation text)."""
+        out: dict[str, tuple[str | None, Any]] = {}
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING
+                                        else None):
+                for g in dataclasses.fields(f.default_factory):
+                    out[g.name] = (f.name, g.type)
+            else:
+                out[f.name] = (None, f.type)
+        return out
+
+    @classmethod
+    def from_options(cls, where: str = "EvaluateConfig", **options: Any) -> EvaluateConfig:
+        """A config from flat option names (the CLI's, and the gate's ``[evaluate]`` keys)."""
+        types = cls.option_types()
+        cfg = cls()
+        for name, value in options.items():
+            if name not in types:
+                raise ConfigError(f"{where} has no key '{name}'; keys: {', '.join(sorted(types))}.")
+            section, annotation = types[name]
+            value = _coerce(name, value, str(annotation), where)
+            setattr(getattr(cfg, section) if section else cfg, name, value)
+        return cfg
+
+    def options(self) -> dict[str, Any]:
+        """The flat options (what a report's ``settings`` records)."""
+        out: dict[str, Any] = {}
+        for name, (section, _) in self.option_types().items():
+            out[name] = getattr(getattr(self, section) if section else self, name)
+        return out
+
+    # ---- validation before any work --------------------------------------------------
+    def validate(self) -> EvaluateConfig:
+        import attacks  # noqa: F401  (registers the built-in attacks)
+        from attacks.facemodel import BUDGETS
+        from facepii.registry import attacks as attack_registry
+
+        p, d = self.privacy, self.data
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 32:
+            raise ParameterError(f"--seed must be an integer in 0..{2 ** 32 - 1}, got {self.seed!r}.")
+        if not isinstance(self.bootstrap, int) or self.bootstrap < 100:
+            raise ParameterError(f"--bootstrap must be an integer >= 100, got {self.bootstrap!r}.")
+        if d.min_images < 1:
+            raise ParameterError(f"--min-images must be >= 1, got {d.min_images}.")
+        if d.max_identities is not None and d.max_identities < 2:
+            raise ParameterError(f"--max-identities must be >= 2, got {d.max_identities}.")
+        for e in self.protect.epsilons:
+            if not (isinstance(e, (int, float)) and math.isfinite(e) and e > 0):
+                raise ParameterError(f"--epsilon {e}: must be a finite number > 0.")
+        for a in p.attacks:
+            attack_registry.get(a)
+        if len(set(p.attacks)) != len(p.attacks):
+            raise ParameterError(f"--attack lists an attack twice: {','.join(p.attacks)}.")
+        if p.knowledge not in KNOWLEDGE:
+            raise ParameterError(f"--knowledge must be white or black, got {p.knowledge!r}.")
+        if p.key not in KEY_SCENARIOS:
+            raise ParameterError(f"--key must be secret, disclosed or both, got {p.key!r}.")
+        if p.budget not in BUDGETS:
+            raise ParameterError(f"--budget must be one of {', '.join(BUDGETS)}, got {p.budget!r}.")
+        if p.device not in DEVICES:
+            raise ParameterError(f"--device must be cpu or cuda, got {p.device!r}.")
+        if p.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ParameterError("--device cuda: no CUDA device is available to torch here; use --device cpu.")
+        if p.victims is not None:
+            v = p.victims
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+                    (isinstance(v, float) and 0 < v < 1) or (v >= 2 and v == int(v))):
+                raise ParameterError(f"--victims {v!r}: give a count >= 2 or a fraction between 0 and 1.")
+        self.grid()  # unknown defenses and parameters fail here
+        return self
+
+    def grid(self) -> list[tuple[str, dict[str, Any]]]:
+        """(spec, params) of every row: the unprotected row first, then the sweeps, then --epsilon rows."""
+        specs = [s for s in self.protect.defenses if s != "none"]
+        rows = [("none", {})] + defense_grid(specs, self.protect.params)
+        return rows + [("noise", {"epsilon": float(e)}) for e in self.protect.epsilons]
+
+
+def _coerce(name: str, value: Any, annotation: str, where: str) -> Any:
+    """Check an option's value against its annotation; lists may come as comma-separated text."""
+    def bad(want: str):
+        return ConfigError(f"{where} {name} must be {want}, got {type(value).__name__} ({value!r}).")
+
+    if annotation.startswith("list"):
+        if isinstance(value, str):
+            value = [x.strip() for x in value.split(",") if x.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list")
+        value = list(value)
+        if "float" in annotation:
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+                raise bad("a list of numbers")
+            return [float(x) for x in value]
+        if not all(isinstance(x, str) for x in value):
+            raise bad("a list of names")
+        return value
+    if annotation.startswith("dict"):
+        if not isinstance(value, dict):
+            raise bad("a table")
+        out = {}
+        for k, v in value.items():
+            vals = v if isinstance(v, list) else [v]
+            if not all(isinstance(x, (int, float, str, bool)) for x in vals):
+                raise ConfigError(f"{where} params.{k} must be a value or a list of values.")
+            out[str(k)] = vals
+        return out
+    if value is None and "None" in annotation:
+        return None
+    if annotation == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if annotation.startswith("int") and "float" not in annotation:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if "float" in annotation:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return value
+    if not isinstance(value, str):
+        raise bad("text")
+    return value
+
+
+# ---------------------------------------------------------------- --param values and the grid
+
+
+def parse_value(text: str) -> Any:
+    """'0.05' -> 0.05, '64' -> 64, 'true' -> True, anything else stays a string (NaN/inf refused)."""
+    t = text.strip()
+    low = t.lower()
+    if low in ("true", "yes"):
+        return True
+    if low in ("false", "no"):
+        return False
+    if low in ("none", "null"):
+        return None
+    try:
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        v = float(t)
+    except ValueError:
+        return t
+    if not math.isfinite(v):
+        raise ParameterError(f"--param value {text!r}: must be a finite number.")
+    return v
+
+
+def parse_param_options(options: list[str]) -> dict[str, list[Any]]:
+    """``["sigma=0.01,0.02", "bits=1"]`` -> ``{"sigma": [0.01, 0.02], "bits": [1]}``."""
+    out: dict[str, list[Any]] = {}
+    for opt in options:
+        key, eq, values = opt.partition("=")
+        key = key.strip()
+        if not eq or not key or not values.strip():
+            raise ParameterError(f"--param {opt!r}: write KEY=V1,V2 (e.g. --param sigma=0.02,0.05).")
+        vals = [parse_value(v) for v in values.split(",") if v.strip()]
+        out.setdefault(key, []).extend(vals)
+    return out
+
+
+def defense_grid(specs: list[str], params: dict[str, list[Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(spec, params) for each row: each defense gets the product of the parameters it has.
+
+    ``sigma=...`` applies to every listed defense with a ``sigma``; ``noise.sigma=...``
+    to the ``noise`` defense (or step) only. A parameter no listed defense has is an error,
+    and so is a value of the wrong kind (checked by building each row's defense).
+    """
+    import defenses as defense_registry
+
+    used: set[str] = set()
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for spec in specs:
+        names = set(defense_registry.create(spec).get_params())
+        steps = spec.split("+")
+        mine: dict[str, list[Any]] = {}
+        for key, vals in params.items():
+            head, dot, tail = key.partition(".")
+            if len(steps) == 1:
+                if dot and head == spec and tail in names:
+                    mine[tail] = vals
+                    used.add(key)
+                elif not dot and key in names:
+                    mine[key] = vals
+                    used.add(key)
+            else:
+                if dot and key in names:
+                    mine[key] = vals
+                    used.add(key)
+                elif not dot:
+                    owners = [n for n in names if n.split(".", 1)[1] == key]
+                    if len(owners) == 1:
+                        mine[owners[0]] = vals
+                        used.add(key)
+        keys = list(mine)
+        for combo in itertools.product(*(mine[k] for k in keys)) if keys else [()]:
+            row = dict(zip(keys, combo))
+            defense_registry.create(spec, **row)  # type checks of the values
+            rows.append((spec, row))
+    unused = [k for k in params if k not in used]
+    if unused:
+        known = {s: sorted(defense_registry.create(s).get_params()) for s in specs}
+        raise ParameterError(
+            f"--param {', '.join(unused)}: no listed defense has it; parameters: "
+            + "; ".join(f"{s}: {', '.join(p) or '(none)'}" for s, p in known.items()) + ".")
+    return rows

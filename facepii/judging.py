@@ -1,0 +1,118 @@
+"""The judges' stage: Reconstructions -> privacy Estimates.
+
+A judge is a face-recognition model that embeds each reconstruction and
+searches the victims' gallery (other real photos of the victims, never the
+photo a template came from). Its threshold for the success attack rate is
+calibrated at FMR 1e-3 on its own impostor scores of the victims' real photos.
+Two judges always run: the independent judge (the headline), and the target
+model itself (the white-box upper bound).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from facepii import metrics
+from facepii.encoders import Encoder, encoder_id
+from facepii.stages import EmbeddedSet, Split
+
+SUMMARY_KEYS = ("rank1", "rank5", "leakage_ratio", "sar@fmr=1e-3")
+
+
+def default_judge(target: str) -> str:
+    """dlib judges an SFace target; SFace judges anything else."""
+    return "dlib" if target.split(":")[0] == "sface" else "sface"
+
+
+def same_model(a: Encoder, b: Encoder) -> bool:
+    """Whether two encoders run the same model (same name and version, or the same ONNX file)."""
+    if encoder_id(a) == encoder_id(b):
+        return True
+    pa, pb = getattr(a, "path", None), getattr(b, "path", None)
+    if pa and pb:
+        from facepii.encoders import file_digest
+
+        return file_digest(pa) == file_digest(pb)
+    return False
+
+
+def resolve_judge(spec: str | None, target: Encoder) -> Encoder:
+    """The independent judge: ``spec``, or the default for the target (never the target's own model
+    when chosen by default, e.g. ``onnx:PATH`` pointing at SFace's own file)."""
+    from facepii.encoders import get_encoder
+
+    enc = get_encoder(spec or default_judge(target.name))
+    if spec is None and same_model(enc, target):
+        enc = get_encoder("dlib")
+    return enc
+
+
+@dataclass
+class Judge:
+    """A face-recognition model with its embeddings of the victims' gallery and its threshold."""
+
+    encoder: Encoder
+    gallery: np.ndarray        # its embeddings of the gallery photos
+    gallery_labels: np.ndarray
+    threshold: float           # at FMR 1e-3 on its own impostor scores of the victims' real photos
+
+    @property
+    def score(self):
+        return metrics.comparator(self.encoder.comparator)
+
+    def judge(self, faces: np.ndarray, victims: np.ndarray, n_boot: int, seed: int) -> dict:
+        emb = self.encoder.embed(faces)
+        return metrics.reidentification(emb, victims, self.gallery, self.gallery_labels, self.score,
+                                        self.threshold, n_boot=n_boot, seed=seed)
+
+
+def make_judge(enc: Encoder, real_emb: np.ndarray, real_labels: np.ndarray, gallery_mask: np.ndarray) -> Judge:
+    score = metrics.comparator(enc.comparator)
+    _, imp = metrics.pair_scores(real_emb, real_labels, score)
+    return Judge(enc, real_emb[gallery_mask], real_labels[gallery_mask], metrics.threshold_at_far(imp, 1e-3))
+
+
+def make_judges(embedded: EmbeddedSet, split: Split, judge: Encoder, target: Encoder) -> dict[str, Judge]:
+    """"judge" (independent) and "target" (upper bound), from the embeddings of the one extraction pass."""
+    pos = split.victim_pos
+    gallery_mask = np.isin(pos, split.gallery_pos)
+    labels = embedded.labels[pos]
+    return {"judge": make_judge(judge, embedded.embeddings["judge"][pos], labels, gallery_mask),
+            "target": make_judge(target, embedded.embeddings["target"][pos], labels, gallery_mask)}
+
+
+def summary(r: dict) -> dict:
+    out = {k: r[k].to_dict() for k in SUMMARY_KEYS}
+    out["baseline_rank1"] = r["baseline_rank1"]
+    return out
+
+
+def judge_faces(judges: dict[str, Judge], faces: np.ndarray, victims: np.ndarray, sources: np.ndarray,
+                n_boot: int, seed: int) -> dict:
+    """One attack's figures: the independent judge's, the target's as judge, and SSIM to the source."""
+    out = summary(judges["judge"].judge(faces, victims, n_boot, seed))
+    out["ssim"] = metrics.bootstrap_mean(metrics.ssim(faces, sources), n_boot, seed).to_dict()
+    out["target_judge"] = summary(judges["target"].judge(faces, victims, n_boot, seed))
+    return out
+
+
+def privacy_block(judges: dict[str, Judge], per_attack: dict[str, dict], key: str | None) -> dict:
+    """A row's privacy figures: the worst attack's (highest rank-1, then SAR) up front, every attack's below."""
+    worst = max(per_attack, key=lambda a: (per_attack[a]["rank1"]["value"], per_attack[a]["sar@fmr=1e-3"]["value"]))
+    block = {"attack": worst, "judge": judges["judge"].encoder.name, **per_attack[worst], "per_attack": per_attack}
+    if key is not None:
+        block["key"] = key
+    return block
+
+
+def baselines(judges: dict[str, Judge], aux_faces: np.ndarray, victims: np.ndarray, n_boot: int,
+              seed: int) -> dict:
+    """Empirical floors through the same judges: a random auxiliary face, and the mean face."""
+    rng = np.random.default_rng(seed + 99)
+    n = len(victims)
+    rand = aux_faces[rng.choice(len(aux_faces), size=n, replace=True)]
+    mean = np.repeat(aux_faces.mean(axis=0).round().astype(np.uint8)[None], n, axis=0)
+    return {name: {j: summary(judges[j].judge(faces, victims, n_boot, seed)) for j in ("judge", "target")}
+            for name, faces in (("random_face", rand), ("mean_face", mean))}

@@ -1,0 +1,251 @@
+"""The only module that writes files a user asked for: the ``--out`` folder, ``--json``, lineup studies.
+
+Rules (docs/security.md):
+
+- every output path is checked BEFORE the long work starts (:func:`check_out_dir`,
+  :func:`check_output_file`): a file where a folder belongs, a folder where a
+  file belongs, a special file, an unwritable place, or a planted symbolic link
+  ends the run at once with one line;
+- each file is written to a temporary name beside it and then renamed over the
+  destination (``os.replace`` replaces a link itself, never what it points to);
+- facepii deletes nothing it did not write: an earlier ``lineup/`` folder is
+  replaced only when it holds exactly the files its own manifest lists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from facepii.errors import FacepiiError
+
+REPORT_FILES = ("report.json", "report.md", "report.html", "tradeoff.png", "reconstructions.png")
+LINEUP = "lineup"
+
+
+class OutputError(FacepiiError):
+    """An output path that cannot be written safely."""
+
+
+# ---------------------------------------------------------------- checks before the work
+
+
+def check_output_file(path: str | Path, option: str) -> Path:
+    """A file facepii may create or replace: its folder exists (or can be made) and is writable, and
+    the path is not a folder, a link or a special file."""
+    p = Path(path)
+    if p.is_symlink():
+        raise OutputError(f"{option} {p}: is a symbolic link; give a plain file path.")
+    if p.exists() and p.is_dir():
+        raise OutputError(f"{option} {p}: is a folder; give a file path.")
+    if p.exists() and not stat.S_ISREG(p.stat().st_mode):
+        raise OutputError(f"{option} {p}: is not a regular file (a device or pipe); give a plain file path.")
+    _check_writable_dir(p.parent if str(p.parent) else Path("."), option)
+    return p
+
+
+def _check_writable_dir(d: Path, option: str) -> None:
+    existing = d
+    while not existing.exists():
+        if existing.is_symlink():
+            raise OutputError(f"{option}: {existing} is a broken symbolic link.")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{option}: {existing} is a file, not a folder.")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".facepii-check-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{option}: cannot write in {existing} ({exc.strerror or exc}).") from None
+
+
+def check_cache_dir(d: str | Path, option: str = "--cache-dir") -> Path:
+    """The cache folder: a folder (or creatable) where facepii can write."""
+    p = Path(d).expanduser()
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"{option} {p}: is a file; give a folder.")
+    _check_writable_dir(p, option)
+    return p
+
+
+def check_out_dir(out: str | Path, option: str = "--out") -> Path:
+    """The report folder: a folder (or creatable), writable; the files facepii will replace are plain
+    files; an existing ``lineup/`` holds only what facepii wrote there."""
+    p = Path(out)
+    if p.is_symlink() and not p.is_dir():
+        raise OutputError(f"{option} {p}: is a broken symbolic link.")
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"{option} {p}: is a file; give a folder.")
+    _check_writable_dir(p, option)
+    for name in REPORT_FILES:
+        f = p / name
+        if f.is_symlink() or (f.exists() and not f.is_file()):
+            raise OutputError(f"{option} {p}: {name} is there but is a link, a folder or a special file; "
+                              "remove it or choose another --out (nothing was written).")
+    own_lineup_files(p / LINEUP, option)
+    return p
+
+
+def own_lineup_files(root: Path, option: str = "--out") -> list[Path]:
+    """The files of an existing lineup folder, when every one is facepii's (listed in its manifest);
+    else an error that names what is in the way."""
+    if not root.exists() and not root.is_symlink():
+        return []
+    if root.is_symlink() or not root.is_dir():
+        raise OutputError(f"{option}: {root} is there but is not a plain folder (a link or a file); "
+                          "move it or choose another --out (nothing was written).")
+    from facepii.lineup import read_manifest
+
+    try:
+        m = read_manifest(root)
+    except FacepiiError:
+        raise OutputError(f"{option}: {root} holds no facepii lineup material; facepii will not replace a folder it "
+                          "did not write: move it or choose another --out.") from None
+    listed = {root / f for g in m["gallery"] for f in g} | {root / f for r in m["rows"] for f in r["files"]}
+    listed.add(root / "manifest.json")
+    found = {x for x in root.rglob("*") if not x.is_dir() or x.is_symlink()}
+    foreign = sorted(found - listed)
+    if foreign:
+        raise OutputError(f"{option}: {root} holds files facepii did not write ({foreign[0].name}"
+                          f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); move them or "
+                          "choose another --out.")
+    return sorted(listed & found)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Write beside the destination, then rename over it (atomic; a link at ``path`` is replaced)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_figure(fig, path: Path) -> Path:
+    import io
+
+    from facepii.plots import close
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    close(fig)
+    return write_bytes(path, buf.getvalue())
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(img, np.uint8)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def write_json(report, path: str | Path) -> Path:
+    return write_text(Path(path), report.to_json() + "\n")
+
+
+def write_outputs(evaluation, out_dir: str | Path, verdicts: list[dict] | None = None) -> list[Path]:
+    """report.json, report.md, report.html and, with privacy, tradeoff.png, reconstructions.png and
+    the lineup material."""
+    from facepii.html import render
+    from facepii.plots import reconstruction_figure, tradeoff_figure
+
+    out = check_out_dir(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rep = evaluation.report
+    if verdicts is not None:
+        rep.extra["gate"] = verdicts
+    paths = [write_json(rep, out / "report.json"), write_text(out / "report.md", rep.markdown())]
+    images: dict[str, Path | None] = {}
+    if rep.has_privacy:
+        images["tradeoff"] = write_figure(tradeoff_figure(rep), out / "tradeoff.png")
+        paths.append(images["tradeoff"])
+        if evaluation.reconstructions:
+            images["reconstructions"] = write_figure(
+                reconstruction_figure(evaluation.sources, evaluation.gallery, evaluation.reconstructions),
+                out / "reconstructions.png")
+            paths.append(images["reconstructions"])
+            material = write_material(evaluation, out)
+            if material is not None:
+                paths.append(material)
+        elif (out / "reconstructions.png").is_file():  # a report rewritten later (gate, lineup score)
+            images["reconstructions"] = out / "reconstructions.png"
+    paths.append(write_text(out / "report.html", render(rep, images, verdicts)))
+    return paths
+
+
+def write_material(evaluation, out: Path) -> Path | None:
+    """The lineup material under ``out/lineup``: written to a fresh folder, then swapped in place of
+    an earlier one (whose files, all facepii's, are removed one by one)."""
+    from facepii.lineup import material
+
+    m = material(evaluation)
+    if m is None:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    root = out / LINEUP
+    old = own_lineup_files(root)
+    new = Path(tempfile.mkdtemp(dir=out, prefix=".lineup-new-"))
+    for name, img in m["images"].items():
+        (new / name).parent.mkdir(parents=True, exist_ok=True)
+        (new / name).write_bytes(png_bytes(img))
+    (new / "manifest.json").write_text(json.dumps(m["manifest"], indent=1))
+    for f in old:
+        f.unlink()
+    for d in sorted((x for x in root.rglob("*") if x.is_dir()), reverse=True) if root.exists() else []:
+        d.rmdir()
+    if root.exists():
+        root.rmdir()
+    new.rename(root)
+    return root
+
+
+def check_study_dir(study_dir: str | Path) -> Path:
+    """A new study folder: absent or empty (a study is never written over anything)."""
+    d = Path(study_dir)
+    if d.is_symlink() or (d.exists() and (not d.is_dir() or any(d.iterdir()))):
+        raise OutputError(f"--out {d}: a study or other files are already there; choose another --out "
+                          "(nothing was overwritten).")
+    _check_writable_dir(d, "--out")
+    return d
+
+
+def write_study(plan, study_dir: str | Path) -> Path:
+    """index.html + assets/ (a page that works from disk), share.zip (what raters get), key.json."""
+    from facepii.lineup import page_template
+
+    d = check_study_dir(study_dir)
+    lineup_dir = plan.report_dir / LINEUP
+    files: dict[str, bytes] = {}
+    for material_file, asset in plan.assets.items():
+        files[asset] = (lineup_dir / material_file).read_bytes()  # paths checked by read_manifest
+    page = page_template().replace("/*STUDY*/null", json.dumps(plan.page_data()))
+    files["index.html"] = page.encode("utf-8")
+    for name, data in files.items():
+        write_bytes(d / name, data)
+    write_text(d / "key.json", json.dumps(plan.key(), indent=1))
+    buf_path = d / "share.zip"
+    with zipfile.ZipFile(buf_path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in sorted(files):
+            z.writestr(f"study/{name}", files[name])
+    return d
