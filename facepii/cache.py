@@ -29,9 +29,16 @@ class CacheError(FacepiiError):
     """The cache folder or its database cannot be used."""
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS landmarks (key TEXT PRIMARY KEY, lm BLOB, reason TEXT);
-CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vec BLOB);
+CREATE TABLE IF NOT EXISTS landmarks (key TEXT PRIMARY KEY, lm BLOB, reason TEXT, sum TEXT);
+CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vec BLOB, sum TEXT);
 """
+COLUMNS = {"landmarks": ["key", "lm", "reason", "sum"], "embeddings": ["key", "vec", "sum"]}
+
+
+def checksum(key: str, payload: bytes | str | None) -> str:
+    """Integrity of one entry: a truncated, swapped or edited value no longer matches its key."""
+    data = payload.encode() if isinstance(payload, str) else (payload or b"")
+    return hashlib.sha256(key.encode() + b"\0" + data).hexdigest()[:16]
 
 
 def default_cache_dir() -> Path:
@@ -53,6 +60,7 @@ class Cache:
     def __init__(self, folder: str | os.PathLike | None):
         self.folder = Path(folder).expanduser() if folder is not None else None
         self._db: sqlite3.Connection | None = None
+        self.rejected = 0  # entries read back that failed their checks (recomputed, counted in the report)
         if self.folder is not None:
             db = self.folder / "facepii-cache.sqlite3"
             try:
@@ -69,11 +77,13 @@ class Cache:
                                  "--cache-dir or --no-cache.") from None
 
     def _check_schema(self) -> None:
-        """A foreign database that happens to have tables of these names is not a facepii cache."""
-        want = {"landmarks": ["key", "lm", "reason"], "embeddings": ["key", "vec"]}
-        for table, cols in want.items():
+        """A foreign database that happens to have tables of these names is not a facepii cache; a cache
+        of facepii 0.1 (no checksums) gets the column, and its entries are recomputed as they are met."""
+        for table, cols in COLUMNS.items():
             got = [r[1] for r in self._db.execute(f"PRAGMA table_info({table})").fetchall()]
-            if got != cols:
+            if got == cols[:-1]:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN sum TEXT")
+            elif got != cols:
                 raise sqlite3.DatabaseError(f"table {table} has columns {got}, expected {cols}")
 
     @property
@@ -82,30 +92,59 @@ class Cache:
 
     # landmarks -----------------------------------------------------------
     def get_landmarks(self, keys: list[str]) -> dict[str, np.ndarray | str]:
-        """Cached results by key: a 5 x 2 array, or the reason no face was found."""
+        """Cached results by key: a 5 x 2 array, or the reason no face was found. Entries that fail
+        their checks are left out (recomputed by the caller) and counted in ``rejected``."""
         out: dict[str, np.ndarray | str] = {}
-        for k, lm, reason in self._select("landmarks", "lm, reason", keys):
-            out[k] = np.frombuffer(lm, np.float64).reshape(5, 2) if lm is not None else reason
+        for k, lm, reason, sm in self._select("landmarks", "lm, reason, sum", keys):
+            ok = sm == checksum(k, lm if lm is not None else reason)
+            if lm is not None:
+                ok = ok and isinstance(lm, bytes) and len(lm) == 80
+                arr = np.frombuffer(lm, np.float64).reshape(5, 2) if ok else None
+                if ok and np.isfinite(arr).all():
+                    out[k] = arr
+                    continue
+            elif ok and isinstance(reason, str):
+                out[k] = reason
+                continue
+            self.rejected += 1
         return out
 
     def put_landmarks(self, items: dict[str, np.ndarray | str]) -> None:
         if self._db is None or not items:
             return
-        rows = [(k, v.astype(np.float64).tobytes(), None) if isinstance(v, np.ndarray) else (k, None, v)
-                for k, v in items.items()]
-        self._db.executemany("INSERT OR REPLACE INTO landmarks VALUES (?, ?, ?)", rows)
+        rows = []
+        for k, v in items.items():
+            if isinstance(v, np.ndarray):
+                b = v.astype(np.float64).tobytes()
+                rows.append((k, b, None, checksum(k, b)))
+            else:
+                rows.append((k, None, v, checksum(k, v)))
+        self._db.executemany("INSERT OR REPLACE INTO landmarks VALUES (?, ?, ?, ?)", rows)
         self._db.commit()
 
     # embeddings ----------------------------------------------------------
-    def get_embeddings(self, keys: list[str]) -> dict[str, np.ndarray]:
-        return {k: np.frombuffer(v, np.float32).copy()
-                for k, v in self._select("embeddings", "vec", keys)}
+    def get_embeddings(self, keys: list[str], dim: int | None = None) -> dict[str, np.ndarray]:
+        """Cached vectors by key: float32 of width ``dim``, finite, matching their checksum; others are
+        left out (recomputed by the caller) and counted in ``rejected``."""
+        out = {}
+        for k, v, sm in self._select("embeddings", "vec, sum", keys):
+            ok = isinstance(v, bytes) and len(v) % 4 == 0 and len(v) > 0 and sm == checksum(k, v)
+            ok = ok and (dim is None or len(v) == 4 * dim)
+            vec = np.frombuffer(v, np.float32).copy() if ok else None
+            if ok and np.isfinite(vec).all():
+                out[k] = vec
+            else:
+                self.rejected += 1
+        return out
 
     def put_embeddings(self, items: dict[str, np.ndarray]) -> None:
         if self._db is None or not items:
             return
-        rows = [(k, np.asarray(v, np.float32).tobytes()) for k, v in items.items()]
-        self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?)", rows)
+        rows = []
+        for k, v in items.items():
+            b = np.asarray(v, np.float32).tobytes()
+            rows.append((k, b, checksum(k, b)))
+        self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows)
         self._db.commit()
 
     def count(self, table: str = "embeddings") -> int:

@@ -366,6 +366,11 @@ def datasets() -> None:
     typer.echo(f"\ndefault: {ds.default_spec()}  (set ${ds.ENV_VAR} to change it)")
 
 
+def _interrupted() -> None:
+    typer.echo("\ninterrupted: finished embeddings are cached; run again to resume.", err=True)
+    sys.exit(130)
+
+
 def main() -> None:
     """Entry point. Exit codes: 0 done, 1 a gate rule failed, 2 a user error (one line on stderr),
     3 an internal error (one line; ``--debug`` anywhere on the command line shows the traceback),
@@ -375,22 +380,24 @@ def main() -> None:
         sys.argv.remove("--debug")
     try:
         rc = app(standalone_mode=False)
+        if rc == 130:  # Typer turns Ctrl-C into a silent return code 130
+            _interrupted()
         if isinstance(rc, int) and rc:
             sys.exit(rc)  # typer.Exit(n) comes back as a return value without standalone mode
     except FacepiiError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("\ninterrupted: finished embeddings are cached; run again to resume.", err=True)
-        sys.exit(130)
-    except typer.Abort:
-        typer.echo("\ninterrupted.", err=True)
-        sys.exit(130)
+    except (KeyboardInterrupt, typer.Abort):
+        _interrupted()
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click usage errors: exit 2
-            exc.show()
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # usage errors: one line, exit 2
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()
+            else:
+                cmd = getattr(getattr(exc, "ctx", None), "command_path", "facepii")
+                typer.echo(f"error: {exc.format_message()} (see {cmd} --help)", err=True)
             sys.exit(2)
         if debug:
             raise

@@ -102,8 +102,34 @@ class FaceSet:
 # ---------------------------------------------------------------- loaders
 
 
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start}); save the {what} as UTF-8.") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read it ({exc.strerror or exc}).") from None
+
+
+def _inside(root: Path, p: Path) -> str | None:
+    """None when ``p`` is a plain file inside ``root`` (links resolved), else the reason it is not."""
+    try:
+        real = p.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "symbolic link loop or broken link" if p.is_symlink() else "cannot be resolved"
+    if root not in real.parents:
+        return "outside the dataset folder (a symbolic link or path leading out of it)"
+    if not real.is_file():
+        return "not a regular file (a folder, pipe or device)"
+    return None
+
+
 def load_celeba(path: str | os.PathLike) -> FaceSet:
-    """CelebA's own layout: ``identity_CelebA.txt`` and ``img_celeba/`` (or ``img_align_celeba/``)."""
+    """CelebA's own layout: ``identity_CelebA.txt`` and ``img_celeba/`` (or ``img_align_celeba/``).
+
+    Only files inside the image folder are read: a listed name with a path part, a link out of the
+    folder, a photo listed twice or under two identities is excluded with its reason, and so is every
+    file of the image folder that the list does not name."""
     root = _existing_dir(path, "celeba")
     ident = root / "identity_CelebA.txt"
     if not ident.is_file():
@@ -114,38 +140,100 @@ def load_celeba(path: str | os.PathLike) -> FaceSet:
     img_dir = next((root / d for d in ("img_celeba", "img_align_celeba") if (root / d).is_dir()), None)
     if img_dir is None:
         raise DatasetError(f"celeba:{root}: neither img_celeba/ nor img_align_celeba/ is there.")
-    paths, labels, excluded = [], [], []
-    for lineno, line in enumerate(ident.read_text().splitlines(), 1):
+    real_dir = img_dir.resolve()
+    listed: dict[str, list[str]] = {}
+    excluded = []
+    for lineno, line in enumerate(_read_text(ident, "identity list").splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 2:
             raise DatasetError(f"{ident}:{lineno}: expected '<file> <identity>', got {line!r}.")
-        p = img_dir / parts[0]
-        if not p.exists():
+        name, label = parts
+        if "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
+            excluded.append({"path": name, "reason": f"{ident.name}:{lineno} names a path, not a file of "
+                                                     f"{img_dir.name}/ (only files inside it are read)"})
+            continue
+        listed.setdefault(name, []).append(label)
+    paths, labels = [], []
+    for name, labs in listed.items():
+        p = img_dir / name
+        if len(set(labs)) > 1:
+            excluded.append({"path": str(p), "reason": f"listed under {len(set(labs))} identities "
+                                                       f"({', '.join(sorted(set(labs)))}); used for none"})
+            continue
+        if len(labs) > 1:
+            excluded.append({"path": str(p), "reason": f"listed {len(labs)} times; used once"})
+        if not p.exists() and not p.is_symlink():
             excluded.append({"path": str(p), "reason": "listed in identity_CelebA.txt but missing"})
             continue
+        why = _inside(real_dir, p)
+        if why:
+            excluded.append({"path": str(p), "reason": why})
+            continue
         paths.append(str(p))
-        labels.append(parts[1])
+        labels.append(labs[0])
+    for f in sorted(img_dir.iterdir()):
+        if f.name not in listed:
+            excluded.append({"path": str(f), "reason": "in the image folder but not in identity_CelebA.txt"})
     if not paths:
         raise DatasetError(f"celeba:{root}: no image listed in identity_CelebA.txt exists in {img_dir}.")
     return FaceSet(labels=np.array(labels), paths=paths, source=f"celeba:{root}", excluded=excluded)
 
 
 def load_folder(path: str | os.PathLike, spec_prefix: str = "folder") -> FaceSet:
-    """One sub-folder per identity, images inside (LFW's layout)."""
+    """One sub-folder per identity, images inside (LFW's layout).
+
+    Every entry under the root is used or excluded with its reason: photos loose in the root or in
+    nested folders, hidden files, files that are not images, links leading out of the folder or in
+    loops, pipes and devices."""
     root = _existing_dir(path, spec_prefix)
+    real_root = root.resolve()
     paths, labels, excluded = [], [], []
-    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    for d in subdirs:
+
+    def skip(p: Path, reason: str) -> None:
+        excluded.append({"path": str(p), "reason": reason})
+
+    def walk_extra(d: Path, reason: str) -> None:
+        """Everything below a folder that is not read, listed with one reason."""
+        try:
+            entries = sorted(d.iterdir())
+        except OSError as exc:
+            skip(d, f"folder cannot be listed ({exc.strerror or exc})")
+            return
+        for e in entries:
+            if e.is_dir() and not e.is_symlink():
+                walk_extra(e, reason)
+            else:
+                skip(e, reason)
+
+    for d in sorted(root.iterdir()):
+        if d.name.startswith("."):
+            skip(d, "hidden entry in the dataset root")
+            continue
+        if d.is_symlink() or not d.is_dir():
+            why = _inside(real_root, d) if d.is_symlink() else None
+            if d.is_symlink() and why is None and d.resolve().is_dir():
+                why = "a linked folder (identity folders must be real folders)"
+            if why:
+                skip(d, why)
+            elif d.is_file() and d.suffix.lower() in IMAGE_SUFFIXES:
+                skip(d, "photo directly in the dataset root: put it in a sub-folder named after the person")
+            else:
+                skip(d, "not a person's sub-folder")
+            continue
         for f in sorted(d.iterdir()):
-            if f.name.startswith(".") or not f.is_file():
-                continue
-            if f.suffix.lower() in IMAGE_SUFFIXES:
+            if f.name.startswith("."):
+                skip(f, "hidden file")
+            elif f.is_dir() and not f.is_symlink():
+                walk_extra(f, "in a nested folder (only one level of person folders is read)")
+            elif f.suffix.lower() not in IMAGE_SUFFIXES:
+                skip(f, f"not an image file ({f.suffix or 'no suffix'})")
+            elif why := _inside(real_root, f):
+                skip(f, why)
+            else:
                 paths.append(str(f))
                 labels.append(d.name)
-            else:
-                excluded.append({"path": str(f), "reason": f"not an image file ({f.suffix or 'no suffix'})"})
     if not paths:
         loose = [f for f in root.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
         hint = (" It holds images directly: put each person's images in a sub-folder named after them."
@@ -154,41 +242,63 @@ def load_folder(path: str | os.PathLike, spec_prefix: str = "folder") -> FaceSet
     return FaceSet(labels=np.array(labels), paths=paths, source=f"{spec_prefix}:{root}", excluded=excluded)
 
 
+EMBEDDING_MEMBERS = ("embeddings", "labels", "paths", "encoder", "comparator")
+
+
 def load_embeddings(path: str | os.PathLike) -> FaceSet:
-    """Precomputed embeddings: an ``.npz`` with ``embeddings`` (N x d), ``labels`` (N), optional ``paths``."""
+    """Precomputed embeddings: an ``.npz`` with ``embeddings`` (N x d), ``labels`` (N), optional ``paths``.
+
+    Only those members are read (a large unrelated member is never decompressed); values must be real,
+    finite in float32, and informative (no all-zero row; not every row the same)."""
+    import zipfile
+
     p = Path(path).expanduser()
     if not p.is_file():
         raise DatasetError(f"embeddings:{p}: no such file.")
+    if not zipfile.is_zipfile(p):
+        raise DatasetError(f"embeddings:{p}: not a readable .npz file (not a zip archive written by numpy.savez).")
+    data = {}
     try:
         with np.load(p, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+            for k in EMBEDDING_MEMBERS:
+                if k in z.files:
+                    data[k] = z[k]
     except Exception as exc:
-        raise DatasetError(f"embeddings:{p}: not a readable .npz file ({exc}).") from None
+        msg = "holds Python objects (pickled), which facepii never reads" if "pickle" in str(exc) else str(exc)
+        raise DatasetError(f"embeddings:{p}: not a readable .npz file ({msg}).") from None
     for key in ("embeddings", "labels"):
         if key not in data:
             raise DatasetError(
                 f"embeddings:{p}: the array '{key}' is missing; it needs 'embeddings' (N x d) and "
-                f"'labels' (N), has {sorted(data)}.")
+                f"'labels' (N).")
     emb, labels = data["embeddings"], data["labels"]
     if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
         raise DatasetError(f"embeddings:{p}: 'embeddings' must be N x d, got shape {emb.shape}.")
-    if not np.issubdtype(emb.dtype, np.number):
-        raise DatasetError(f"embeddings:{p}: 'embeddings' must be numeric, got {emb.dtype}.")
-    if labels.ndim != 1 or len(labels) != len(emb):
+    if np.iscomplexobj(emb) or not (np.issubdtype(emb.dtype, np.floating) or np.issubdtype(emb.dtype, np.integer)):
+        raise DatasetError(f"embeddings:{p}: 'embeddings' must be real numbers, got {emb.dtype}.")
+    if labels.ndim != 1 or len(labels) != len(emb) or labels.dtype.kind not in "iuU":
         raise DatasetError(
-            f"embeddings:{p}: 'labels' must have one entry per row of 'embeddings' "
-            f"({len(emb)}), got shape {labels.shape}.")
-    emb = emb.astype(np.float32)
+            f"embeddings:{p}: 'labels' must have one entry per row of 'embeddings' ({len(emb)}), each an "
+            f"integer or text, got {labels.dtype} of shape {labels.shape}.")
+    with np.errstate(over="ignore", invalid="ignore"):
+        emb = emb.astype(np.float32)
+        norms = np.linalg.norm(emb.astype(np.float64), axis=1)
     bad = ~np.isfinite(emb).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
         raise DatasetError(
-            f"embeddings:{p}: {len(rows)} row(s) hold NaN or inf (first: row {rows[0]}); "
-            "remove or recompute them.")
+            f"embeddings:{p}: {len(rows)} row(s) hold NaN or inf values, or values beyond float32's range "
+            f"(first: row {rows[0]}); remove or recompute them.")
+    if (norms == 0).any():
+        rows = np.flatnonzero(norms == 0)
+        raise DatasetError(f"embeddings:{p}: {len(rows)} row(s) are all zeros (first: row {rows[0]}); an "
+                           "all-zero embedding has no direction to compare; remove or recompute them.")
+    if len(emb) > 1 and np.all(emb == emb[0]):
+        raise DatasetError(f"embeddings:{p}: all {len(emb)} rows are identical: they carry no identity.")
     meta: dict = {"encoder": str(data["encoder"]) if "encoder" in data else None,
                   "comparator": str(data["comparator"]) if "comparator" in data else None}
     if "paths" in data:
-        if len(data["paths"]) != len(emb):
+        if data["paths"].ndim != 1 or len(data["paths"]) != len(emb):
             raise DatasetError(f"embeddings:{p}: 'paths' has {len(data['paths'])} entries, expected {len(emb)}.")
         meta["paths"] = [str(x) for x in data["paths"]]
     return FaceSet(labels=labels.astype(str), embeddings=emb, source=f"embeddings:{p}", meta=meta)

@@ -97,9 +97,12 @@ class OnnxEncoder:
 
     comparator = "cosine"
 
+    MAX_DIM = 4096  # wider than any face embedding: an output this wide is an image or a feature map
+
     def __init__(self, path: str | os.PathLike, name: str | None = None, mean: float = 127.5,
                  std: float = 128.0, bgr: bool = False, comparator: str = "cosine",
-                 batch_size: int = 16, threads: int | None = None, version: str | None = None):
+                 batch_size: int = 16, threads: int | None = None, version: str | None = None,
+                 output: str | None = None):
         p = Path(path).expanduser()
         if not p.is_file():
             raise EncoderError(f"onnx:{p}: no such model file.")
@@ -124,8 +127,19 @@ class OnnxEncoder:
         else:
             raise EncoderError(f"onnx:{p}: cannot tell the channel axis of input shape {shape}.")
         self.input_size = tuple(int(x) if isinstance(x, int) and x > 0 else FACE_SIZE for x in hw)
+        outs = [(o.name, o.shape) for o in self._session.get_outputs()]
+        names = [n for n, _ in outs]
+        if output is not None and output not in names:
+            raise EncoderError(f"onnx:{p}: no output {output!r}; its outputs: {', '.join(map(str, outs))}.")
+        if output is None and len(outs) > 1:
+            raise EncoderError(f"onnx:{p}: the model has {len(outs)} outputs ({', '.join(map(str, outs))}); "
+                               f"say which is the embedding: onnx:{p}?output=NAME.")
+        self._output = output or names[0]
         out = self.embed(np.zeros((1, FACE_SIZE, FACE_SIZE, 3), np.uint8))
         self.dim = int(out.shape[1])
+        if not 2 <= self.dim <= self.MAX_DIM:
+            raise EncoderError(f"onnx:{p}: output {self._output!r} has {self.dim} values per face; a face "
+                               f"embedding has 2..{self.MAX_DIM} (is it an image or a score?).")
 
     def _prepare(self, faces: np.ndarray) -> np.ndarray:
         import cv2
@@ -142,7 +156,7 @@ class OnnxEncoder:
         out = []
         for i in range(0, len(faces), self.batch_size):
             x = self._prepare(faces[i:i + self.batch_size])
-            y = self._session.run(None, {self._input: x})[0]
+            y = self._session.run([self._output], {self._input: x})[0]
             out.append(y.reshape(len(x), -1))
         if not out:
             return np.zeros((0, getattr(self, "dim", 0)), np.float32)
@@ -307,19 +321,19 @@ def _dlib(arg: str = "") -> DlibEncoder:
 
 @registry.register("onnx")
 def _onnx(arg: str = "") -> OnnxEncoder:
-    """Any ONNX face model: onnx:PATH[?mean=127.5&std=128&bgr=0&comparator=cosine]."""
+    """Any ONNX face model: onnx:PATH[?mean=127.5&std=128&bgr=0&comparator=cosine&output=NAME]."""
     if not arg:
         raise EncoderError("onnx needs a model path: --encoder onnx:PATH/model.onnx")
     path, _, query = arg.partition("?")
     opts = dict(urllib.parse.parse_qsl(query))
-    unknown = set(opts) - {"mean", "std", "bgr", "comparator", "name"}
+    unknown = set(opts) - {"mean", "std", "bgr", "comparator", "name", "output"}
     if unknown:
         raise ParameterError(f"onnx:{path}: unknown option(s) {sorted(unknown)}; "
-                             "use mean, std, bgr, comparator, name.")
+                             "use mean, std, bgr, comparator, name, output.")
     try:
         return OnnxEncoder(path, name=opts.get("name"), mean=float(opts.get("mean", 127.5)),
                            std=float(opts.get("std", 128.0)), bgr=opts.get("bgr", "0") in ("1", "true"),
-                           comparator=opts.get("comparator", "cosine"))
+                           comparator=opts.get("comparator", "cosine"), output=opts.get("output"))
     except ValueError as exc:
         raise ParameterError(f"onnx:{arg}: {exc}") from None
 

@@ -89,8 +89,9 @@ def extract(fs: FaceSet, encoders: list[Encoder], cache: Cache | None = None,
             except OSError as exc:
                 skipped[i] = f"cannot read file ({exc.strerror or exc})"
             b.update()
+    _duplicates(fs, hashes, skipped)
     av = aligner.version
-    lm_keys = {i: f"{av}|{h}" for i, h in enumerate(hashes) if h is not None}
+    lm_keys = {i: f"{av}|{h}" for i, h in enumerate(hashes) if h is not None and i not in skipped}
     cached_lm = cache.get_landmarks(list(set(lm_keys.values())))
     landmarks: dict[int, np.ndarray] = {}
     for i, k in lm_keys.items():
@@ -104,12 +105,14 @@ def extract(fs: FaceSet, encoders: list[Encoder], cache: Cache | None = None,
     for enc in encoders:
         eid = encoder_id(enc)
         keys = {i: f"{eid}|{av}|{hashes[i]}" for i in lm_keys if i not in skipped}
-        got = cache.get_embeddings(list(set(keys.values())))
+        got = cache.get_embeddings(list(set(keys.values())), getattr(enc, "dim", None))
         emb[eid] = {i: got[k] for i, k in keys.items() if k in got}
         emb_keys[eid] = keys
-    todo = [i for i in lm_keys if i not in skipped and any(i not in emb[encoder_id(e)] for e in encoders)]
+    todo = [i for i in lm_keys if i not in skipped
+            and (i not in landmarks or any(i not in emb[encoder_id(e)] for e in encoders))]
     stats = {"items": n, "cached": n - len(todo) - len(skipped), "computed": 0,
-             "detected": 0, "encoders": {encoder_id(e): 0 for e in encoders}}
+             "detected": 0, "encoders": {encoder_id(e): 0 for e in encoders},
+             "cache_rejected": cache.rejected}
     if todo:
         _compute(fs, todo, encoders, cache, aligner, batch_size, landmarks, skipped, emb, emb_keys,
                  lm_keys, stats)
@@ -123,6 +126,25 @@ def extract(fs: FaceSet, encoders: list[Encoder], cache: Cache | None = None,
         skipped=[{"path": fs.item_name(i), "reason": r} for i, r in sorted(skipped.items())],
         stats=stats, keys=[hashes[i] for i in ok],
     )
+
+
+def _duplicates(fs: FaceSet, hashes: list[str | None], skipped: dict[int, str]) -> None:
+    """The same photo (identical bytes) twice: under two identities it is used for none (it would be a
+    genuine pair of different people); within one identity it is used once (it would be a perfect,
+    false genuine score)."""
+    seen: dict[str, list[int]] = {}
+    for i, h in enumerate(hashes):
+        if h is not None and i not in skipped:
+            seen.setdefault(h, []).append(i)
+    for idx in (v for v in seen.values() if len(v) > 1):
+        labels = {str(fs.labels[i]) for i in idx}
+        first = fs.item_name(idx[0])
+        if len(labels) > 1:
+            for i in idx:
+                skipped[i] = f"the same photo (identical bytes) is listed under {len(labels)} identities"
+        else:
+            for i in idx[1:]:
+                skipped[i] = f"duplicate: identical bytes to {first}"
 
 
 def _compute(fs, todo, encoders, cache, aligner, batch_size, landmarks, skipped, emb, emb_keys,

@@ -84,6 +84,12 @@ def read_image(src: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS) -> 
                 im.draft("RGB", (w // 2, h // 2))  # decode big JPEGs at reduced size: faster, same face
             im.load()
             im = ImageOps.exif_transpose(im)
+            if im.mode == "F":  # float pixels (scientific TIFF): [0, 1] or [0, 255] scaled to 8 bits
+                arr = np.asarray(im, dtype=np.float64)
+                if not np.isfinite(arr).all():
+                    raise ImageError("float image with NaN or infinite pixels")
+                top = 1.0 if arr.max() <= 1.0 else (255.0 if arr.max() <= 255.0 else float(arr.max()))
+                im = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).round().astype(np.uint8))
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float64)
                 arr = (255 * (arr - arr.min()) / max(arr.max() - arr.min(), 1)).astype(np.uint8)

@@ -35,6 +35,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from facepii.errors import ConfigError
+from facepii.report import row_label
 
 RULES = {
     "max_leakage_ratio": "upper 95% bound of the leakage ratio (rank-1 / random) <= value",
@@ -71,19 +72,24 @@ def load_config(path: str | Path) -> dict:
     if not p.is_file():
         raise ConfigError(f"{p}: no such config file.")
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML ({exc}).") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"{p}: cannot be read as UTF-8 text ({exc}).") from None
     if p.name == "pyproject.toml":
-        data = data.get("tool", {}).get("facepii")
-        if data is None:
+        tool = data.get("tool")
+        data = tool.get("facepii") if isinstance(tool, dict) else None
+        if not isinstance(data, dict):
             raise ConfigError(f"{p}: no [tool.facepii] table.")
     unknown = set(data) - {"evaluate", "gate"}
     if unknown:
         raise ConfigError(f"{p}: unknown table(s) {sorted(unknown)}; use [evaluate] and [gate].")
     evaluate = data.get("evaluate", {})
     gate = data.get("gate", {})
-    check_evaluate(evaluate, p)
+    if not isinstance(gate, dict):
+        raise ConfigError(f"{p}: [gate] must be a table of rules.")
+    check_evaluate(evaluate, p).validate()
     check_gate(gate, p)
     return {"evaluate": evaluate, "gate": gate}
 
@@ -143,59 +149,103 @@ def evaluate_config(ev: dict):
 # ---------------------------------------------------------------- judging
 
 
-def _est(d: dict | None) -> tuple[float | None, tuple[float, float] | None]:
-    if not d or d.get("value") is None:
+class ReportError(ConfigError):
+    """A report file whose content is not what facepii writes."""
+
+
+def _num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
+
+
+def _est(d, where: str) -> tuple[float | None, tuple[float, float] | None]:
+    """(value, interval) of a figure; (None, None) when absent; an error when malformed."""
+    if d is None:
         return None, None
-    ci = d.get("ci95") or [None, None]
-    return d["value"], (ci[0], ci[1])
+    if not isinstance(d, dict):
+        raise ReportError(f"{where}: not a figure ({{\"value\": ..., \"ci95\": [lo, hi]}}), got {d!r}.")
+    v, ci = d.get("value"), d.get("ci95")
+    if v is None:
+        return None, None
+    if not _num(v):
+        raise ReportError(f"{where}: value {v!r} is not a number.")
+    if ci is None or (isinstance(ci, list) and len(ci) == 2 and all(c is None for c in ci)):
+        return float(v), None
+    if not (isinstance(ci, list) and len(ci) == 2 and all(_num(c) for c in ci) and ci[0] <= ci[1]):
+        raise ReportError(f"{where}: ci95 {ci!r} is not an interval [lo, hi].")
+    return float(v), (float(ci[0]), float(ci[1]))
+
+
+def _show(v: float, ci) -> str:
+    return f"{v:.4g} [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else f"{v:.4g} (no interval)"
 
 
 def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> Verdict:
-    from facepii.report import row_label
-
     label = row_label(row)
     priv = row.get("privacy") or {}
+    if not isinstance(priv, dict):
+        raise ReportError(f"row {label!r}: privacy is not a table.")
     if rule in ("max_leakage_ratio", "max_sar", "max_rank1"):
         key = {"max_leakage_ratio": "leakage_ratio", "max_sar": "sar@fmr=1e-3", "max_rank1": "rank1"}[rule]
-        v, ci = _est(priv.get(key))
+        v, ci = _est(priv.get(key), f"row {label!r} privacy.{key}")
         if v is None:
             return Verdict(label, rule, False, None, None, None, threshold,
                            f"no privacy figure '{key}' in the report (run evaluate with attacks)")
-        end = ci[1] if ci and ci[1] is not None else v
+        if ci is None:
+            return Verdict(label, rule, False, v, None, None, threshold,
+                           f"{key} {v:.4g} has no 95% interval in the report: a gate needs its pessimistic end")
+        end = ci[1]
         ok = end <= float(threshold) + TOL
         return Verdict(label, rule, ok, v, ci, end, threshold,
                        f"upper bound {end:.4g} {'<=' if ok else '>'} {threshold:g}  "
-                       f"({v:.4g} [{ci[0]:.4g}, {ci[1]:.4g}], attack {priv.get('attack')}, judge {priv.get('judge')})")
+                       f"({_show(v, ci)}, attack {priv.get('attack')}, judge {priv.get('judge')})")
+    utility = row.get("utility") or {}
+    if not isinstance(utility, dict):
+        raise ReportError(f"row {label!r}: utility is not a table.")
     if rule == "min_tar_at_far":
         far, want = float(threshold["far"]), float(threshold["value"])
         key = f"tar@far={far:.0e}".replace("e-0", "e-")
-        v, ci = _est((row.get("utility") or {}).get(key))
+        v, ci = _est(utility.get(key), f"row {label!r} utility.{key}")
         if v is None:
             return Verdict(label, rule, False, None, None, None, want, f"no {key} in the report")
-        end = ci[0] if ci and ci[0] is not None else v
+        if ci is None:
+            return Verdict(label, rule, False, v, None, None, want,
+                           f"{key} {v:.4g} has no 95% interval in the report: a gate needs its pessimistic end")
+        end = ci[0]
         ok = end >= want - TOL
         return Verdict(label, rule, ok, v, ci, end, want,
-                       f"TAR@FAR={far:g} lower bound {end:.4g} {'>=' if ok else '<'} {want:g}  "
-                       f"({v:.4g} [{ci[0]:.4g}, {ci[1]:.4g}])")
+                       f"TAR@FAR={far:g} lower bound {end:.4g} {'>=' if ok else '<'} {want:g}  ({_show(v, ci)})")
     if rule == "max_utility_drop":
-        v, ci = _est((row.get("utility") or {}).get("tar@far=1e-3"))
+        v, ci = _est(utility.get("tar@far=1e-3"), f"row {label!r} utility.tar@far=1e-3")
         if v is None or base_tar is None:
             return Verdict(label, rule, False, None, None, None, threshold, "no TAR@1e-3 to compare")
-        end = base_tar - (ci[0] if ci and ci[0] is not None else v)
+        if ci is None:
+            return Verdict(label, rule, False, v, None, None, threshold,
+                           f"TAR@1e-3 {v:.4g} has no 95% interval in the report: a gate needs its pessimistic end")
+        end = base_tar - ci[0]
         ok = end <= float(threshold) + TOL
         return Verdict(label, rule, ok, base_tar - v, None, end, threshold,
                        f"drop at the lower bound {end:.4g} {'<=' if ok else '>'} {threshold:g}  "
-                       f"(unprotected {base_tar:.4g}, this row {v:.4g} [{ci[0]:.4g}, {ci[1]:.4g}])")
+                       f"(unprotected {base_tar:.4g}, this row {_show(v, ci)})")
     raise ConfigError(f"unknown rule {rule!r}")
+
+
+def check_rows(report: dict, what: str = "the report") -> list[dict]:
+    rows = report.get("rows") if isinstance(report, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise ReportError(f"{what} has no rows.")
+    for i, r in enumerate(rows):
+        if not (isinstance(r, dict) and isinstance(r.get("defense"), str)
+                and isinstance(r.get("params", {}), dict)):
+            raise ReportError(f"{what}: row {i} is not a report row (a table with a 'defense' name and 'params').")
+        for part in ("utility", "privacy"):
+            if not isinstance(r.get(part) or {}, dict):
+                raise ReportError(f"{what}: row {i}: {part} is not a table.")
+    return rows
 
 
 def run_gate(report: dict, gate: dict, baseline: dict | None = None) -> list[Verdict]:
     """Every rule on every row it applies to, plus the baseline comparison."""
-    from facepii.report import row_label
-
-    rows = report.get("rows", [])
-    if not rows:
-        raise ConfigError("the report has no rows.")
+    rows = check_rows(report)
     labels = [row_label(r) for r in rows]
     scoped = gate.get("rows", {})
     for label in scoped:
@@ -203,7 +253,7 @@ def run_gate(report: dict, gate: dict, baseline: dict | None = None) -> list[Ver
             raise ConfigError(f'[gate.rows."{label}"]: no such row in the report; rows: {", ".join(labels)}.')
     general = {k: v for k, v in gate.items() if k != "rows"}
     protected = [r for r in rows if r["defense"] != "none"] or rows
-    base_tar = ((rows[0].get("utility") or {}).get("tar@far=1e-3") or {}).get("value") \
+    base_tar = _est((rows[0].get("utility") or {}).get("tar@far=1e-3"), "unprotected row")[0] \
         if rows[0]["defense"] == "none" else None
     verdicts = []
     for r in rows:
@@ -224,26 +274,24 @@ def run_gate(report: dict, gate: dict, baseline: dict | None = None) -> list[Ver
 def compare_baseline(report: dict, baseline: dict) -> list[Verdict]:
     """Regression check against an earlier release's report: flag a row whose leakage interval lies
     wholly above the baseline's, or whose TAR@1e-3 interval lies wholly below."""
-    from facepii.report import row_label
-
-    old = {row_label(r): r for r in baseline.get("rows", [])}
+    old = {row_label(r): r for r in check_rows(baseline, "the baseline report")}
     out = []
-    for r in report.get("rows", []):
+    for r in check_rows(report):
         label = row_label(r)
         if label not in old:
             continue
         o = old[label]
-        v, ci = _est((r.get("privacy") or {}).get("leakage_ratio"))
-        ov, oci = _est((o.get("privacy") or {}).get("leakage_ratio"))
-        if v is not None and ov is not None:
+        v, ci = _est((r.get("privacy") or {}).get("leakage_ratio"), f"row {label!r} leakage_ratio")
+        ov, oci = _est((o.get("privacy") or {}).get("leakage_ratio"), f"baseline row {label!r} leakage_ratio")
+        if ci is not None and oci is not None:
             rose = ci[0] > oci[1]
             what = "rose beyond the intervals" if rose else "no rise beyond the intervals"
             out.append(Verdict(label, "baseline_leakage", not rose, v, ci, ci[0], oci[1],
                                f"leakage {v:.4g} [{ci[0]:.4g}, {ci[1]:.4g}] vs baseline {ov:.4g} "
                                f"[{oci[0]:.4g}, {oci[1]:.4g}]: {what}"))
-        v, ci = _est((r.get("utility") or {}).get("tar@far=1e-3"))
-        ov, oci = _est((o.get("utility") or {}).get("tar@far=1e-3"))
-        if v is not None and ov is not None:
+        v, ci = _est((r.get("utility") or {}).get("tar@far=1e-3"), f"row {label!r} tar@far=1e-3")
+        ov, oci = _est((o.get("utility") or {}).get("tar@far=1e-3"), f"baseline row {label!r} tar@far=1e-3")
+        if ci is not None and oci is not None:
             fell = ci[1] < oci[0]
             what = "fell beyond the intervals" if fell else "no fall beyond the intervals"
             out.append(Verdict(label, "baseline_tar@1e-3", not fell, v, ci, ci[1], oci[0],

@@ -216,7 +216,9 @@ def page_template() -> str:
 # ---------------------------------------------------------------- scoring
 
 
-def load_answers(paths: list[str | Path], study: str) -> list[dict]:
+def load_answers(paths: list[str | Path], study: str, size: int, trial_ids: set[str]) -> list[dict]:
+    """Raters' answer files, checked: this study's, one answer per trial at most, each choice a
+    lineup position (0..size-1) or "cant_tell". Anything else is refused, never scored."""
     from facepii.report import read_json
 
     out = []
@@ -227,9 +229,48 @@ def load_answers(paths: list[str | Path], study: str) -> list[dict]:
             raise FacepiiError(f"{p}: not a facepii lineup answers file.")
         if a.get("study") != study:
             raise FacepiiError(f"{p}: answers for study {a.get('study')!r}, not this study ({study}).")
+        answers = a.get("answers")
+        if not isinstance(answers, list):
+            raise FacepiiError(f"{p}: 'answers' must be a list.")
+        seen = set()
+        for ans in answers:
+            t = ans.get("trial") if isinstance(ans, dict) else None
+            if t not in trial_ids:
+                raise FacepiiError(f"{p}: unknown trial {t!r}.")
+            if t in seen:
+                raise FacepiiError(f"{p}: trial {t} is answered twice; keep one answer per trial.")
+            seen.add(t)
+            c = ans.get("choice")
+            if not (c == "cant_tell" or (isinstance(c, int) and not isinstance(c, bool) and 0 <= c < size)):
+                raise FacepiiError(f"{p}: trial {t}: choice {c!r} is not a lineup position 0..{size - 1} "
+                                   "or \"cant_tell\".")
         a["_file"] = str(p)
         out.append(a)
     return out
+
+
+def read_key(study_dir: Path) -> dict:
+    from facepii.report import read_json
+
+    kpath = study_dir / "key.json"
+    if not kpath.is_file():
+        raise FacepiiError(f"{study_dir}: no key.json (the study's answers); pass the folder `lineup build` wrote.")
+    key = read_json(kpath, "study key")
+    bad = FacepiiError(f"{kpath}: not a facepii lineup key ({KEY_SCHEMA}).")
+    if not isinstance(key, dict) or key.get("schema") != KEY_SCHEMA or not isinstance(key.get("study"), str):
+        raise bad
+    size, trials, rows = key.get("size"), key.get("trials"), key.get("rows")
+    if not (isinstance(size, int) and not isinstance(size, bool) and size >= 2 and isinstance(trials, list)
+            and isinstance(rows, list) and all(isinstance(r, str) for r in rows)):
+        raise bad
+    for t in trials:
+        if not (isinstance(t, dict) and isinstance(t.get("id"), str) and isinstance(t.get("row"), str)
+                and isinstance(t.get("answer"), int) and not isinstance(t.get("answer"), bool)
+                and 0 <= t["answer"] < size and isinstance(t.get("attention"), bool)):
+            raise bad
+    if len({t["id"] for t in trials}) != len(trials):
+        raise bad
+    return key
 
 
 def credit(choice, answer: int, size: int) -> float:
@@ -257,24 +298,19 @@ def two_way_bootstrap(A: np.ndarray, n_boot: int = metrics.N_BOOT, seed: int = 0
 def score_study(study_dir: str | Path, answer_files: list[str | Path], min_attention: float = 1.0,
                 n_boot: int = metrics.N_BOOT, seed: int = 0) -> dict:
     """Per-row human top-1 accuracy (see the module docstring)."""
-    kpath = Path(study_dir) / "key.json"
-    if not kpath.is_file():
-        raise FacepiiError(f"{study_dir}: no key.json (the study's answers); pass the folder `lineup build` wrote.")
-    key = json.loads(kpath.read_text())
+    key = read_key(Path(study_dir))
     if not answer_files:
         raise ParameterError("give at least one ANSWERS.json file.")
     size = int(key["size"])
     trials = key["trials"]
     tindex = {t["id"]: i for i, t in enumerate(trials)}
-    raters = load_answers(answer_files, key["study"])
+    raters = load_answers(answer_files, key["study"], size, set(tindex))
     kept, excluded = [], []
     C = np.full((len(raters), len(trials)), np.nan)
     choice_cant = np.zeros((len(raters), len(trials)), bool)
     for r, a in enumerate(raters):
-        for ans in a.get("answers", []):
-            i = tindex.get(ans.get("trial"))
-            if i is None:
-                raise FacepiiError(f"{a['_file']}: unknown trial {ans.get('trial')!r}.")
+        for ans in a["answers"]:
+            i = tindex[ans["trial"]]
             C[r, i] = credit(ans.get("choice"), trials[i]["answer"], size)
             choice_cant[r, i] = ans.get("choice") == "cant_tell"
         att = [i for i, t in enumerate(trials) if t["attention"]]

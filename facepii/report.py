@@ -230,6 +230,12 @@ class Report:
             f"intervals: 95% bootstrap over identities "
             f"({self.settings.get('bootstrap', self.settings.get('n_boot'))} replicates)",
         ]
+        st = d.get("embedding_stats") or {}
+        if st.get("cache_rejected"):
+            lines.append(f"cache: {st['cache_rejected']} entries failed their integrity checks and were recomputed")
+        fm = str((self.extra.get("attacker") or {}).get("face_model", ""))
+        if fm.startswith("retrained"):
+            lines.append(f"attacker's face model: {fm}")
         reasons: dict[str, int] = {}
         for s in d.get("skipped", []):
             key = s["reason"].split(" (")[0]

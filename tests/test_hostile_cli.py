@@ -1,0 +1,237 @@
+"""Hostile classes 2, 5, 6: every user error is one line and exit 2 (checked before any long work);
+gate exit codes are 0 pass, 1 a rule failed, 2 input error, 3 internal error; Ctrl-C says so."""
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clihelp import run_cli
+
+
+@pytest.fixture
+def npz(tmp_path):
+    rng = np.random.default_rng(0)
+    p = tmp_path / "e.npz"
+    np.savez(p, embeddings=rng.normal(size=(40, 16)), labels=np.repeat(np.arange(10), 4))
+    return p
+
+
+def one_line_error(code, err, needle=None):
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    if needle:
+        assert needle in err, err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--param", "sigma=abc", "--defense", "noise"], "must be a number"),
+    (["--param", "sigma=inf", "--defense", "noise"], "finite"),
+    (["--param", "sigma=nan", "--defense", "noise"], "finite"),
+    (["--param", "seed=1.5", "--defense", "noise"], "must be an integer"),
+    (["--param", "sigma", "--defense", "noise"], "write KEY=V1,V2"),
+    (["--epsilon", "inf"], "finite number > 0"),
+    (["--epsilon", "nan"], "finite number > 0"),
+    (["--epsilon", "abc"], "expected a number"),
+    (["--seed", "-1"], "--seed"),
+    (["--bootstrap", "5"], "--bootstrap"),
+    (["--no-privacy", "--budget", "huge"], "--budget must be one of"),
+    (["--no-privacy", "--knowledge", "grey"], "--knowledge must be white or black"),
+    (["--no-privacy", "--key", "maybe"], "--key must be"),
+    (["--no-privacy", "--device", "tpu"], "--device must be cpu or cuda"),
+    (["--victims", "1"], "--victims"),
+    (["--victims", "abc"], "--victims"),
+    (["--attack", "nearest,nearest"], "twice"),
+    (["--max-identities", "0"], "--max-identities"),
+    (["--json", "/dev/full"], "not a regular file"),
+    (["--json", "/proc/facepii.json"], "cannot write"),
+    (["--out", "/proc/facepii-out"], "cannot write"),
+    (["--cache-dir", "/dev/full"], "is a file"),
+])
+def test_bad_options_are_one_line(npz, capsys, args, needle):
+    code, _, err = run_cli(["evaluate", "-q", "-d", f"embeddings:{npz}", *args], capsys)
+    one_line_error(code, err, needle)
+
+
+def test_output_paths_checked_before_the_work(npz, tmp_path, capsys, monkeypatch):
+    import facepii.pipeline
+
+    monkeypatch.setattr(facepii.pipeline, "run", lambda cfg: pytest.fail("the work started"))
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    for args, needle in [(["--out", a_file], "is a file"), (["--json", tmp_path], "is a folder"),
+                         (["--cache-dir", a_file], "is a file")]:
+        code, _, err = run_cli(["evaluate", "-q", "-d", f"embeddings:{npz}", *args], capsys)
+        one_line_error(code, err, needle)
+    (tmp_path / "out" / "lineup").mkdir(parents=True)
+    (tmp_path / "out" / "lineup" / "mine.txt").write_text("x")
+    code, _, err = run_cli(["evaluate", "-q", "-d", f"embeddings:{npz}", "--out", tmp_path / "out"], capsys)
+    one_line_error(code, err, "no facepii lineup material")
+    assert (tmp_path / "out" / "lineup" / "mine.txt").exists()
+
+
+@pytest.mark.parametrize("how", ["garbage", "foreign"])
+def test_broken_or_foreign_cache_is_one_line(npz, tmp_path, capsys, how):
+    d = tmp_path / "cache"
+    d.mkdir()
+    db = d / "facepii-cache.sqlite3"
+    if how == "garbage":
+        db.write_bytes(b"not a database" * 100)
+    else:
+        con = sqlite3.connect(db)
+        con.execute("CREATE TABLE embeddings (id INTEGER, payload TEXT)")
+        con.commit()
+        con.close()
+    from facepii.cache import Cache, CacheError
+
+    with pytest.raises(CacheError, match="cannot be used"):
+        Cache(d)
+
+
+def test_latin1_identity_list_is_one_line(tmp_path, capsys):
+    root = tmp_path / "c"
+    (root / "img_celeba").mkdir(parents=True)
+    (root / "identity_CelebA.txt").write_bytes("caf\xe9.jpg 1\n".encode("latin-1"))
+    code, _, err = run_cli(["evaluate", "-q", "-d", f"celeba:{root}", "--no-privacy"], capsys)
+    one_line_error(code, err, "not UTF-8")
+
+
+# ---------------------------------------------------------------- the gate
+
+GATE = "[gate]\nmax_leakage_ratio = 5.0\n"
+
+
+def report(rows):
+    return {"schema": "facepii.report/1", "dataset": {}, "encoder": {}, "seed": 0, "rows": rows}
+
+
+def est(v, lo=None, hi=None):
+    return {"value": v, "ci95": [lo, hi]}
+
+
+def gate(tmp_path, capsys, rep, config=GATE, extra=()):
+    (tmp_path / "facepii.toml").write_text(config)
+    (tmp_path / "r.json").write_text(json.dumps(rep))
+    return run_cli(["gate", "-c", tmp_path / "facepii.toml", "--report", tmp_path / "r.json", *extra], capsys)
+
+
+@pytest.mark.parametrize("rows, code_want, needle", [
+    ([{"defense": "none", "params": {}, "privacy": {"leakage_ratio": est(3.0, 2.0, 4.0)}}], 0, "PASS"),
+    ([{"defense": "none", "params": {}, "privacy": {"leakage_ratio": est(3.0, 2.0, 6.0)}}], 1, "FAIL"),
+    ([{"defense": "none", "params": {}, "privacy": {"leakage_ratio": est(3.0)}}], 1, "no 95% interval"),
+    ([{"defense": "none", "params": {}, "privacy": {"leakage_ratio": {"value": None, "ci95": None}}}], 1, "FAIL"),
+    ([{"defense": "none", "params": {}, "privacy": {"leakage_ratio": est("3", 1, 2)}}], 2, "not a number"),
+    ([{"defense": "none", "params": {}, "privacy": {"leakage_ratio": est(3.0, 4.0, 2.0)}}], 2, "not an interval"),
+    ([{"defense": "none", "params": {}, "privacy": {"leakage_ratio": [3.0]}}], 2, "not a figure"),
+    ([{"defense": "none", "params": {}, "privacy": "lots"}], 2, "privacy is not a table"),
+    (["row"], 2, "not a report row"),
+    ([{"params": {}}], 2, "not a report row"),
+    ([], 2, "has no rows"),
+])
+def test_gate_exit_codes_on_reports(tmp_path, capsys, rows, code_want, needle):
+    code, out, err = gate(tmp_path, capsys, report(rows))
+    assert code == code_want, (out, err)
+    assert needle in out + err and "Traceback" not in err
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("config, needle", [
+    ("[evaluate]\nbootstrap = 0\n" + GATE, "--bootstrap must be an integer >= 100"),
+    ("[evaluate]\nbudget = 'huge'\nattacks = []\n" + GATE, "--budget must be one of"),
+    ("[evaluate]\nseed = -1\n" + GATE, "--seed"),
+    ("gate = 3\n", "[gate] must be a table"),
+])
+def test_gate_config_errors_exit_2(tmp_path, capsys, config, needle):
+    code, _, err = gate(tmp_path, capsys, report([{"defense": "none", "params": {}}]), config)
+    one_line_error(code, err, needle)
+
+
+def test_gate_crash_is_exit_3_not_1(tmp_path, capsys, monkeypatch):
+    import facepii.gate
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(facepii.gate, "run_gate", boom)
+    rep = report([{"defense": "none", "params": {}, "privacy": {"leakage_ratio": est(3.0, 2.0, 4.0)}}])
+    code, _, err = gate(tmp_path, capsys, rep)
+    assert code == 3 and "internal error" in err and "--debug" in err and "Traceback" not in err
+    with pytest.raises(RuntimeError):
+        gate(tmp_path, capsys, rep, extra=["--debug"])
+
+
+jsonish = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+                       lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                       max_leaves=12)
+figure = st.one_of(jsonish, st.fixed_dictionaries({"value": jsonish, "ci95": jsonish}))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(jsonish, st.fixed_dictionaries(
+    {"defense": st.sampled_from(["none", "noise"]), "params": st.one_of(st.just({}), jsonish),
+     "privacy": st.one_of(jsonish, st.fixed_dictionaries({"leakage_ratio": figure, "rank1": figure})),
+     "utility": st.one_of(jsonish, st.fixed_dictionaries({"tar@far=1e-3": figure}))})), max_size=3))
+def test_gate_on_any_report_gives_verdicts_or_a_report_error(rows):
+    """Whatever a report file holds, the gate ends in verdicts or one ReportError: never a crash."""
+    from facepii.errors import FacepiiError
+    from facepii.gate import run_gate
+
+    rules = {"max_leakage_ratio": 5.0, "max_rank1": 0.5, "max_utility_drop": 0.1,
+             "min_tar_at_far": {"far": 1e-3, "value": 0.5}}
+    try:
+        verdicts = run_gate({"rows": rows}, rules)
+    except FacepiiError:
+        return
+    for v in verdicts:
+        assert isinstance(v.passed, bool) and v.line()
+
+
+# ---------------------------------------------------------------- lineup files
+
+
+def test_lineup_answers_of_the_wrong_shape(tmp_path, capsys):
+    from facepii.lineup import ANSWERS_SCHEMA, build_study
+    from facepii.outputs import write_outputs
+    from test_lineup import fake_evaluation
+
+    write_outputs(fake_evaluation(), tmp_path / "r")
+    s = build_study(tmp_path / "r", tmp_path / "s", size=4, trials_per_row=3)
+    key = json.loads((tmp_path / "s" / "key.json").read_text())
+    t0 = key["trials"][0]["id"]
+    cases = [({"answers": "all"}, "must be a list"),
+             ({"answers": [{"trial": t0, "choice": 7}]}, "not a lineup position"),
+             ({"answers": [{"trial": t0, "choice": -1}]}, "not a lineup position"),
+             ({"answers": [{"trial": t0, "choice": True}]}, "not a lineup position"),
+             ({"answers": [{"trial": t0, "choice": 1}, {"trial": t0, "choice": 2}]}, "answered twice"),
+             ({"answers": ["t001"]}, "unknown trial")]
+    for body, needle in cases:
+        f = tmp_path / "a.json"
+        f.write_text(json.dumps({"schema": ANSWERS_SCHEMA, "study": s["study"], "rater": "r", **body}))
+        code, _, err = run_cli(["lineup", "score", tmp_path / "s", f], capsys)
+        one_line_error(code, err, needle)
+    (tmp_path / "s" / "key.json").write_text(json.dumps({**key, "size": "five"}))
+    code, _, err = run_cli(["lineup", "score", tmp_path / "s", f], capsys)
+    one_line_error(code, err, "not a facepii lineup key")
+
+
+# ---------------------------------------------------------------- class 6
+
+
+def test_ctrl_c_says_interrupted_and_exits_130(npz, capsys, monkeypatch):
+    import facepii.pipeline
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(facepii.pipeline, "run", interrupted)
+    code, _, err = run_cli(["evaluate", "-q", "-d", f"embeddings:{npz}", "--no-privacy"], capsys)
+    assert code == 130 and "interrupted" in err
+
+
+def test_version_names_where_the_packages_come_from(capsys):
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and out.startswith("facepii ") and "defenses from" in out and "attacks from" in out

@@ -1,0 +1,180 @@
+"""Hostile class 1: code and files from untrusted places. facepii reads only inside the folders a user
+named, never unpickles, and never deletes or writes through what it did not write.
+The hostile corpus is made here, in a temp folder."""
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facepii import datasets as ds
+from facepii.errors import FacepiiError
+from facepii.outputs import OutputError, check_out_dir, write_outputs
+
+from conftest import write_folder_dataset
+from test_lineup import fake_evaluation
+
+MARKER = Path("/tmp/facepii-hostile-marker")
+
+
+class Payload:
+    """Unpickling this runs code: it creates MARKER."""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+@pytest.fixture(autouse=True)
+def _no_marker():
+    MARKER.unlink(missing_ok=True)
+    yield
+    assert not MARKER.exists(), "a planted file ran code"
+
+
+@pytest.mark.parametrize("name", ["facemodel-{k}.pt", "facemodel-{k}.safetensors"])
+def test_planted_cache_file_never_runs_and_is_retrained(tmp_path, monkeypatch, name):
+    from attacks.facemodel import BUDGETS, FaceModel
+    from facepii.attacker import AttackerKit, _face_model
+    from facepii.cache import Cache
+
+    kit = AttackerKit(target=type("T", (), {"name": "t", "version": "1", "embed": None})(), knowledge="white",
+                      budget=BUDGETS["quick"], aux_faces=np.zeros((2, 112, 112, 3), np.uint8),
+                      aux_embeddings=np.ones((2, 8), np.float32), aux_users=np.array(["a", "b"]), face_model=None,
+                      torch_encoder=None, seed=0, device="cpu")
+    cache = Cache(tmp_path / "cache")
+    key = FaceModel.cache_key(["k1", "k2"], "t@1", "white", kit.budget, 0)
+    planted = tmp_path / "cache" / "models" / name.format(k=key)
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(pickle.dumps(Payload()))
+    class Trained:
+        def save(self, path):
+            Path(path).write_bytes(b"new")
+
+    trained = Trained()
+    monkeypatch.setattr(FaceModel, "train", classmethod(lambda cls, *a, **k: trained))
+    fm, source = _face_model(kit, ["k1", "k2"], cache)
+    assert fm is trained
+    assert source == "trained" if name.endswith(".pt") else source.startswith("retrained (cache entry unusable")
+
+
+@pytest.mark.parametrize("content", [pickle.dumps(Payload()), b"", b"\x00" * 100, b'{"__metadata__":1}'])
+def test_face_model_loader_refuses_anything_but_its_own_tensors(tmp_path, content):
+    from attacks.facemodel import FaceModel
+
+    p = tmp_path / "m.safetensors"
+    p.write_bytes(content)
+    with pytest.raises(ValueError):
+        FaceModel.load(p)
+
+
+def test_face_model_loader_refuses_wrong_shapes(tmp_path):
+    from safetensors.numpy import save_file
+
+    from attacks.facemodel import FACEMODEL_VERSION, FaceModel
+
+    p = tmp_path / "m.safetensors"
+    save_file({"space.mean": np.zeros(10, np.float32), "space.components": np.zeros((2, 10), np.float32),
+               "space.scale": np.ones(2, np.float32)}, str(p), metadata={"format": FACEMODEL_VERSION, "d_in": "8"})
+    with pytest.raises(ValueError, match="shape"):
+        FaceModel.load(p)
+
+
+@pytest.mark.parametrize("bad", ["../../../../etc/passwd", "/etc/passwd", "gallery/../../x.png", "recon/evil.sh"])
+def test_manifest_cannot_pull_files_from_outside(tmp_path, bad):
+    from facepii.lineup import build_study
+
+    report = tmp_path / "report"
+    write_outputs(fake_evaluation(), report)
+    m = json.loads((report / "lineup/manifest.json").read_text())
+    m["gallery"][0][0] = bad
+    (report / "lineup/manifest.json").write_text(json.dumps(m))
+    with pytest.raises(FacepiiError, match="not a lineup material file"):
+        build_study(report, tmp_path / "study")
+    assert not (tmp_path / "study" / "share.zip").exists()
+
+
+def test_manifest_symlink_out_of_the_folder_is_refused(tmp_path):
+    from facepii.lineup import build_study
+
+    report = tmp_path / "report"
+    write_outputs(fake_evaluation(), report)
+    m = json.loads((report / "lineup/manifest.json").read_text())
+    target = report / "lineup" / m["gallery"][0][0]
+    target.unlink()
+    target.symlink_to("/etc/passwd")
+    with pytest.raises(FacepiiError, match="not a plain file"):
+        build_study(report, tmp_path / "study")
+
+
+def celeba(root: Path, lines: list[str], files: list[str]) -> Path:
+    (root / "img_celeba").mkdir(parents=True)
+    for f in files:
+        (root / "img_celeba" / f).write_bytes(b"x")
+    (root / "identity_CelebA.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_celeba_list_cannot_name_paths_outside(tmp_path):
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"x")
+    root = celeba(tmp_path / "c", [f"{secret} 1", "../secret.jpg 1", "a.jpg 1", "b.jpg 1"], ["a.jpg", "b.jpg"])
+    fs = ds.load_celeba(root)
+    assert all(str(secret) not in p and ".." not in p for p in fs.paths) and len(fs.paths) == 2
+    reasons = [e["reason"] for e in fs.excluded]
+    assert sum("names a path" in r for r in reasons) == 2
+
+
+def test_celeba_link_out_of_the_image_folder_is_excluded(tmp_path):
+    root = celeba(tmp_path / "c", ["a.jpg 1", "b.jpg 1", "l.jpg 1"], ["a.jpg", "b.jpg"])
+    (root / "img_celeba" / "l.jpg").symlink_to(tmp_path / "outside.jpg")
+    (tmp_path / "outside.jpg").write_bytes(b"x")
+    fs = ds.load_celeba(root)
+    assert len(fs.paths) == 2
+    assert any("outside the dataset folder" in e["reason"] for e in fs.excluded)
+
+
+def test_folder_links_out_of_the_folder_are_excluded(tmp_path):
+    root = write_folder_dataset(tmp_path / "faces", n_ids=2, per_id=2)
+    outside = tmp_path / "elsewhere"
+    write_folder_dataset(outside, n_ids=1, per_id=1)
+    (root / "person_00" / "link.png").symlink_to(outside / "person_00" / "img_0.png")
+    (root / "linked_person").symlink_to(outside / "person_00")
+    fs = ds.load_folder(root)
+    assert all(str(outside) not in p for p in fs.paths) and len(fs.paths) == 4
+    assert sum("outside the dataset folder" in e["reason"] for e in fs.excluded) == 2
+
+
+def test_out_never_deletes_a_lineup_folder_it_did_not_write(tmp_path):
+    out = tmp_path / "out"
+    (out / "lineup").mkdir(parents=True)
+    (out / "lineup" / "thesis.tex").write_text("precious")
+    with pytest.raises(OutputError, match="no facepii lineup material"):
+        check_out_dir(out)
+    write_outputs(fake_evaluation(), tmp_path / "own")
+    (tmp_path / "own" / "lineup" / "gallery" / "notes.txt").write_text("precious")
+    with pytest.raises(OutputError, match="did not write"):
+        check_out_dir(tmp_path / "own")
+    assert (out / "lineup" / "thesis.tex").read_text() == "precious"
+    assert (tmp_path / "own" / "lineup" / "gallery" / "notes.txt").read_text() == "precious"
+
+
+def test_out_replaces_its_own_lineup_material(tmp_path):
+    write_outputs(fake_evaluation(seed=0), tmp_path)
+    first = (tmp_path / "lineup" / "recon" / "r00_v000.png").read_bytes()
+    write_outputs(fake_evaluation(seed=1), tmp_path)
+    assert (tmp_path / "lineup" / "recon" / "r00_v000.png").read_bytes() != first
+    assert not list(tmp_path.glob(".lineup-new-*"))
+
+
+@pytest.mark.parametrize("what", ["lineup", "report.json", "report.html"])
+def test_out_refuses_planted_links(tmp_path, what):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / what).symlink_to(victim)
+    with pytest.raises(OutputError):
+        write_outputs(fake_evaluation(), tmp_path / "out")
+    assert victim.read_text() == "keep me"
