@@ -194,9 +194,10 @@ def test_gate_on_any_report_gives_verdicts_or_a_report_error(rows):
 
 
 def test_lineup_answers_of_the_wrong_shape(tmp_path, capsys):
+    from test_lineup import fake_evaluation
+
     from facepii.lineup import ANSWERS_SCHEMA, build_study
     from facepii.outputs import write_outputs
-    from test_lineup import fake_evaluation
 
     write_outputs(fake_evaluation(), tmp_path / "r")
     s = build_study(tmp_path / "r", tmp_path / "s", size=4, trials_per_row=3)

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_lineup import fake_evaluation
 
 from facepii import datasets as ds
 from facepii.errors import FacepiiError
 from facepii.outputs import OutputError, check_out_dir, write_outputs
 
 from conftest import write_folder_dataset
-from test_lineup import fake_evaluation
 
 MARKER = Path("/tmp/facepii-hostile-marker")
 
