@@ -1,0 +1,30 @@
+"""Progress in CI: when stderr is not a terminal, long work prints log lines (start, heartbeat, end)."""
+
+import io
+import sys
+
+from facepii import progress
+
+
+def test_log_lines_when_stderr_is_not_a_terminal(monkeypatch):
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(progress, "_enabled", True)
+    monkeypatch.setattr(progress, "HEARTBEAT", 0.0)  # a heartbeat on every update
+    with progress.bar("training decoder", 4) as b:
+        for i in range(4):
+            b.update(info=f"loss {i}")
+    lines = err.getvalue().splitlines()
+    assert lines[0].endswith("training decoder: started (4 steps)")
+    assert "training decoder: 2/4 (50%)" in lines[2] and "loss 1" in lines[2]
+    assert "training decoder: done in" in lines[-1] and len(lines) == 6
+
+
+def test_heartbeat_is_rate_limited(monkeypatch):
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(progress, "_enabled", True)
+    with progress.bar("embedding", 1000) as b:
+        for _ in range(1000):
+            b.update()
+    assert len(err.getvalue().splitlines()) == 2  # start and end: no heartbeat within 30 s
