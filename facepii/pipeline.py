@@ -84,15 +84,18 @@ def run(cfg: EvaluateConfig) -> Evaluation:
         encoders["judge"] = resolve_judge(p.judge, target)
     cache = open_cache(cfg)
     try:
-        embedded = embed(cfg, fs, encoders, cache)
+        with progress.stage("embed (" + ", ".join(e.name for e in encoders.values()) + ")"):
+            embedded = embed(cfg, fs, encoders, cache)
         labels = embedded.labels
         split = kit = judges = None
         fit_pos = None  # the defender fits its defense on its own users' enrolments: the victims
         if want_privacy:
-            split = split_identities(labels, p.victims, cfg.seed)
-            fit_pos = split.victim_pos
-            judges = make_judges(embedded, split, encoders["judge"], target)
-            kit = prepare_attacker(p, cfg.seed, embedded, split, target, cache)
+            with progress.stage("split and judges"):
+                split = split_identities(labels, p.victims, cfg.seed)
+                fit_pos = split.victim_pos
+                judges = make_judges(embedded, split, encoders["judge"], target)
+            with progress.stage("attacker's face model"):
+                kit = prepare_attacker(p, cfg.seed, embedded, split, target, cache)
     finally:
         cache.close()
     rows, recon = [], {}
@@ -101,12 +104,16 @@ def run(cfg: EvaluateConfig) -> Evaluation:
         sources = embedded.aligned(split.source_pos)
     with progress.bar("evaluating defenses", len(grid)) as b:
         for spec, params in grid:
-            t = protect(embedded, spec, params, fit_pos, p.key, cfg.seed)
-            row = utility_row(embedded, t, fit_pos, cfg.bootstrap, cfg.seed)
+            label = row_label({"defense": spec, "params": params})
+            with progress.stage(f"row {label}: templates + utility"):
+                t = protect(embedded, spec, params, fit_pos, p.key, cfg.seed)
+                row = utility_row(embedded, t, fit_pos, cfg.bootstrap, cfg.seed)
             for i, key in enumerate(t.scenarios if kit is not None else []):
-                r = reconstruct(kit, t, key, split, labels, p.attacks)
-                per_attack = {a: judge_faces(judges, f, victims, sources, cfg.bootstrap, cfg.seed)
-                              for a, f in r.faces.items()}
+                with progress.stage(f"row {label}: attacks" + (f" (key {key})" if t.defense.keyed else "")):
+                    r = reconstruct(kit, t, key, split, labels, p.attacks)
+                with progress.stage(f"row {label}: judging"):
+                    per_attack = {a: judge_faces(judges, f, victims, sources, cfg.bootstrap, cfg.seed)
+                                  for a, f in r.faces.items()}
                 block = privacy_block(judges, per_attack, key if t.defense.keyed else None)
                 row["privacy" if i == 0 else "privacy_key_secret"] = block
                 if i == 0:

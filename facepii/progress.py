@@ -92,3 +92,16 @@ def bar(description: str, total: int | None) -> Iterator[_Bar | _Null | _Log]:
                   TextColumn("{task.fields[info]}"), console=console, transient=False) as p:
         task = p.add_task(description, total=total, info="")
         yield _Bar(p, task)
+
+
+@contextmanager
+def stage(description: str) -> Iterator[None]:
+    """A stage of the protocol: in a log (stderr not a terminal), its start and its end with the duration."""
+    if not enabled() or sys.stderr.isatty():
+        yield
+        return
+    start = time.monotonic()
+    print(f"[{time.strftime('%H:%M:%S')}] stage {description}: started", file=sys.stderr, flush=True)
+    yield
+    print(f"[{time.strftime('%H:%M:%S')}] stage {description}: done in {time.monotonic() - start:.1f} s",
+          file=sys.stderr, flush=True)

@@ -28,3 +28,13 @@ def test_heartbeat_is_rate_limited(monkeypatch):
         for _ in range(1000):
             b.update()
     assert len(err.getvalue().splitlines()) == 2  # start and end: no heartbeat within 30 s
+
+
+def test_stage_lines_in_a_log(monkeypatch):
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(progress, "_enabled", True)
+    with progress.stage("split and judges"):
+        pass
+    start, end = err.getvalue().splitlines()
+    assert start.endswith("stage split and judges: started") and "stage split and judges: done in" in end
