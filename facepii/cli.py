@@ -18,7 +18,9 @@ from facepii.errors import FacepiiError
 app = typer.Typer(
     name="facepii",
     help="Test how much identity leaks from (protected) face embeddings, and what the "
-         "protection costs in recognition accuracy.",
+         "protection costs in recognition accuracy. Exit codes: 0 done (gate: every rule passed), 1 a gate "
+         "rule failed, 2 a usage, configuration or input error (one line), 3 an internal error (add --debug "
+         "for the traceback), 130 interrupted.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -57,7 +59,9 @@ def _split(values: list[str]) -> list[str]:
     return out
 
 
-@app.command()
+@app.command(help="Evaluate protections of face embeddings: reconstruction attacks against every defense "
+                  "setting, an independent judge re-identifying the faces, and the utility each setting keeps "
+                  "(TAR@FAR, EER, AUC, rank-1), against the unprotected row; every rate with a 95% interval.")
 def evaluate(
     dataset: Annotated[str | None, typer.Option(
         "--dataset", "-d", metavar="SPEC",
@@ -129,9 +133,7 @@ def evaluate(
         "--bootstrap", metavar="N", min=100, help="Bootstrap replicates for the 95% intervals.")] = 1000,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Evaluate protections of face embeddings: reconstruction attacks against every defense
-    setting, an independent judge re-identifying the faces, and the utility each setting keeps
-    (TAR@FAR, EER, AUC, rank-1), against the unprotected row; every rate with a 95% interval."""
+    """``facepii evaluate``: the options into one EvaluateConfig, then :func:`facepii.pipeline.run`."""
     from attacks import DEFAULT_ATTACKS
     from facepii import outputs, progress
     from facepii.config import EvaluateConfig, parse_param_options
@@ -178,7 +180,9 @@ def evaluate(
             typer.echo("reconstructions.png and report files show victims' faces: personal data, keep them safe.")
 
 
-@app.command()
+@app.command(help="Gate a model release or a deployment: evaluate (or read a report), check each rule on the "
+                  "pessimistic end of its 95% interval. Exit 0 when every rule passes, 1 when any fails, 2 on a "
+                  "usage, configuration or input error, 3 on an internal error (never 1: a crash is not a verdict).")
 def gate(
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", metavar="FILE",
@@ -198,9 +202,7 @@ def gate(
         help="Write report.json/.md/.html (with the verdicts) and the pictures here.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Gate a model release or a deployment: evaluate (or read a report), check each rule on the
-    pessimistic end of its 95% interval. Exit 0 when every rule passes, 1 when any fails, 2 on a
-    usage, configuration or input error, 3 on an internal error (never 1: a crash is not a verdict)."""
+    """``facepii gate``: rules on a report (read, or made by :func:`facepii.pipeline.run`)."""
     from facepii import gate as g
     from facepii import progress
     from facepii.errors import ConfigError
