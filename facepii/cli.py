@@ -168,6 +168,10 @@ def evaluate(
     typer.echo("")
     for note in report.footnotes():
         typer.echo(note)
+    if report.has_iso:
+        typer.echo("\nunlinkability and renewability (ISO/IEC 30136):")
+        typer.echo(report.iso_table())
+        typer.echo(report.ISO_NOTE)
     if report.extra.get("threat_model"):
         typer.echo("\nthreat model: " + report.extra["threat_model"])
     if json_out:

@@ -43,6 +43,9 @@ RULES = {
     "max_rank1": "upper 95% bound of the judge's rank-1 re-identification rate <= value",
     "min_tar_at_far": "lower 95% bound of TAR at the given FAR >= value ({far = 1e-3, value = 0.7})",
     "max_utility_drop": "unprotected TAR@1e-3 minus the lower 95% bound of this row's <= value",
+    "max_dsys": "upper 95% bound of the unlinkability measure D_sys (ISO/IEC 30136; 1 = fully linkable) <= value",
+    "max_renewal_match": "upper 95% bound of the share of old templates that still match after re-issue "
+                         "(at FMR 1e-3) <= value",
 }
 
 TOL = 1e-9  # rates are compared with this slack for floating-point rounding (0.80 - 0.65 != 0.15)
@@ -198,6 +201,22 @@ def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> 
         return Verdict(label, rule, ok, v, ci, end, threshold,
                        f"upper bound {end:.4g} {'<=' if ok else '>'} {threshold:g}  "
                        f"({_show(v, ci)}, attack {priv.get('attack')}, judge {priv.get('judge')})")
+    if rule in ("max_dsys", "max_renewal_match"):
+        iso = row.get("iso30136") or {}
+        part, key = (("unlinkability", "dsys") if rule == "max_dsys"
+                     else ("renewability", "old_template_match@fmr=1e-3"))
+        block = iso.get(part) if isinstance(iso, dict) else None
+        v, ci = _est((block or {}).get(key) if isinstance(block, dict) else None, f"row {label!r} {part}.{key}")
+        if v is None:
+            return Verdict(label, rule, False, None, None, None, threshold,
+                           f"no ISO/IEC 30136 figure '{key}' in the report")
+        if ci is None:
+            return Verdict(label, rule, False, v, None, None, threshold,
+                           f"{key} {v:.4g} has no 95% interval in the report: a gate needs its pessimistic end")
+        ok = ci[1] <= float(threshold) + TOL
+        return Verdict(label, rule, ok, v, ci, ci[1], threshold,
+                       f"upper bound {ci[1]:.4g} {'<=' if ok else '>'} {threshold:g}  ({_show(v, ci)}, "
+                       f"{iso.get('scenario')})")
     utility = row.get("utility") or {}
     if not isinstance(utility, dict):
         raise ReportError(f"row {label!r}: utility is not a table.")
@@ -237,7 +256,7 @@ def check_rows(report: dict, what: str = "the report") -> list[dict]:
         if not (isinstance(r, dict) and isinstance(r.get("defense"), str)
                 and isinstance(r.get("params", {}), dict)):
             raise ReportError(f"{what}: row {i} is not a report row (a table with a 'defense' name and 'params').")
-        for part in ("utility", "privacy"):
+        for part in ("utility", "privacy", "iso30136"):
             if not isinstance(r.get(part) or {}, dict):
                 raise ReportError(f"{what}: row {i}: {part} is not a table.")
     return rows

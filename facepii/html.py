@@ -85,6 +85,9 @@ def render(report: Report, images: dict[str, Path | None] | None = None, verdict
                   "<h3>Reconstructions</h3>", _img(images.get("reconstructions"), "reconstruction grid"),
                   "<h2>Utility (all figures)</h2>", _table(*report.table_rows()),
                   "<h2>Every attack</h2>", _attack_table(report)]
+    if report.has_iso:
+        parts += ["<h2>ISO/IEC 30136: unlinkability and renewability</h2>", _table(*report.iso_rows()),
+                  f"<p class='note'>{_e(report.ISO_NOTE)}</p>", _img(images.get("linkability"), "linkability plot")]
     eps_rows = [[r["defense"], format_params(r.get("params", {})), format_eps(r),
                  (r.get("all_params") or {}).get("mechanism", "")] for r in report.rows if r.get("epsilon") is not None]
     if eps_rows:

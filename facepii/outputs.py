@@ -25,7 +25,7 @@ import numpy as np
 
 from facepii.errors import FacepiiError
 
-REPORT_FILES = ("report.json", "report.md", "report.html", "tradeoff.png", "reconstructions.png")
+REPORT_FILES = ("report.json", "report.md", "report.html", "tradeoff.png", "reconstructions.png", "linkability.png")
 LINEUP = "lineup"
 
 
@@ -168,7 +168,7 @@ def write_outputs(evaluation, out_dir: str | Path, verdicts: list[dict] | None =
     """report.json, report.md, report.html and, with privacy, tradeoff.png, reconstructions.png and
     the lineup material."""
     from facepii.html import render
-    from facepii.plots import reconstruction_figure, tradeoff_figure
+    from facepii.plots import linkability_figure, reconstruction_figure, tradeoff_figure
 
     out = check_out_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,6 +177,11 @@ def write_outputs(evaluation, out_dir: str | Path, verdicts: list[dict] | None =
         rep.extra["gate"] = verdicts
     paths = [write_json(rep, out / "report.json"), write_text(out / "report.md", rep.markdown())]
     images: dict[str, Path | None] = {}
+    if rep.has_iso:
+        fig = linkability_figure(rep)
+        if fig is not None:
+            images["linkability"] = write_figure(fig, out / "linkability.png")
+            paths.append(images["linkability"])
     if rep.has_privacy:
         images["tradeoff"] = write_figure(tradeoff_figure(rep), out / "tradeoff.png")
         paths.append(images["tradeoff"])

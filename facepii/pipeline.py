@@ -22,6 +22,7 @@ from facepii.cache import Cache, default_cache_dir
 from facepii.config import EvaluateConfig
 from facepii.datasets import FaceSet
 from facepii.encoders import Encoder, get_encoder
+from facepii.iso30136 import iso_row
 from facepii.report import Report, row_label, threat_model
 from facepii.stages import Split, embed, encoder_dict, load_selected, protect, split_identities
 from facepii.utility import utility_row
@@ -105,9 +106,10 @@ def run(cfg: EvaluateConfig) -> Evaluation:
     with progress.bar("evaluating defenses", len(grid)) as b:
         for spec, params in grid:
             label = row_label({"defense": spec, "params": params})
-            with progress.stage(f"row {label}: templates + utility"):
+            with progress.stage(f"row {label}: templates, utility, unlinkability"):
                 t = protect(embedded, spec, params, fit_pos, p.key, cfg.seed)
                 row = utility_row(embedded, t, fit_pos, cfg.bootstrap, cfg.seed)
+                row["iso30136"] = iso_row(embedded, t, cfg.bootstrap, cfg.seed)
             for i, key in enumerate(t.scenarios if kit is not None else []):
                 with progress.stage(f"row {label}: attacks" + (f" (key {key})" if t.defense.keyed else "")):
                     r = reconstruct(kit, t, key, split, labels, p.attacks)

@@ -82,3 +82,34 @@ def reconstruction_figure(sources: np.ndarray, gallery: np.ndarray, recon: dict[
     fig.suptitle("victims: source | gallery | reconstruction per defense (worst attack)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def linkability_figure(report):
+    """Per row: mated and non-mated score distributions (old vs re-issued templates) and D<->(s)."""
+    plt = _plt()
+    rows = [r for r in report.rows if (r.get("iso30136") or {}).get("unlinkability", {}).get("histogram")]
+    if not rows:
+        return None
+    cols = min(3, len(rows))
+    nrow = (len(rows) + cols - 1) // cols
+    fig, axes = plt.subplots(nrow, cols, figsize=(4.2 * cols, 3.1 * nrow), dpi=110, squeeze=False)
+    for ax in axes.ravel()[len(rows):]:
+        ax.axis("off")
+    for ax, r in zip(axes.ravel(), rows):
+        u = r["iso30136"]["unlinkability"]
+        h = u["histogram"]
+        x = np.asarray(h["score"])
+        width = (x[1] - x[0]) if len(x) > 1 else 1.0
+        ax.bar(x, h["nonmated"], width=width, alpha=0.5, color="tab:blue", label="non-mated")
+        ax.bar(x, h["mated"], width=width, alpha=0.5, color="tab:red", label="mated")
+        ax2 = ax.twinx()
+        ax2.plot(x, h["d_local"], color="black", lw=1, label="D<->(s)")
+        ax2.set_ylim(0, 1.05)
+        ax.set_title(f"{row_label(r)}: D_sys {u['dsys']['value']:.2f}", fontsize=8)
+        ax.set_xlabel("score (old vs re-issued template)", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax2.tick_params(labelsize=6)
+    axes.ravel()[0].legend(fontsize=6, loc="upper left")
+    fig.suptitle("unlinkability: score distributions and local D<->(s) (ISO/IEC 30136)", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -203,6 +203,33 @@ class Report:
                          "too few impostor pairs to measure it; use more identities.")
         return notes
 
+    @property
+    def has_iso(self) -> bool:
+        return any(r.get("iso30136") for r in self.rows)
+
+    def iso_rows(self) -> tuple[list[str], list[list[str]]]:
+        headers = ["defense", "params", "D_sys (linkability)", "old template still matches @FMR1e-3", "re-issue"]
+        body = []
+        for r in self.rows:
+            iso = r.get("iso30136") or {}
+            if not iso:
+                continue
+            body.append([r["defense"], format_params(r.get("params", {})),
+                         fmt_est((iso.get("unlinkability") or {}).get("dsys")),
+                         fmt_est((iso.get("renewability") or {}).get("old_template_match@fmr=1e-3")),
+                         str(iso.get("scenario", ""))])
+        return headers, body
+
+    def iso_table(self, fmt: str = "simple") -> str:
+        from tabulate import tabulate
+
+        return tabulate(self.iso_rows()[1], headers=self.iso_rows()[0], tablefmt=fmt, disable_numparse=True)
+
+    ISO_NOTE = ("ISO/IEC 30136: D_sys (Gomez-Barrero et al. 2018) tells mated pairs (one person's stored template "
+                "vs the template enrolled again after the defense is re-issued) from non-mated pairs: 1 = fully "
+                "linkable, 0 = unlinkable. Renewability: share of old templates that still match the re-issued "
+                "one at the system's FMR 1e-3 threshold (about 0.001 when renewal works).")
+
     def attack_table(self, fmt: str = "simple") -> str:
         from tabulate import tabulate
 
@@ -255,6 +282,9 @@ class Report:
                       f"photos), {sp.get('gallery_images')} gallery photos.", ""]
             parts += ["## Privacy-utility trade-off"]
         parts += ["", self.table("github"), ""] + self.footnotes() + [""]
+        if self.has_iso:
+            parts += ["## ISO/IEC 30136: unlinkability and renewability", "", self.iso_table("github"), "",
+                      self.ISO_NOTE, ""]
         if self.has_privacy:
             parts += ["## Utility", "", self.utility_table("github"), ""]
             parts += ["## Every attack", "", self.attack_table("github"), ""]
