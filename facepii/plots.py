@@ -103,7 +103,8 @@ def linkability_figure(report):
         ax.bar(x, h["nonmated"], width=width, alpha=0.5, color="tab:blue", label="non-mated")
         ax.bar(x, h["mated"], width=width, alpha=0.5, color="tab:red", label="mated")
         ax2 = ax.twinx()
-        ax2.plot(x, h["d_local"], color="black", lw=1, label="D<->(s)")
+        seen = (np.asarray(h["mated"]) > 0) | (np.asarray(h["nonmated"]) > 0)  # no line through empty bins
+        ax2.plot(x, np.where(seen, h["d_local"], np.nan), color="black", lw=1, label="D<->(s)")
         ax2.set_ylim(0, 1.05)
         ax.set_title(f"{row_label(r)}: D_sys {u['dsys']['value']:.2f}", fontsize=8)
         ax.set_xlabel("score (old vs re-issued template)", fontsize=7)
