@@ -182,6 +182,12 @@ def _show(v: float, ci) -> str:
     return f"{v:.4g} [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else f"{v:.4g} (no interval)"
 
 
+def _no_interval(label: str, rule: str, figure: str, v: float, threshold) -> Verdict:
+    """A figure without its interval fails: a gate judges the pessimistic end, and there is none."""
+    return Verdict(label, rule, False, v, None, None, threshold,
+                   f"{figure} {v:.4g} has no 95% interval in the report: a gate needs its pessimistic end")
+
+
 def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> Verdict:
     label = row_label(row)
     priv = row.get("privacy") or {}
@@ -194,8 +200,7 @@ def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> 
             return Verdict(label, rule, False, None, None, None, threshold,
                            f"no privacy figure '{key}' in the report (run evaluate with attacks)")
         if ci is None:
-            return Verdict(label, rule, False, v, None, None, threshold,
-                           f"{key} {v:.4g} has no 95% interval in the report: a gate needs its pessimistic end")
+            return _no_interval(label, rule, key, v, threshold)
         end = ci[1]
         ok = end <= float(threshold) + TOL
         return Verdict(label, rule, ok, v, ci, end, threshold,
@@ -211,8 +216,7 @@ def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> 
             return Verdict(label, rule, False, None, None, None, threshold,
                            f"no ISO/IEC 30136 figure '{key}' in the report")
         if ci is None:
-            return Verdict(label, rule, False, v, None, None, threshold,
-                           f"{key} {v:.4g} has no 95% interval in the report: a gate needs its pessimistic end")
+            return _no_interval(label, rule, key, v, threshold)
         ok = ci[1] <= float(threshold) + TOL
         return Verdict(label, rule, ok, v, ci, ci[1], threshold,
                        f"upper bound {ci[1]:.4g} {'<=' if ok else '>'} {threshold:g}  ({_show(v, ci)}, "
@@ -227,8 +231,7 @@ def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> 
         if v is None:
             return Verdict(label, rule, False, None, None, None, want, f"no {key} in the report")
         if ci is None:
-            return Verdict(label, rule, False, v, None, None, want,
-                           f"{key} {v:.4g} has no 95% interval in the report: a gate needs its pessimistic end")
+            return _no_interval(label, rule, key, v, want)
         end = ci[0]
         ok = end >= want - TOL
         return Verdict(label, rule, ok, v, ci, end, want,
@@ -238,8 +241,7 @@ def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> 
         if v is None or base_tar is None:
             return Verdict(label, rule, False, None, None, None, threshold, "no TAR@1e-3 to compare")
         if ci is None:
-            return Verdict(label, rule, False, v, None, None, threshold,
-                           f"TAR@1e-3 {v:.4g} has no 95% interval in the report: a gate needs its pessimistic end")
+            return _no_interval(label, rule, "TAR@1e-3", v, threshold)
         end = base_tar - ci[0]
         ok = end <= float(threshold) + TOL
         return Verdict(label, rule, ok, base_tar - v, None, end, threshold,
