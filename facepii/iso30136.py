@@ -16,8 +16,6 @@ deterministic unkeyed one (none, quantize, pca) cannot be re-issued and gives th
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
 from facepii import metrics
@@ -30,7 +28,7 @@ MAX_IDENTITIES = 2000  # identities sampled for the n x n score matrix
 
 def reissued(defense, seed: int):
     """The defense re-issued after a revocation: new keys for keyed steps, fresh randomness."""
-    d = copy.deepcopy(defense).with_randomness(seed + RENEW)
+    d = defense.with_randomness(seed + RENEW)  # a copy: the stored defense is untouched
     for s in d.steps_():
         if s.keyed:
             s.set_params(seed=int(s.seed) + RENEW)

@@ -223,7 +223,8 @@ class Report:
     def iso_table(self, fmt: str = "simple") -> str:
         from tabulate import tabulate
 
-        return tabulate(self.iso_rows()[1], headers=self.iso_rows()[0], tablefmt=fmt, disable_numparse=True)
+        headers, body = self.iso_rows()
+        return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
 
     ISO_NOTE = ("ISO/IEC 30136: D_sys (Gomez-Barrero et al. 2018) tells mated pairs (one person's stored template "
                 "vs the template enrolled again after the defense is re-issued) from non-mated pairs: 1 = fully "
