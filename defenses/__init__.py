@@ -11,6 +11,7 @@ from typing import Any
 
 from defenses.base import Defense, Pipeline
 from defenses.biohash import BioHash
+from defenses.he import HE
 from defenses.iom import IoM
 from defenses.noise import Noise
 from defenses.none import NoDefense
@@ -23,7 +24,7 @@ from facepii.registry import defenses as registry
 
 for _name, _cls in [("none", NoDefense), ("noise", Noise), ("quantize", Quantize),
                     ("projection", Projection), ("biohash", BioHash), ("iom", IoM),
-                    ("polyprotect", PolyProtect), ("pca", PCA)]:
+                    ("polyprotect", PolyProtect), ("pca", PCA), ("he", HE)]:
     registry.register(_name, _cls)
 
 

@@ -46,6 +46,7 @@ class Defense:
     emits: str = "real"          # "embedding" | "real" | "bits" | "index"
     randomized: bool = False     # transform draws fresh randomness from rng_
     index_size: int | None = None  # values per position when emits == "index"
+    encrypted: bool = False      # templates are ciphertexts: matched by encrypted_pair_scores(A, B)
 
     # ---- scikit-learn parameter protocol --------------------------------
     @classmethod
@@ -139,6 +140,13 @@ class Defense:
 
     def privacy_budget(self) -> dict | None:
         """``{"epsilon": e, "delta": d, "mechanism": ...}`` for DP defenses, else None."""
+        return None
+
+    def inversion_loss(self, key: int):
+        """``loss(X, T)``: per-row loss (torch) of unit embeddings ``X`` against stored templates ``T``
+        made with ``key``, low when X would give T: a relaxation of the transform that a numerical
+        solver can differentiate (ISO/IEC 30136 irreversibility with a disclosed key). The key's
+        matrices are drawn once, when this is called. None = not available."""
         return None
 
     def key_ids(self, users: np.ndarray | None, n: int) -> np.ndarray:

@@ -56,5 +56,21 @@ class BioHash(Defense):
     def score(self, T1, T2):
         return hamming_similarity(T1, T2)
 
+    def inversion_loss(self, key):
+        """Logistic loss of each projection's sign against the stored bit (a smooth Hamming distance)."""
+        import torch
+
+        B = torch.from_numpy(biohash_basis(key, self.bits, self.dim_in_))
+        mean = torch.from_numpy(np.asarray(self.mean_, np.float32))
+        gain = 4.0 * np.sqrt(self.dim_in_)
+
+        def loss(X, T):
+            Z = X - mean
+            Z = Z / Z.norm(dim=1, keepdim=True).clamp_min(1e-8)
+            sign = 2 * torch.as_tensor(T) - 1
+            return torch.nn.functional.softplus(-sign * (Z @ B.T) * gain).mean(1)
+
+        return loss
+
     def template_nbytes(self):
         return int(np.ceil(self.bits / 8))

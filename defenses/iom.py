@@ -68,5 +68,20 @@ class IoM(Defense):
     def score(self, T1, T2):
         return index_agreement(T1, T2, self.q)
 
+    def inversion_loss(self, key):
+        """Cross-entropy of each hash function's softmax over its q projections against the stored index."""
+        import torch
+
+        W = torch.from_numpy(iom_projections(key, self.m, self.q, self.dim_in_)).reshape(-1, self.dim_in_)
+        q = self.q
+
+        def loss(X, T):
+            logits = (X @ W.T).reshape(len(X), -1, q) * 8.0
+            idx = torch.as_tensor(np.asarray(T).astype(np.int64))
+            return torch.nn.functional.cross_entropy(logits.reshape(-1, q), idx.reshape(-1),
+                                                     reduction="none").reshape(len(X), -1).mean(1)
+
+        return loss
+
     def template_nbytes(self):
         return int(np.ceil(self.m * np.ceil(np.log2(self.q)) / 8))

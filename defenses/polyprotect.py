@@ -70,5 +70,20 @@ class PolyProtect(Defense):
 
         return per_key(self, Xp, users, poly)
 
+    def inversion_loss(self, key):
+        import torch
+
+        coef, expo = polyprotect_key(key, self.degree, self.coef_range)
+        W = torch.from_numpy(windows(self.dim_in_, self.degree, self.overlap))
+        e = torch.from_numpy(expo.astype(np.float32))
+        c = torch.from_numpy(coef.astype(np.float32))
+
+        def loss(X, T):
+            Xp = torch.cat([X, torch.zeros(len(X), 1, dtype=X.dtype)], dim=1)
+            P = (Xp[:, W] ** e * c).sum(2)
+            return 1 - torch.nn.functional.cosine_similarity(P, torch.as_tensor(T), dim=1)
+
+        return loss
+
     def template_nbytes(self):
         return 4 * len(windows(self.dim_in_, self.degree, self.overlap))

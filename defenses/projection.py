@@ -57,5 +57,11 @@ class Projection(Defense):
     def transform(self, E, users=None):
         return per_key(self, l2_normalize(E), users, lambda X, k: X @ self.matrix(k).T)
 
+    def inversion_loss(self, key):
+        import torch
+
+        R = torch.from_numpy(self.matrix(key))
+        return lambda X, T: 1 - torch.nn.functional.cosine_similarity(X @ R.T, torch.as_tensor(T), dim=1)
+
     def template_nbytes(self):
         return 4 * int(self.dim)

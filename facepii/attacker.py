@@ -46,6 +46,8 @@ class Reconstructions:
 
     key: str
     faces: dict[str, np.ndarray]   # attack -> N x 112 x 112 x 3 uint8
+    context: Any = None            # the row's AttackContext (fitted maps the irreversibility stage reuses)
+    aux_templates: np.ndarray | None = None  # the auxiliary set's templates (the attacker's view)
 
 
 def prepare_attacker(p: PrivacyConfig, seed: int, embedded: EmbeddedSet, split: Split, target: Encoder,
@@ -100,22 +102,57 @@ def reconstruct(kit: AttackerKit, templates: Templates, key: str, split: Split, 
                 attacks: list[str]) -> Reconstructions:
     """Fit every attack on the auxiliary set's templates (made with the attacker's own view of the
     defense) and reconstruct each victim's face from its stolen template."""
-    import attacks as registry
-    from attacks.base import AttackContext
-
     view = templates.attacker[key]
     defense = templates.defense
     T_aux = view(kit.aux_embeddings, kit.aux_users)
     victims = labels[split.source_pos]
-    T_vic = templates.templates[split.source_pos]
-    ctx = AttackContext(encoder=kit.target, defense=defense, face_model=kit.face_model,
-                        aux_embeddings=kit.aux_embeddings, aux_users=kit.aux_users, protect=view,
-                        budget=kit.budget, knowledge=kit.knowledge, key=view.key,
-                        per_user_keys=defense.per_user, torch_encoder=kit.torch_encoder, seed=kit.seed,
-                        device=kit.device, victim_users=victims)
+    ctx = _context(kit, defense, view, view.key, victims)
+    return Reconstructions(key, _run(ctx, kit, T_aux, templates.templates[split.source_pos], victims, attacks),
+                           ctx, T_aux)
+
+
+def _context(kit: AttackerKit, defense, protect, key: str, victims: np.ndarray):
+    from attacks.base import AttackContext
+
+    return AttackContext(encoder=kit.target, defense=defense, face_model=kit.face_model,
+                         aux_embeddings=kit.aux_embeddings, aux_users=kit.aux_users, protect=protect,
+                         budget=kit.budget, knowledge=kit.knowledge, key=key, per_user_keys=defense.per_user,
+                         torch_encoder=kit.torch_encoder, seed=kit.seed, device=kit.device, victim_users=victims)
+
+
+def _run(ctx, kit: AttackerKit, T_aux: np.ndarray, T_vic: np.ndarray, victims: np.ndarray,
+         attacks: list[str]) -> dict[str, np.ndarray]:
+    import attacks as registry
+
     faces = {}
     for name in attacks:
         atk = registry.create(name)
         atk.fit(T_aux, kit.aux_faces, context=ctx)
         faces[name] = atk.reconstruct(T_vic, users=victims)
-    return Reconstructions(key, faces)
+    return faces
+
+
+def oracle_attack(kit: AttackerKit, templates: Templates, embedded: EmbeddedSet, split: Split, kind: str,
+                  budget: int, threshold: float, attacks: list[str]):
+    """The score / decision oracle against every victim (:mod:`attacks.oracle`), then faces from the
+    recovered embeddings by the attacks on raw templates. Returns (Reconstructions, OracleResult)."""
+    import defenses as defense_registry
+    from attacks.oracle import Oracle, Prior, calibrate, decision_search, score_solver
+    from facepii.stages import attacker_view
+
+    d = templates.defense
+    labels = embedded.labels
+    victims = labels[split.source_pos]
+    stored = (embedded.embeddings["target"] if d.encrypted else templates.templates)[split.source_pos]
+    oracle = Oracle(d, stored, victims, threshold)
+    prior = Prior(kit.aux_embeddings)
+    if kind == "score":
+        calib = calibrate(attacker_view(d, "secret", kit.seed), kit.aux_embeddings, kit.aux_users, kit.seed)
+        res = score_solver(oracle, kit.aux_embeddings, calib, prior, budget, kit.seed)
+    else:
+        res = decision_search(oracle, kit.aux_embeddings, prior, budget, kit.seed)
+    raw = defense_registry.create("none").fit(kit.aux_embeddings, comparator=kit.target.comparator)
+    ctx = _context(kit, raw, lambda E, users=None: np.asarray(E, np.float32), "disclosed", victims)
+    est = res.estimates.astype(np.float32)
+    faces = _run(ctx, kit, kit.aux_embeddings, est, victims, attacks)
+    return Reconstructions(f"{kind} oracle", faces, ctx, kit.aux_embeddings), res

@@ -125,6 +125,14 @@ def evaluate(
              "(default: a quarter, at least 50 where the data allows).")] = None,
     device: Annotated[str, typer.Option(
         "--device", metavar="cpu|cuda", help="Where the attacks train (cuda where available).")] = "cpu",
+    oracle: Annotated[str, typer.Option(
+        "--oracle", metavar="none|score|decision",
+        help="Also attack through the matcher's answers, never seeing the victim's template (encrypted "
+             "templates still leak this way): score = the matcher returns a similarity score for a probe "
+             "(score-solver), decision = only accept/reject at its FMR 1e-3 threshold (decision-search). "
+             "Reported per row with the queries each victim took.")] = "none",
+    oracle_queries: Annotated[int | None, typer.Option(
+        "--oracle-queries", metavar="N", help="Oracle queries per victim (default: 200 score, 2000 decision).")] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", metavar="DIR",
         help="Write report.json, report.md, tradeoff.png and reconstructions.png here. Reconstructions "
@@ -135,7 +143,7 @@ def evaluate(
 ) -> None:
     """``facepii evaluate``: the options into one EvaluateConfig, then :func:`facepii.pipeline.run`."""
     from attacks import DEFAULT_ATTACKS
-    from facepii import outputs, progress
+    from facepii import outputs, progress, sections
     from facepii.config import EvaluateConfig, parse_param_options
     from facepii.pipeline import run
 
@@ -147,6 +155,7 @@ def evaluate(
         bootstrap=bootstrap, epsilons=[_number(e, "--epsilon") for e in _split(epsilon)],
         attacks=[] if no_privacy else (_split(attack) or list(DEFAULT_ATTACKS)), judge=judge,
         knowledge=knowledge, key=key, budget=budget, victims=_victims(victims), device=device,
+        oracle=oracle, oracle_queries=oracle_queries,
     ).validate()
     # every output path is checked before the long work starts
     if json_out:
@@ -172,8 +181,19 @@ def evaluate(
         typer.echo("\nunlinkability and renewability (ISO/IEC 30136):")
         typer.echo(report.iso_table())
         typer.echo(report.ISO_NOTE)
+    if report.has_irreversibility:
+        typer.echo("\nirreversibility (ISO/IEC 30136):")
+        typer.echo(report.section_table("irreversibility"))
+        typer.echo(sections.IRREVERSIBILITY_NOTE)
+    if report.has_oracle:
+        typer.echo("\nscore oracle:")
+        typer.echo(report.section_table("oracle"))
+        typer.echo(sections.ORACLE_NOTE)
     if report.extra.get("threat_model"):
         typer.echo("\nthreat model: " + report.extra["threat_model"])
+    summary = report.executive_summary()
+    if summary:
+        typer.echo("\nsummary: " + " ".join(summary))
     if json_out:
         outputs.write_json(report, json_out)
         typer.echo(f"report written to {json_out}")

@@ -29,6 +29,12 @@ KEY_SCENARIOS = {
             "is the row's headline figure",
 }
 DEVICES = ("cpu", "cuda")
+ORACLES = {
+    "none": "no oracle attack",
+    "score": "the matcher returns a similarity score for a probe against a victim (score-solver attack)",
+    "decision": "the matcher only accepts or rejects at its threshold (decision-search attack)",
+}
+ORACLE_QUERIES = {"score": 200, "decision": 2000}  # default queries per victim
 
 
 @dataclass
@@ -63,6 +69,8 @@ class PrivacyConfig:
     budget: str = "standard"
     victims: float | int | None = None
     device: str = "cpu"
+    oracle: str = "none"
+    oracle_queries: int | None = None
 
 
 @dataclass
@@ -137,6 +145,11 @@ class EvaluateConfig:
             raise ParameterError(f"--key must be secret, disclosed or both, got {p.key!r}.")
         if p.budget not in BUDGETS:
             raise ParameterError(f"--budget must be one of {', '.join(BUDGETS)}, got {p.budget!r}.")
+        if p.oracle not in ORACLES:
+            raise ParameterError(f"--oracle must be none, score or decision, got {p.oracle!r}.")
+        q = p.oracle_queries
+        if q is not None and (isinstance(q, bool) or not isinstance(q, int) or not 10 <= q <= 100_000):
+            raise ParameterError(f"--oracle-queries must be an integer in 10..100000, got {q!r}.")
         if p.device not in DEVICES:
             raise ParameterError(f"--device must be cpu or cuda, got {p.device!r}.")
         if p.device == "cuda":

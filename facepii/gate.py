@@ -46,6 +46,23 @@ RULES = {
     "max_dsys": "upper 95% bound of the unlinkability measure D_sys (ISO/IEC 30136; 1 = fully linkable) <= value",
     "max_renewal_match": "upper 95% bound of the share of old templates that still match after re-issue "
                          "(at FMR 1e-3) <= value",
+    "max_isr": "upper 95% bound of the inversion success rate at FMR 1e-3 (ISO/IEC 30136 irreversibility) <= value",
+    "max_sar_type1": "upper 95% bound of the reconstructions' SAR against the target system at FMR 1e-3 <= value",
+    "max_sar_type2": "upper 95% bound of the reconstructions' SAR against the independent judge at FMR 1e-3 "
+                     "<= value",
+    "max_oracle_rank1": "upper 95% bound of the judge's rank-1 for the score-oracle attack (--oracle) <= value",
+    "min_oracle_queries_to_match": "lower 95% bound of the median oracle queries a victim takes to a match "
+                                   "(no match within the budget counts as more than the budget) >= value",
+}
+
+# upper-bound rules on a figure inside the row: rule -> (path of tables, figure key, what it is)
+UPPER_RULES = {
+    "max_dsys": (("iso30136", "unlinkability"), "dsys", "ISO/IEC 30136 unlinkability"),
+    "max_renewal_match": (("iso30136", "renewability"), "old_template_match@fmr=1e-3", "ISO/IEC 30136 renewability"),
+    "max_isr": (("iso30136", "irreversibility"), "isr@fmr=1e-3", "ISO/IEC 30136 irreversibility"),
+    "max_sar_type1": (("iso30136", "irreversibility", "faces", "type1"), "sar@fmr=1e-3", "SAR type I"),
+    "max_sar_type2": (("iso30136", "irreversibility", "faces", "type2"), "sar@fmr=1e-3", "SAR type II"),
+    "max_oracle_rank1": (("privacy_oracle",), "rank1", "score oracle"),
 }
 
 TOL = 1e-9  # rates are compared with this slack for floating-point rounding (0.80 - 0.65 != 0.15)
@@ -206,21 +223,25 @@ def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> 
         return Verdict(label, rule, ok, v, ci, end, threshold,
                        f"upper bound {end:.4g} {'<=' if ok else '>'} {threshold:g}  "
                        f"({_show(v, ci)}, attack {priv.get('attack')}, judge {priv.get('judge')})")
-    if rule in ("max_dsys", "max_renewal_match"):
-        iso = row.get("iso30136") or {}
-        part, key = (("unlinkability", "dsys") if rule == "max_dsys"
-                     else ("renewability", "old_template_match@fmr=1e-3"))
-        block = iso.get(part) if isinstance(iso, dict) else None
-        v, ci = _est((block or {}).get(key) if isinstance(block, dict) else None, f"row {label!r} {part}.{key}")
+    if rule in UPPER_RULES:
+        path, key, what = UPPER_RULES[rule]
+        block: Any = row
+        for part in path:
+            block = block.get(part) if isinstance(block, dict) else None
+        where = f"row {label!r} {'.'.join(path)}.{key}"
+        v, ci = _est(block.get(key) if isinstance(block, dict) else None, where)
         if v is None:
             return Verdict(label, rule, False, None, None, None, threshold,
-                           f"no ISO/IEC 30136 figure '{key}' in the report")
+                           f"no {what} figure '{key}' in the report (run evaluate with attacks"
+                           f"{' and --oracle' if path[0] == 'privacy_oracle' else ''})")
         if ci is None:
             return _no_interval(label, rule, key, v, threshold)
         ok = ci[1] <= float(threshold) + TOL
+        note = (row.get("iso30136") or {}).get("scenario") if rule in ("max_dsys", "max_renewal_match") else what
         return Verdict(label, rule, ok, v, ci, ci[1], threshold,
-                       f"upper bound {ci[1]:.4g} {'<=' if ok else '>'} {threshold:g}  ({_show(v, ci)}, "
-                       f"{iso.get('scenario')})")
+                       f"upper bound {ci[1]:.4g} {'<=' if ok else '>'} {threshold:g}  ({_show(v, ci)}, {note})")
+    if rule == "min_oracle_queries_to_match":
+        return _oracle_queries(label, row, float(threshold))
     utility = row.get("utility") or {}
     if not isinstance(utility, dict):
         raise ReportError(f"row {label!r}: utility is not a table.")
@@ -248,6 +269,35 @@ def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> 
                        f"drop at the lower bound {end:.4g} {'<=' if ok else '>'} {threshold:g}  "
                        f"(unprotected {base_tar:.4g}, this row {_show(v, ci)})")
     raise ConfigError(f"unknown rule {rule!r}")
+
+
+def _oracle_queries(label: str, row: dict, want: float) -> Verdict:
+    """Lower 95% bound (bootstrap over victims) of the median queries to a match; a victim not matched
+    within the budget counts as needing more than the budget."""
+    import numpy as np
+
+    rule = "min_oracle_queries_to_match"
+    o = row.get("privacy_oracle")
+    q = ((o or {}).get("oracle") or {}) if isinstance(o, dict) else {}
+    per = (q.get("queries_to_match") or {}).get("per_victim") if isinstance(q, dict) else None
+    budget = q.get("budget_per_victim") if isinstance(q, dict) else None
+    if not isinstance(per, list) or not per or not all(isinstance(x, int) and not isinstance(x, bool) for x in per) \
+            or not _num(budget):
+        return Verdict(label, rule, False, None, None, None, want,
+                       "no oracle queries per victim in the report (run evaluate with --oracle)")
+    beyond = float(budget) + 1  # not matched within the budget: more than the budget
+    x = np.array([v if v > 0 else beyond for v in per], float)
+    reps = np.median(x[np.random.default_rng(0).integers(0, len(x), (1000, len(x)))], axis=1)
+    lo, med = float(np.quantile(reps, 0.025)), float(np.median(x))
+    show = lambda v: f"more than {budget:g}" if v >= beyond else f"{v:g}"  # noqa: E731
+    if lo >= beyond and budget < want:
+        return Verdict(label, rule, False, None, None, None, want,
+                       f"the median victim was not matched within {budget:g} queries, but the budget is below "
+                       f"{want:g}: rerun with --oracle-queries >= the rule's value")
+    ok = lo >= want - TOL
+    return Verdict(label, rule, ok, None if med >= beyond else med, None, lo, want,
+                   f"median queries to a match, lower bound {show(lo)} {'>=' if ok else '<'} {want:g}  "
+                   f"(median {show(med)}; {q.get('kind')} oracle, budget {budget:g})")
 
 
 def check_rows(report: dict, what: str = "the report") -> list[dict]:

@@ -6,6 +6,7 @@ import base64
 import html
 from pathlib import Path
 
+from facepii import sections
 from facepii.report import Report, format_eps, format_params
 
 CSS = """
@@ -51,6 +52,9 @@ def render(report: Report, images: dict[str, Path | None] | None = None, verdict
              f"<p class='note'>{_e(d.get('source'))} &middot; encoder {_e(report.encoder.get('name'))} "
              f"{_e(report.encoder.get('version'))} &middot; seed {report.seed} &middot; facepii "
              f"{_e(report.versions.get('facepii'))}</p>"]
+    summary = report.executive_summary()
+    if summary:
+        parts += ["<h2>Summary</h2>", f"<p>{_e(' '.join(summary))}</p>"]
     if report.extra.get("personal_data"):
         parts.append(f"<p class='warn'>{_e(report.extra['personal_data'])} This file embeds victims' photos and "
                      "reconstructions of their faces: keep it where personal data may be kept.</p>")
@@ -88,6 +92,14 @@ def render(report: Report, images: dict[str, Path | None] | None = None, verdict
     if report.has_iso:
         parts += ["<h2>ISO/IEC 30136: unlinkability and renewability</h2>", _table(*report.iso_rows()),
                   f"<p class='note'>{_e(report.ISO_NOTE)}</p>", _img(images.get("linkability"), "linkability plot")]
+    if report.has_irreversibility:
+        parts += ["<h2>ISO/IEC 30136: irreversibility</h2>", _table(*sections.irreversibility_rows(report.rows)),
+                  f"<p class='note'>{_e(sections.IRREVERSIBILITY_NOTE)}</p>",
+                  _img(images.get("irreversibility"), "SAR against FMR"),
+                  "<h3>Operating points</h3>", _table(*sections.operating_point_rows(report.rows))]
+    if report.has_oracle:
+        parts += ["<h2>Score oracle</h2>", _table(*sections.oracle_rows(report.rows)),
+                  f"<p class='note'>{_e(sections.ORACLE_NOTE)}</p>"]
     eps_rows = [[r["defense"], format_params(r.get("params", {})), format_eps(r),
                  (r.get("all_params") or {}).get("mechanism", "")] for r in report.rows if r.get("epsilon") is not None]
     if eps_rows:

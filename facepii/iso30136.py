@@ -36,6 +36,9 @@ def reissued(defense, seed: int):
 
 
 def scenario(defense) -> str:
+    if defense.encrypted:
+        return ("new key pair; scores as the key holder decrypts them (to it the templates stay linkable; "
+                "without the key, ciphertexts are unlinkable: IND-CPA)")
     if defense.keyed:
         return "re-issued key"
     if defense.randomized:

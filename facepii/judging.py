@@ -57,6 +57,7 @@ class Judge:
     gallery: np.ndarray        # its embeddings of the gallery photos
     gallery_labels: np.ndarray
     threshold: float           # at FMR 1e-3 on its own impostor scores of the victims' real photos
+    impostor: np.ndarray | None = None  # those impostor scores (thresholds at other FMRs)
 
     @property
     def score(self):
@@ -71,7 +72,8 @@ class Judge:
 def make_judge(enc: Encoder, real_emb: np.ndarray, real_labels: np.ndarray, gallery_mask: np.ndarray) -> Judge:
     score = metrics.comparator(enc.comparator)
     _, imp = metrics.pair_scores(real_emb, real_labels, score)
-    return Judge(enc, real_emb[gallery_mask], real_labels[gallery_mask], metrics.threshold_at_far(imp, 1e-3))
+    return Judge(enc, real_emb[gallery_mask], real_labels[gallery_mask], metrics.threshold_at_far(imp, 1e-3),
+                 np.asarray(imp, np.float32))
 
 
 def make_judges(embedded: EmbeddedSet, split: Split, judge: Encoder, target: Encoder) -> dict[str, Judge]:

@@ -168,7 +168,7 @@ def write_outputs(evaluation, out_dir: str | Path, verdicts: list[dict] | None =
     """report.json, report.md, report.html and, with privacy, tradeoff.png, reconstructions.png and
     the lineup material."""
     from facepii.html import render
-    from facepii.plots import linkability_figure, reconstruction_figure, tradeoff_figure
+    from facepii.plots import irreversibility_figure, linkability_figure, reconstruction_figure, tradeoff_figure
 
     out = check_out_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -182,6 +182,10 @@ def write_outputs(evaluation, out_dir: str | Path, verdicts: list[dict] | None =
         if fig is not None:
             images["linkability"] = write_figure(fig, out / "linkability.png")
             paths.append(images["linkability"])
+        fig = irreversibility_figure(rep)
+        if fig is not None:
+            images["irreversibility"] = write_figure(fig, out / "irreversibility.png")
+            paths.append(images["irreversibility"])
     if rep.has_privacy:
         images["tradeoff"] = write_figure(tradeoff_figure(rep), out / "tradeoff.png")
         paths.append(images["tradeoff"])

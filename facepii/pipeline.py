@@ -17,15 +17,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facepii import __version__, progress
+from facepii import __version__, metrics, progress
 from facepii.cache import Cache, default_cache_dir
-from facepii.config import EvaluateConfig
+from facepii.config import ORACLE_QUERIES, EvaluateConfig
 from facepii.datasets import FaceSet
 from facepii.encoders import Encoder, get_encoder
+from facepii.irreversibility import oracle_summary, row_irreversibility, system_view
 from facepii.iso30136 import iso_row
 from facepii.report import Report, row_label, threat_model
 from facepii.stages import Split, embed, encoder_dict, load_selected, protect, split_identities
 from facepii.utility import utility_row
+
+CIPHERTEXT = ("not applicable: the stolen templates are CKKS ciphertexts (IND-CPA under RLWE); without the "
+              "secret key they carry nothing an attack can use. The threat is the matcher's scores: --oracle score.")
 
 
 @dataclass
@@ -67,7 +71,7 @@ def open_cache(cfg: EvaluateConfig) -> Cache:
 
 def run(cfg: EvaluateConfig) -> Evaluation:
     """The evaluation protocol: utility of every row and, with attacks, its privacy."""
-    from facepii.attacker import prepare_attacker, reconstruct
+    from facepii.attacker import oracle_attack, prepare_attacker, reconstruct
     from facepii.judging import baselines, judge_faces, make_judges, privacy_block, resolve_judge
 
     cfg.validate()
@@ -97,6 +101,8 @@ def run(cfg: EvaluateConfig) -> Evaluation:
                 judges = make_judges(embedded, split, encoders["judge"], target)
             with progress.stage("attacker's face model"):
                 kit = prepare_attacker(p, cfg.seed, embedded, split, target, cache)
+            raw_impostor = metrics.pair_scores(embedded.embeddings["target"], labels,
+                                               metrics.comparator(target.comparator))[1]
     finally:
         cache.close()
     rows, recon = [], {}
@@ -110,7 +116,11 @@ def run(cfg: EvaluateConfig) -> Evaluation:
                 t = protect(embedded, spec, params, fit_pos, p.key, cfg.seed)
                 row = utility_row(embedded, t, fit_pos, cfg.bootstrap, cfg.seed)
                 row["iso30136"] = iso_row(embedded, t, cfg.bootstrap, cfg.seed)
+            system = system_view(embedded, t, split, target) if kit is not None else None
             for i, key in enumerate(t.scenarios if kit is not None else []):
+                if t.defense.encrypted and key == "secret":
+                    row["privacy_key_secret"] = {"key": key, "not_applicable": CIPHERTEXT}
+                    continue
                 with progress.stage(f"row {label}: attacks" + (f" (key {key})" if t.defense.keyed else "")):
                     r = reconstruct(kit, t, key, split, labels, p.attacks)
                 with progress.stage(f"row {label}: judging"):
@@ -120,6 +130,21 @@ def run(cfg: EvaluateConfig) -> Evaluation:
                 row["privacy" if i == 0 else "privacy_key_secret"] = block
                 if i == 0:
                     recon[row_label(row)] = r.faces[block["attack"]]
+                    with progress.stage(f"row {label}: irreversibility"):
+                        row["iso30136"] = dict(row["iso30136"] or {})
+                        row["iso30136"]["irreversibility"] = row_irreversibility(
+                            embedded, t, split, r, r.faces[block["attack"]], judges, system, raw_impostor,
+                            cfg.bootstrap, cfg.seed)
+            if kit is not None and p.oracle != "none":
+                budget = p.oracle_queries or ORACLE_QUERIES[p.oracle]
+                with progress.stage(f"row {label}: {p.oracle} oracle ({budget} queries per victim), attacks"):
+                    r, res = oracle_attack(kit, t, embedded, split, p.oracle, budget, system["threshold"], p.attacks)
+                with progress.stage(f"row {label}: judging the oracle's faces"):
+                    per_attack = {a: judge_faces(judges, f, victims, sources, cfg.bootstrap, cfg.seed)
+                                  for a, f in r.faces.items()}
+                block = privacy_block(judges, per_attack, None)
+                block["oracle"] = oracle_summary(res, embedded, split, raw_impostor, cfg.bootstrap, cfg.seed)
+                row["privacy_oracle"] = block
             rows.append(row)
             b.update()
     base = rows[0]["utility"].get("tar@far=1e-3", {}).get("value")
@@ -148,7 +173,8 @@ def _privacy_extra(cfg: EvaluateConfig, split: Split, labels, judges, kit, judge
     p = cfg.privacy
     return {
         "threat_model": threat_model(p.knowledge, p.key, len(np.unique(labels[split.aux_pos])),
-                                     len(split.victim_ids), judges["judge"].encoder.name, judge_is_target),
+                                     len(split.victim_ids), judges["judge"].encoder.name, judge_is_target,
+                                     p.oracle, p.oracle_queries or ORACLE_QUERIES.get(p.oracle)),
         "split": split.to_dict(labels),
         "privacy_baselines": {"random_guess_rank1": 1.0 / len(split.victim_ids)},
         "judges": {"judge": encoder_dict(judges["judge"].encoder), "target": encoder_dict(kit.target),

@@ -114,3 +114,29 @@ def linkability_figure(report):
     fig.suptitle("unlinkability: score distributions and local D<->(s) (ISO/IEC 30136)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def irreversibility_figure(report):
+    """SAR against FMR (log axis) per row: type I (target system) and type II (independent judge)."""
+    plt = _plt()
+    rows = [r for r in report.rows if (r.get("iso30136") or {}).get("irreversibility")]
+    if not rows:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110, sharey=True)
+    for ax, kind, title in ((axes[0], "type1", "type I: target system"),
+                            (axes[1], "type2", "type II: independent judge")):
+        for r in rows:
+            c = ((r["iso30136"]["irreversibility"].get("faces") or {}).get(kind) or {}).get("curve")
+            if c:
+                ax.plot(c["fmr"], c["sar"], marker="o", ms=3, lw=1.2, label=row_label(r))
+        ax.plot([1e-4, 1e-1], [1e-4, 1e-1], color="grey", lw=0.8, ls="--", label="SAR = FMR (chance)")
+        ax.set_xscale("log")
+        ax.set_xlabel("FMR (threshold calibrated on real impostor pairs)", fontsize=7)
+        ax.set_title(title, fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("SAR of the reconstructions", fontsize=7)
+    axes[1].legend(fontsize=6, loc="upper left")
+    fig.suptitle("irreversibility: success attack rate against FMR (ISO/IEC 30136)", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -36,12 +36,17 @@ THREAT_MODEL = (
 )
 
 
-def threat_model(knowledge: str, key: str, n_aux: int, n_victims: int, judge: str, judge_is_target: bool) -> str:
+def threat_model(knowledge: str, key: str, n_aux: int, n_victims: int, judge: str, judge_is_target: bool,
+                 oracle: str = "none", queries: int | None = None) -> str:
     """The threat model paragraph every report with attacks states."""
-    from facepii.config import KEY_SCENARIOS, KNOWLEDGE
+    from facepii.config import KEY_SCENARIOS, KNOWLEDGE, ORACLES
 
     note = (" Note: the judge is the target model itself, not an independent system: its figures are the "
             "white-box upper bound.") if judge_is_target else ""
+    if oracle != "none":
+        note += (f" Oracle attacker (a second threat): it never sees a victim's template; {ORACLES[oracle]}, "
+                 f"for probes it chooses ({queries} queries per victim), and reconstructs the face from what it "
+                 "recovers.")
     return THREAT_MODEL.format(knowledge=KNOWLEDGE[knowledge], n_aux=n_aux, n_victims=n_victims,
                                key=KEY_SCENARIOS[key], judge=judge) + note
 
@@ -144,7 +149,7 @@ class Report:
                     fmt_est(p.get("sar@fmr=1e-3")), p.get("attack", "")]
             if secret:
                 ps = r.get("privacy_key_secret") or {}
-                line.append(fmt_est(ps.get("leakage_ratio"), 1))
+                line.append("n/a: ciphertext" if ps.get("not_applicable") else fmt_est(ps.get("leakage_ratio"), 1))
             if human:
                 h = p.get("human")
                 line.append(f"{fmt_est(h['accuracy'])} ({h['chance']:.2f})" if h else "")
@@ -272,8 +277,35 @@ class Report:
             lines.append("skipped: " + "; ".join(f"{n} x {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])))
         return lines
 
+    def executive_summary(self) -> list[str]:
+        from facepii.sections import executive_summary
+
+        return executive_summary(self.rows, self.extra)
+
+    @property
+    def has_irreversibility(self) -> bool:
+        return any((r.get("iso30136") or {}).get("irreversibility") for r in self.rows)
+
+    @property
+    def has_oracle(self) -> bool:
+        return any(r.get("privacy_oracle") for r in self.rows)
+
+    def section_table(self, name: str, fmt: str = "simple") -> str:
+        """``irreversibility``, ``operating_points`` or ``oracle`` (see :mod:`facepii.sections`)."""
+        from tabulate import tabulate
+
+        from facepii import sections
+
+        headers, body = getattr(sections, f"{name}_rows")(self.rows)
+        return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
+
     def markdown(self) -> str:
+        from facepii.sections import IRREVERSIBILITY_NOTE, ORACLE_NOTE
+
         parts = ["# facepii report", ""]
+        summary = self.executive_summary()
+        if summary:
+            parts += ["## Summary", "", " ".join(summary), ""]
         parts += [f"- {line}" for line in self.summary_lines()]
         if self.extra.get("threat_model"):
             parts += ["", "## Threat model", "", self.extra["threat_model"], ""]
@@ -286,6 +318,12 @@ class Report:
         if self.has_iso:
             parts += ["## ISO/IEC 30136: unlinkability and renewability", "", self.iso_table("github"), "",
                       self.ISO_NOTE, ""]
+        if self.has_irreversibility:
+            parts += ["## ISO/IEC 30136: irreversibility", "", self.section_table("irreversibility", "github"), "",
+                      IRREVERSIBILITY_NOTE, "", "Operating points:", "",
+                      self.section_table("operating_points", "github"), ""]
+        if self.has_oracle:
+            parts += ["## Score oracle", "", self.section_table("oracle", "github"), "", ORACLE_NOTE, ""]
         if self.has_privacy:
             parts += ["## Utility", "", self.utility_table("github"), ""]
             parts += ["## Every attack", "", self.attack_table("github"), ""]

@@ -50,6 +50,8 @@ def one_line_error(code, err, needle=None):
     (["--json", "/proc/facepii.json"], "cannot write"),
     (["--out", "/proc/facepii-out"], "cannot write"),
     (["--cache-dir", "/dev/full"], "is a file"),
+    (["--no-privacy", "--oracle", "maybe"], "--oracle must be none, score or decision"),
+    (["--no-privacy", "--oracle", "score", "--oracle-queries", "5"], "--oracle-queries"),
 ])
 def test_bad_options_are_one_line(npz, capsys, args, needle):
     code, _, err = run_cli(["evaluate", "-q", "-d", f"embeddings:{npz}", *args], capsys)
@@ -137,6 +139,37 @@ def test_gate_exit_codes_on_reports(tmp_path, capsys, rows, code_want, needle):
     assert needle in out + err and "Traceback" not in err
     if code == 2:
         assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("rule, oracle, code_want, needle", [
+    ("min_oracle_queries_to_match = 50", {"kind": "score", "budget_per_victim": 200,
+                                         "queries_to_match": {"per_victim": [60, 70, 80, 90] * 5}}, 0, "PASS"),
+    ("min_oracle_queries_to_match = 50", {"kind": "score", "budget_per_victim": 200,
+                                         "queries_to_match": {"per_victim": [10, 70, 80, 20] * 5}}, 1, "lower bound"),
+    # no victim matched within a budget below the rule's value: that shows nothing, it fails
+    ("min_oracle_queries_to_match = 500", {"kind": "decision", "budget_per_victim": 200,
+                                          "queries_to_match": {"per_victim": [-1] * 8}}, 1, "budget is below"),
+    ("min_oracle_queries_to_match = 100", {"kind": "decision", "budget_per_victim": 200,
+                                          "queries_to_match": {"per_victim": [-1] * 8}}, 0, "PASS"),
+    ("min_oracle_queries_to_match = 100", {"kind": "score"}, 1, "run evaluate with --oracle"),
+    ("max_oracle_rank1 = 0.3", {"kind": "score"}, 1, "and --oracle"),
+])
+def test_oracle_rules(tmp_path, capsys, rule, oracle, code_want, needle):
+    row = {"defense": "he", "params": {}, "privacy_oracle": {"oracle": oracle}}
+    code, out, err = gate(tmp_path, capsys, report([row]), f"[gate]\n{rule}\n")
+    assert code == code_want, (out, err)
+    assert needle in out
+
+
+def test_irreversibility_rules_judge_the_upper_bound(tmp_path, capsys):
+    ir = {"isr@fmr=1e-3": est(0.3, 0.2, 0.45), "faces": {"type1": {"sar@fmr=1e-3": est(0.01, 0.0, 0.02)},
+                                                         "type2": {"sar@fmr=1e-3": est(0.05, 0.01, 0.12)}}}
+    row = {"defense": "biohash", "params": {}, "iso30136": {"irreversibility": ir}}
+    code, out, _ = gate(tmp_path, capsys, report([row]),
+                        "[gate]\nmax_isr = 0.4\nmax_sar_type1 = 0.05\nmax_sar_type2 = 0.1\n")
+    assert code == 1
+    lines = {ln.split()[2]: ln.split()[0] for ln in out.splitlines() if ln.startswith(("PASS", "FAIL"))}
+    assert lines == {"max_isr": "FAIL", "max_sar_type1": "PASS", "max_sar_type2": "FAIL"}
 
 
 @pytest.mark.parametrize("config, needle", [

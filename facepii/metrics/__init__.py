@@ -42,11 +42,12 @@ from facepii.metrics._verification import (
     tar_at_far,
     threshold_at_far,
     verification,
+    verification_pairs,
 )
 
 __all__ = [
     "COMPARATORS", "FAR_LEVELS", "N_BOOT", "Estimate", "ScoreFn", "bootstrap_mean", "bootstrap_ratio",
     "bootstrap_weights", "comparator", "cosine_similarity", "eer", "far_key", "hamming_similarity", "identification",
     "identity_scores", "neg_l2", "pair_scores", "percentile_ci", "rank_k_hits", "reidentification",
-    "roc_auc", "ssim", "tar_at_far", "threshold_at_far", "utility", "verification",
+    "roc_auc", "ssim", "tar_at_far", "threshold_at_far", "utility", "verification", "verification_pairs",
 ]

@@ -238,8 +238,18 @@ def _grid_bootstrap(templates, labels, score_fn, taus, far_levels, n_boot, seed,
             gen_counts[a] += np.bincount(b[:, s0:e0][gmask], minlength=K + 1)
             blk[same] = dump
             imp_counts[a] += np.bincount(cell.ravel(), minlength=dump + 1)[:dump].reshape(G, K + 1)
-    # ordered pairs were counted from both ends: an unordered pair between blocks a != b sits
-    # once in [a, b] and once in [b, a]; within a block it sits twice in [a, a]
+    return _replicates(imp_counts, gen_counts, G, far_levels, n_boot, seed)
+
+
+def _replicates(imp_counts: np.ndarray, gen_counts: np.ndarray, G: int, far_levels, n_boot: int,
+                seed: int) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of TAR@FAR, EER and AUC from per-block counts of scores per grid bin.
+
+    ``imp_counts[a, b, k]``: ordered impostor pairs between blocks a and b in bin k (an unordered
+    pair between blocks a != b sits once in [a, b] and once in [b, a]; within a block twice in
+    [a, a]); ``gen_counts[a, k]``: genuine pairs of block a, counted twice.
+    """
+    K = imp_counts.shape[2] - 1
     idx_g = np.arange(G)
     imp_counts[idx_g, idx_g] /= 2
     gen_counts /= 2
@@ -298,6 +308,45 @@ def _grid_auc(far: np.ndarray, tar: np.ndarray) -> float:
     x = np.concatenate([[1.0], far, [0.0]])
     y = np.concatenate([[1.0], tar, [0.0]])
     return float(-np.trapezoid(y, x))
+
+
+def verification_pairs(genuine: np.ndarray, genuine_ids: np.ndarray, impostor: np.ndarray,
+                       impostor_ids: np.ndarray, far_levels: tuple[float, ...] = FAR_LEVELS, n_boot: int = N_BOOT,
+                       seed: int = 0, max_groups: int = 256) -> dict:
+    """:func:`verification` from listed pair scores (all genuine pairs, a sample of impostor pairs):
+    for matchers too slow for every pair (homomorphic encryption). ``genuine_ids``: each genuine
+    pair's identity; ``impostor_ids``: (n, 2) the identities of each impostor pair. Same rules,
+    same identity bootstrap (a drawn identity brings its genuine pairs and its listed impostor pairs
+    with the other drawn identities)."""
+    gen = np.asarray(genuine, np.float64)
+    imp = np.asarray(impostor, np.float64)
+    out: dict = {"n_genuine": int(gen.size), "n_impostor": int(imp.size)}
+    if gen.size == 0 or imp.size == 0:
+        nan = Estimate(float("nan"), (float("nan"), float("nan")))
+        out.update({far_key(f): nan for f in far_levels}, eer=nan, auc=nan)
+        return out
+    g_sorted, i_sorted = np.sort(gen), np.sort(imp)
+    point = {far_key(f): _tar_at_far_sorted(g_sorted, i_sorted, f) for f in far_levels}
+    point["eer"] = _eer_sorted(g_sorted, i_sorted)
+    point["auc"] = _auc_sorted(g_sorted, i_sorted)
+    taus = _threshold_grid(g_sorted, i_sorted, far_levels)
+    ids = np.concatenate([np.asarray(genuine_ids).ravel(), np.asarray(impostor_ids).ravel()])
+    uniq, inv = np.unique(ids, return_inverse=True)
+    _, grp_of, G = _groups(uniq, max_groups, seed)
+    g_grp = grp_of[inv[:gen.size]]
+    ia = grp_of[inv[gen.size:]].reshape(-1, 2)
+    K = len(taus)
+    gb = np.searchsorted(taus, gen, side="right")
+    ib = np.searchsorted(taus, imp, side="right")
+    gen_counts = np.zeros((G, K + 1))
+    np.add.at(gen_counts, (g_grp, gb), 2.0)
+    imp_counts = np.zeros((G, G, K + 1))
+    np.add.at(imp_counts, (ia[:, 0], ia[:, 1], ib), 1.0)
+    np.add.at(imp_counts, (ia[:, 1], ia[:, 0], ib), 1.0)
+    samples = _replicates(imp_counts, gen_counts, G, far_levels, n_boot, seed)
+    for key, v in point.items():
+        out[key] = Estimate(v, percentile_ci(samples[key]))
+    return out
 
 
 def threshold_at_far(impostor: np.ndarray, far: float) -> float:
