@@ -96,7 +96,7 @@ def render(report: Report, images: dict[str, Path | None] | None = None, verdict
         parts += ["<h2>ISO/IEC 30136: irreversibility</h2>", _table(*sections.irreversibility_rows(report.rows)),
                   f"<p class='note'>{_e(sections.IRREVERSIBILITY_NOTE)}</p>",
                   _img(images.get("irreversibility"), "SAR against FMR"),
-                  "<h3>Operating points</h3>", _table(*sections.operating_point_rows(report.rows))]
+                  "<h3>Operating points</h3>", _table(*sections.operating_points_rows(report.rows))]
     if report.has_oracle:
         parts += ["<h2>Score oracle</h2>", _table(*sections.oracle_rows(report.rows)),
                   f"<p class='note'>{_e(sections.ORACLE_NOTE)}</p>"]

@@ -91,34 +91,37 @@ def _q(x: Any) -> str:
     return "none within the budget" if x is None else f"{x:g}"
 
 
-def irreversibility_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    headers = ["defense", "params", "inversion", "ISR@1e-3", "ISR@1e-4",
-               "SAR I@1e-2", "SAR I@1e-3", "SAR I@1e-4", "SAR II@1e-2", "SAR II@1e-3", "SAR II@1e-4"]
-    body = []
+FMR_KEYS = ("1e-2", "1e-3", "1e-4")
+
+
+def _irreversible(rows: list[dict]):
+    """(row, its irreversibility block, the block's face-level part) of the rows that have one."""
     for r in rows:
         ir = (r.get("iso30136") or {}).get("irreversibility")
-        if not ir:
-            continue
-        f = ir.get("faces") or {}
+        if ir:
+            yield r, ir, ir.get("faces") or {}
+
+
+def irreversibility_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    headers = ["defense", "params", "inversion", "ISR@1e-3", "ISR@1e-4",
+               *[f"SAR I@{k}" for k in FMR_KEYS], *[f"SAR II@{k}" for k in FMR_KEYS]]
+    body = []
+    for r, ir, f in _irreversible(rows):
         t1, t2 = f.get("type1") or {}, f.get("type2") or {}
         body.append([r["defense"], _params(r), f"{ir.get('method')} (key {ir.get('key')})",
                      _fmt(ir.get("isr@fmr=1e-3")), _fmt(ir.get("isr@fmr=1e-4")),
-                     *[_fmt(t1.get(f"sar@fmr={k}")) for k in ("1e-2", "1e-3", "1e-4")],
-                     *[_fmt(t2.get(f"sar@fmr={k}")) for k in ("1e-2", "1e-3", "1e-4")]])
+                     *[_fmt(t1.get(f"sar@fmr={k}")) for k in FMR_KEYS],
+                     *[_fmt(t2.get(f"sar@fmr={k}")) for k in FMR_KEYS]])
     return headers, body
 
 
-def operating_point_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+def operating_points_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     headers = ["defense", "params", "comparison", "FMR asked", "threshold", "FMR reached", "impostor pairs"]
     body = []
-    for r in rows:
-        ir = (r.get("iso30136") or {}).get("irreversibility")
-        if not ir:
-            continue
-        f = ir.get("faces") or {}
+    for r, ir, f in _irreversible(rows):
         for name, block in (("type I (target system)", f.get("type1")),
                             (f"type II ({f.get('judge')})", f.get("type2"))):
-            for k in ("1e-2", "1e-3", "1e-4"):
+            for k in FMR_KEYS:
                 op = (block or {}).get(f"operating_point@fmr={k}")
                 if op:
                     body.append([r["defense"], _params(r), name, k, f"{op['threshold']:.4g}",

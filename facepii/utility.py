@@ -70,9 +70,11 @@ def sample_impostor_pairs(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """A seeded uniform sample of n distinct unordered impostor pairs (i < j, different identities)."""
     rng = np.random.default_rng(seed + 2024)
     m = len(labels)
-    total = m * (m - 1) // 2
+    counts = np.unique(labels, return_counts=True)[1]
+    total = m * (m - 1) // 2 - int((counts * (counts - 1) // 2).sum())  # impostor pairs there are
+    n = min(n, total)
     got: set[tuple[int, int]] = set()
-    while len(got) < n and len(got) < total:
+    while len(got) < n:
         i = rng.integers(0, m, 2 * n)
         j = rng.integers(0, m, 2 * n)
         for a, b in zip(np.minimum(i, j), np.maximum(i, j)):
