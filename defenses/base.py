@@ -133,6 +133,19 @@ class Defense:
     def output_comparator(self) -> str:
         return self.comparator or getattr(self, "input_comparator_", "cosine")
 
+    def paired_score(self, T1: np.ndarray, T2: np.ndarray) -> np.ndarray:
+        """Score of T1[k] with T2[k] for every k (sampled pairs of a large gallery)."""
+        from facepii.metrics import ROWWISE, diagonal_scores
+
+        if type(self).score is Defense.score and self.output_comparator in ROWWISE:
+            return ROWWISE[self.output_comparator](T1, T2)
+        return diagonal_scores(self.score, T1, T2)
+
+    @property
+    def cosine_scores(self) -> bool:
+        """Scores are the cosine of the templates (an exact inner-product index can search them)."""
+        return type(self).score is Defense.score and self.output_comparator == "cosine"
+
     # ---- reporting -------------------------------------------------------
     def template_nbytes(self) -> int:
         """Bytes to store one template (float32 unless the defense says otherwise)."""
@@ -298,6 +311,13 @@ class Pipeline(Defense):
     @property
     def output_comparator(self) -> str:
         return self.steps[-1][1].output_comparator
+
+    @property
+    def cosine_scores(self) -> bool:
+        return self.steps[-1][1].cosine_scores
+
+    def paired_score(self, T1, T2):
+        return self.steps[-1][1].paired_score(T1, T2)
 
     def template_nbytes(self) -> int:
         return self.steps[-1][1].template_nbytes()

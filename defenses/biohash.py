@@ -56,6 +56,11 @@ class BioHash(Defense):
     def score(self, T1, T2):
         return hamming_similarity(T1, T2)
 
+    def paired_score(self, T1, T2):
+        from facepii.metrics import ROWWISE
+
+        return ROWWISE["hamming"](T1, T2)
+
     def inversion_loss(self, key):
         """Logistic loss of each projection's sign against the stored bit (a smooth Hamming distance)."""
         import torch

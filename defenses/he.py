@@ -155,6 +155,11 @@ class HE(Defense):
 
         return cosine_similarity(T1, T2)
 
+    def paired_score(self, T1, T2):
+        from facepii.metrics import ROWWISE
+
+        return ROWWISE["cosine"](T1, T2)
+
     def template_nbytes(self):
         """Bytes of one template's share of a serialized ciphertext (per_ct_ templates per ciphertext)."""
         ct = self.encrypt(np.ones((1, self.dim_in_)))[0]

@@ -68,6 +68,9 @@ class IoM(Defense):
     def score(self, T1, T2):
         return index_agreement(T1, T2, self.q)
 
+    def paired_score(self, T1, T2):
+        return (np.asarray(T1).astype(np.int64) == np.asarray(T2).astype(np.int64)).mean(axis=1)
+
     def inversion_loss(self, key):
         """Cross-entropy of each hash function's softmax over its q projections against the stored index."""
         import torch

@@ -73,5 +73,10 @@ class Quantize(Defense):
             return hamming_similarity(np.asarray(T1) > 0, np.asarray(T2) > 0)
         return cosine_similarity(T1, T2)
 
+    def paired_score(self, T1, T2):
+        from facepii.metrics import ROWWISE
+
+        return ROWWISE["hamming" if self.bits == 1 else "cosine"](T1, T2)
+
     def template_nbytes(self):
         return int(np.ceil(self.dim_in_ * self.bits / 8))

@@ -97,6 +97,10 @@ def evaluate(
         "--cache-dir", metavar="DIR", help="Embedding cache folder (default: the user cache folder). "
         "It holds biometric templates.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the embedding cache.")] = False,
+    max_memory: Annotated[str | None, typer.Option(
+        "--max-memory", metavar="SIZE",
+        help="Memory for exact impostor scores (default 4GB): all impostor pairs while they fit, else a seeded "
+             "sample of 10^7 pairs, the sampling's share of each interval stated in the report.")] = None,
     attack: Annotated[list[str], typer.Option(
         "--attack", metavar="NAME[,NAME]",
         help="Reconstruction attacks to run against every row (comma-separated); the row reports the "
@@ -144,7 +148,7 @@ def evaluate(
     """``facepii evaluate``: the options into one EvaluateConfig, then :func:`facepii.pipeline.run`."""
     from attacks import DEFAULT_ATTACKS
     from facepii import outputs, progress, sections
-    from facepii.config import EvaluateConfig, parse_param_options
+    from facepii.config import EvaluateConfig, parse_param_options, parse_size
     from facepii.pipeline import run
 
     progress.set_enabled(not quiet)
@@ -152,6 +156,7 @@ def evaluate(
         where="evaluate", dataset=dataset or ds.default_spec(), encoder=encoder,
         defenses=_split(defense) or ["none"], params=parse_param_options(param), max_identities=max_identities,
         min_images=min_images, seed=seed, cache_dir=str(cache_dir) if cache_dir else None, no_cache=no_cache,
+        max_memory=None if max_memory is None else parse_size(max_memory),
         bootstrap=bootstrap, epsilons=[_number(e, "--epsilon") for e in _split(epsilon)],
         attacks=[] if no_privacy else (_split(attack) or list(DEFAULT_ATTACKS)), judge=judge,
         knowledge=knowledge, key=key, budget=budget, victims=_victims(victims), device=device,

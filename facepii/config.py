@@ -47,6 +47,7 @@ class DataConfig:
     min_images: int = 2
     cache_dir: str | None = None
     no_cache: bool = False
+    max_memory: int | None = None  # bytes for exact impostor scores (default 4 GB); beyond, a sample
 
 
 @dataclass
@@ -130,6 +131,9 @@ class EvaluateConfig:
             raise ParameterError(f"--bootstrap must be an integer >= 100, got {self.bootstrap!r}.")
         if d.min_images < 1:
             raise ParameterError(f"--min-images must be >= 1, got {d.min_images}.")
+        if d.max_memory is not None and (isinstance(d.max_memory, bool) or not isinstance(d.max_memory, int)
+                                         or not 1 << 26 <= d.max_memory <= 1 << 50):
+            raise ParameterError(f"--max-memory must be between 64MB and 1PB, got {d.max_memory!r}.")
         if d.max_identities is not None and d.max_identities < 2:
             raise ParameterError(f"--max-identities must be >= 2, got {d.max_identities}.")
         for e in self.protect.epsilons:
@@ -303,3 +307,20 @@ def defense_grid(specs: list[str], params: dict[str, list[Any]]) -> list[tuple[s
             f"--param {', '.join(unused)}: no listed defense has it; parameters: "
             + "; ".join(f"{s}: {', '.join(p) or '(none)'}" for s, p in known.items()) + ".")
     return rows
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from ``4GB``, ``512MB``, ``4G``, ``1.5GB`` or a plain number of bytes."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    t = str(text).strip().upper().removesuffix("B").replace("I", "")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    factor = mult.get(t[-1:], 1)
+    num = t[:-1] if t[-1:] in mult else t
+    try:
+        v = float(num)
+    except ValueError:
+        raise ParameterError(f"--max-memory {text!r}: write a size such as 4GB, 512MB or a number of bytes.") from None
+    if not math.isfinite(v) or v <= 0:
+        raise ParameterError(f"--max-memory {text!r}: must be a positive size.")
+    return int(v * factor)

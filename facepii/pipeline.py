@@ -114,7 +114,7 @@ def run(cfg: EvaluateConfig) -> Evaluation:
             label = row_label({"defense": spec, "params": params})
             with progress.stage(f"row {label}: templates, utility, unlinkability"):
                 t = protect(embedded, spec, params, fit_pos, p.key, cfg.seed)
-                row = utility_row(embedded, t, fit_pos, cfg.bootstrap, cfg.seed)
+                row = utility_row(embedded, t, fit_pos, cfg.bootstrap, cfg.seed, cfg.data.max_memory)
                 row["iso30136"] = iso_row(embedded, t, cfg.bootstrap, cfg.seed)
             system = system_view(embedded, t, split, target) if kit is not None else None
             for i, key in enumerate(t.scenarios if kit is not None else []):

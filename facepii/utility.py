@@ -30,7 +30,8 @@ def estimates(u: dict) -> dict:
     return {k: v.to_dict() for k, v in u.items() if isinstance(v, metrics.Estimate)}
 
 
-def utility_row(embedded: EmbeddedSet, t: Templates, fit_pos: np.ndarray | None, n_boot: int, seed: int) -> dict:
+def utility_row(embedded: EmbeddedSet, t: Templates, fit_pos: np.ndarray | None, n_boot: int, seed: int,
+                max_memory: int | None = None) -> dict:
     """The utility part of a report row for one defense setting."""
     import defenses as registry
     from defenses.base import shared_key
@@ -41,7 +42,8 @@ def utility_row(embedded: EmbeddedSet, t: Templates, fit_pos: np.ndarray | None,
     if d.encrypted:
         u, he = encrypted_utility(embedded.embeddings["target"], labels, d, n_boot, seed)
     else:
-        u = metrics.utility(t.templates, labels, d.score, n_boot=n_boot, seed=seed)
+        u = metrics.utility(t.templates, labels, d.score, n_boot=n_boot, seed=seed, max_memory=max_memory,
+                            inner_product=d.cosine_scores, paired_fn=d.paired_score)
     budget = d.privacy_budget() or {}
     row = {
         "defense": t.spec,
@@ -52,6 +54,7 @@ def utility_row(embedded: EmbeddedSet, t: Templates, fit_pos: np.ndarray | None,
         "all_params": {k: _plain(v) for k, v in d.get_params().items()},
         "utility": estimates(u),
         "pairs": {"genuine": u["n_genuine"], "impostor": u["n_impostor"]},
+        **({"impostor_sampling": u["impostor_sampling"]} if "impostor_sampling" in u else {}),
         "key_mode": "user" if d.per_user else ("system" if d.keyed else None),
     }
     if he is not None:
@@ -62,27 +65,9 @@ def utility_row(embedded: EmbeddedSet, t: Templates, fit_pos: np.ndarray | None,
         d2 = shared_key(registry.create(t.spec, **t.params))
         d2.fit(E[fit], labels[fit], comparator=embedded.encoders["target"]["comparator"])
         row["utility_stolen_token"] = estimates(
-            metrics.utility(d2.transform(E, labels), labels, d2.score, n_boot=n_boot, seed=seed))
+            metrics.utility(d2.transform(E, labels), labels, d2.score, n_boot=n_boot, seed=seed,
+                            max_memory=max_memory, inner_product=d2.cosine_scores, paired_fn=d2.paired_score))
     return row
-
-
-def sample_impostor_pairs(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """A seeded uniform sample of n distinct unordered impostor pairs (i < j, different identities)."""
-    rng = np.random.default_rng(seed + 2024)
-    m = len(labels)
-    counts = np.unique(labels, return_counts=True)[1]
-    total = m * (m - 1) // 2 - int((counts * (counts - 1) // 2).sum())  # impostor pairs there are
-    n = min(n, total)
-    got: set[tuple[int, int]] = set()
-    while len(got) < n:
-        i = rng.integers(0, m, 2 * n)
-        j = rng.integers(0, m, 2 * n)
-        for a, b in zip(np.minimum(i, j), np.maximum(i, j)):
-            if a != b and labels[a] != labels[b]:
-                got.add((int(a), int(b)))
-                if len(got) == n:
-                    break
-    return np.array(sorted(got), dtype=np.int64).reshape(-1, 2)
 
 
 def encrypted_utility(E: np.ndarray, labels: np.ndarray, d, n_boot: int, seed: int) -> tuple[dict, dict]:
@@ -95,7 +80,7 @@ def encrypted_utility(E: np.ndarray, labels: np.ndarray, d, n_boot: int, seed: i
     iu, ju = np.triu_indices(len(labels), 1)
     same = labels[iu] == labels[ju]
     gen = np.stack([iu[same], ju[same]], 1)
-    imp = sample_impostor_pairs(labels, int(d.impostor_pairs), seed)
+    imp = metrics.sample_impostor_pairs(labels, int(d.impostor_pairs), seed)
     pairs = np.concatenate([gen, imp])
     scores = np.empty(len(pairs))
     chunk = 32 * 64

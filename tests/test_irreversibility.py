@@ -146,7 +146,8 @@ def test_he_matching_through_real_encryption_matches_plaintext():
 
 def test_he_utility_uses_all_genuine_pairs_and_a_seeded_impostor_sample():
     pytest.importorskip("tenseal")
-    from facepii.utility import encrypted_utility, sample_impostor_pairs
+    from facepii.metrics import sample_impostor_pairs
+    from facepii.utility import encrypted_utility
 
     E, lab = clustered(n_ids=40, per=4, spread=1.0)
     pairs = sample_impostor_pairs(lab, 1000, 0)

@@ -19,9 +19,11 @@ from facepii.metrics._bootstrap import (
 )
 from facepii.metrics._comparators import (
     COMPARATORS,
+    ROWWISE,
     ScoreFn,
     comparator,
     cosine_similarity,
+    diagonal_scores,
     hamming_similarity,
     neg_l2,
 )
@@ -33,6 +35,7 @@ from facepii.metrics._identification import (
     utility,
 )
 from facepii.metrics._image import ssim
+from facepii.metrics._large import paired_scores, sample_impostor_pairs
 from facepii.metrics._verification import (
     FAR_LEVELS,
     eer,
@@ -46,8 +49,10 @@ from facepii.metrics._verification import (
 )
 
 __all__ = [
-    "COMPARATORS", "FAR_LEVELS", "N_BOOT", "Estimate", "ScoreFn", "bootstrap_mean", "bootstrap_ratio",
+    "COMPARATORS", "ROWWISE", "diagonal_scores", "FAR_LEVELS", "N_BOOT", "Estimate", "ScoreFn", "bootstrap_mean",
+    "bootstrap_ratio",
     "bootstrap_weights", "comparator", "cosine_similarity", "eer", "far_key", "hamming_similarity", "identification",
-    "identity_scores", "neg_l2", "pair_scores", "percentile_ci", "rank_k_hits", "reidentification",
-    "roc_auc", "ssim", "tar_at_far", "threshold_at_far", "utility", "verification", "verification_pairs",
+    "identity_scores", "neg_l2", "pair_scores", "paired_scores", "percentile_ci", "rank_k_hits", "reidentification",
+    "roc_auc", "sample_impostor_pairs", "ssim", "tar_at_far", "threshold_at_far", "utility", "verification",
+    "verification_pairs",
 ]

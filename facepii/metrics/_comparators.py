@@ -37,6 +37,35 @@ def hamming_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (agree / d).astype(np.float32)
 
 
+def _unit(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float32)
+    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of a[k] with b[k] for every k."""
+    return np.einsum("ij,ij->i", _unit(a), _unit(b))
+
+
+def neg_l2_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return -np.linalg.norm(np.asarray(a, np.float32) - np.asarray(b, np.float32), axis=1)
+
+
+def hamming_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return ((np.asarray(a) > 0) == (np.asarray(b) > 0)).mean(axis=1).astype(np.float32)
+
+
+def diagonal_scores(score_fn: ScoreFn, a: np.ndarray, b: np.ndarray, block: int = 128) -> np.ndarray:
+    """score_fn(a[k], b[k]) for every k from any matrix comparator (the diagonals of small blocks)."""
+    out = np.empty(len(a), np.float64)
+    for s in range(0, len(a), block):
+        out[s:s + block] = np.diagonal(np.asarray(score_fn(a[s:s + block], b[s:s + block])))
+    return out
+
+
+#: row-wise (paired) versions: the score of a[k] with b[k], for sampled pairs
+ROWWISE: dict[str, ScoreFn] = {"cosine": cosine_rows, "l2": neg_l2_rows, "hamming": hamming_rows}
+
 COMPARATORS: dict[str, ScoreFn] = {"cosine": cosine_similarity, "l2": neg_l2,
                                    "hamming": hamming_similarity}
 

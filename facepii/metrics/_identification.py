@@ -29,33 +29,62 @@ def rank_k_hits(scores: np.ndarray, true_col: np.ndarray, k: int = 1) -> np.ndar
 
 
 def identification(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn, k: int = 1,
-                   n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
+                   n_boot: int = N_BOOT, seed: int = 0, max_memory: int = 1 << 30,
+                   inner_product: bool = False) -> Estimate:
     """Rank-k identification: one seeded gallery image per identity, every other image a probe.
 
-    The interval is a bootstrap over identities (probes grouped by identity;
-    the gallery is held fixed).
+    Probes are scored in blocks that fit ``max_memory``; with ``inner_product`` (a cosine matcher)
+    and k = 1 the search is faiss's exact inner-product index where faiss is installed. The
+    interval is a bootstrap over identities (probes grouped by identity; the gallery is held fixed).
     """
+    from facepii.metrics._large import faiss_rank1
+
     labels = np.asarray(labels)
     uniq, lab = np.unique(labels, return_inverse=True)
     rng = np.random.default_rng(seed + 104729)
-    gallery = np.array([rng.choice(np.flatnonzero(lab == c)) for c in range(len(uniq))])
+    order = np.argsort(lab, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(lab[order])) + 1]
+    sizes = np.diff(np.r_[starts, len(lab)])
+    # per identity in turn, one draw (the same draws as rng.choice over its positions: same galleries as before)
+    gallery = np.array([order[s + rng.integers(0, z)] for s, z in zip(starts, sizes)])
     is_gallery = np.zeros(len(lab), bool)
     is_gallery[gallery] = True
     probes = np.flatnonzero(~is_gallery)
     if len(probes) == 0:
         return Estimate(float("nan"), (float("nan"), float("nan")))
-    sc = score_fn(templates[probes], templates[gallery])
-    hits = rank_k_hits(sc, lab[probes], k)
+    block = max(1, int(max_memory // max(1, len(gallery) * 8 * 4)))
+    hits = faiss_rank1(templates[probes], templates[gallery], lab[probes], block) \
+        if inner_product and k == 1 else None
+    if hits is None:
+        hits = np.empty(len(probes))
+        for s in range(0, len(probes), block):
+            p = probes[s:s + block]
+            hits[s:s + block] = rank_k_hits(score_fn(templates[p], templates[gallery]), lab[p], k)
     num = np.bincount(lab[probes], weights=hits, minlength=len(uniq))
     den = np.bincount(lab[probes], minlength=len(uniq)).astype(float)
     return bootstrap_ratio(num, den, n_boot, seed)
 
 
 def utility(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn, n_boot: int = N_BOOT,
-            seed: int = 0) -> dict:
-    """The utility block of a report row: TAR@FAR, EER, AUC and rank-1, each an Estimate."""
-    out = verification(templates, labels, score_fn, n_boot=n_boot, seed=seed)
-    out["rank1"] = identification(templates, labels, score_fn, 1, n_boot, seed)
+            seed: int = 0, max_memory: int | None = None, inner_product: bool = False,
+            paired_fn: ScoreFn | None = None) -> dict:
+    """The utility block of a report row: TAR@FAR, EER, AUC and rank-1, each an Estimate.
+
+    Every impostor pair while their scores fit ``max_memory`` (default 4 GB); beyond, a seeded
+    sample of at least 10^7 impostor pairs (:mod:`facepii.metrics._large`, which says so in
+    ``impostor_sampling``), scored by ``paired_fn`` (row-wise) when given. ``inner_product``: the
+    scores are cosines, which faiss's exact inner-product index can search."""
+    from facepii.metrics._large import DEFAULT_MAX_MEMORY, IMPOSTOR_SAMPLE, exact_fits, sampled_verification
+
+    mem = DEFAULT_MAX_MEMORY if max_memory is None else int(max_memory)
+    labels = np.unique(np.asarray(labels), return_inverse=True)[1]  # integer codes: text labels cost 84 B each
+    if exact_fits(labels, mem):
+        out = verification(templates, labels, score_fn, n_boot=n_boot, seed=seed, max_bytes=min(mem, 1 << 30))
+    else:
+        out = sampled_verification(templates, labels, score_fn, IMPOSTOR_SAMPLE, n_boot=n_boot, seed=seed,
+                                   paired_fn=paired_fn)
+    out["rank1"] = identification(templates, labels, score_fn, 1, n_boot, seed, max_memory=min(mem, 1 << 30),
+                                  inner_product=inner_product)
     return out
 
 
