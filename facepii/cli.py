@@ -97,6 +97,11 @@ def evaluate(
         "--cache-dir", metavar="DIR", help="Embedding cache folder (default: the user cache folder). "
         "It holds biometric templates.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the embedding cache.")] = False,
+    executor: Annotated[str, typer.Option(
+        "--executor", metavar="local|dask|dask:ADDRESS",
+        help="Where photos are embedded and rows' utility computed: local (this process), dask (a local Dask "
+             "cluster, one worker per core) or dask:ADDRESS (a running scheduler; photos must be on a shared "
+             "filesystem). Needs facepii[dask]. Figures are the same either way.")] = "local",
     max_memory: Annotated[str | None, typer.Option(
         "--max-memory", metavar="SIZE",
         help="Memory for exact impostor scores (default 4GB): all impostor pairs while they fit, else a seeded "
@@ -156,7 +161,7 @@ def evaluate(
         where="evaluate", dataset=dataset or ds.default_spec(), encoder=encoder,
         defenses=_split(defense) or ["none"], params=parse_param_options(param), max_identities=max_identities,
         min_images=min_images, seed=seed, cache_dir=str(cache_dir) if cache_dir else None, no_cache=no_cache,
-        max_memory=None if max_memory is None else parse_size(max_memory),
+        max_memory=None if max_memory is None else parse_size(max_memory), executor=executor,
         bootstrap=bootstrap, epsilons=[_number(e, "--epsilon") for e in _split(epsilon)],
         attacks=[] if no_privacy else (_split(attack) or list(DEFAULT_ATTACKS)), judge=judge,
         knowledge=knowledge, key=key, budget=budget, victims=_victims(victims), device=device,

@@ -48,6 +48,7 @@ class DataConfig:
     cache_dir: str | None = None
     no_cache: bool = False
     max_memory: int | None = None  # bytes for exact impostor scores (default 4 GB); beyond, a sample
+    executor: str = "local"        # local | dask | dask:ADDRESS
 
 
 @dataclass
@@ -134,6 +135,9 @@ class EvaluateConfig:
         if d.max_memory is not None and (isinstance(d.max_memory, bool) or not isinstance(d.max_memory, int)
                                          or not 1 << 26 <= d.max_memory <= 1 << 50):
             raise ParameterError(f"--max-memory must be between 64MB and 1PB, got {d.max_memory!r}.")
+        from facepii.executor import check as check_executor
+
+        check_executor(d.executor)
         if d.max_identities is not None and d.max_identities < 2:
             raise ParameterError(f"--max-identities must be >= 2, got {d.max_identities}.")
         for e in self.protect.epsilons:

@@ -347,4 +347,9 @@ def _precomputed(arg: str = "") -> PrecomputedEncoder:
 def get_encoder(spec: str) -> Encoder:
     """An encoder from its spec: ``sface``, ``dlib``, ``onnx:PATH`` or a plug-in's name."""
     name, _, arg = spec.partition(":")
-    return registry.create(name, arg)
+    enc = registry.create(name, arg)
+    try:
+        enc.spec = spec  # what a Dask worker needs to load the same model
+    except AttributeError:
+        pass
+    return enc

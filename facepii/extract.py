@@ -73,8 +73,9 @@ def _hash_item(fs: FaceSet, i: int) -> str:
 
 
 def extract(fs: FaceSet, encoders: list[Encoder], cache: Cache | None = None,
-            aligner: FaceAligner | None = None, batch_size: int = 32) -> Extraction:
-    """Embed every usable face of ``fs`` with every encoder; see the module docstring."""
+            aligner: FaceAligner | None = None, batch_size: int = 32, executor=None) -> Extraction:
+    """Embed every usable face of ``fs`` with every encoder; see the module docstring. With a
+    :class:`facepii.executor.DaskExecutor` the batches run on its workers."""
     cache = cache or Cache(None)
     if fs.embeddings is not None:
         return _from_embeddings(fs, encoders)
@@ -114,8 +115,9 @@ def extract(fs: FaceSet, encoders: list[Encoder], cache: Cache | None = None,
              "detected": 0, "encoders": {encoder_id(e): 0 for e in encoders},
              "cache_rejected": cache.rejected}
     if todo:
-        _compute(fs, todo, encoders, cache, aligner, batch_size, landmarks, skipped, emb, emb_keys,
-                 lm_keys, stats)
+        run = _compute if executor is None else _compute_dask
+        run(fs, todo, encoders, cache, aligner, batch_size, landmarks, skipped, emb, emb_keys, lm_keys, stats,
+            **({} if executor is None else {"executor": executor}))
     ok = np.array([i for i in range(n) if i not in skipped and i in landmarks], dtype=int)
     sub = fs.subset(ok)
     return Extraction(
@@ -188,31 +190,15 @@ def _compute(fs, todo, encoders, cache, aligner, batch_size, landmarks, skipped,
                 if isinstance(item, BaseException):
                     raise item
                 idx, faces, new_lm = item
-                lm_cache = {}
-                for i, v in new_lm.items():
-                    lm_cache[lm_keys[i]] = v
-                    if isinstance(v, str):
-                        skipped[i] = v
-                    else:
-                        landmarks[i] = v
-                stats["detected"] += len(new_lm)
-                cache.put_landmarks(lm_cache)
+                vecs: dict[str, tuple[list[int], np.ndarray]] = {}
                 if faces is not None:
                     for enc in encoders:
                         eid = encoder_id(enc)
                         need = [j for j, i in enumerate(idx) if i not in emb[eid]]
-                        if not need:
-                            continue
-                        vecs = enc.embed(faces[need])
-                        _check_width(enc, vecs)
-                        put = {}
-                        for j, v in zip(need, vecs):
-                            i = idx[j]
-                            emb[eid][i] = v
-                            put[emb_keys[eid][i]] = v
-                        cache.put_embeddings(put)
-                        stats["encoders"][eid] += len(need)
-                    stats["computed"] += len(idx)
+                        if need:
+                            vecs[eid] = ([idx[j] for j in need], enc.embed(faces[need]))
+                _commit(cache, encoders, idx if faces is not None else [], new_lm, vecs, landmarks, skipped, emb,
+                        emb_keys, lm_keys, stats)
                 b.update(len(idx) + sum(isinstance(v, str) for v in new_lm.values()))
     finally:
         stop.set()
@@ -222,6 +208,66 @@ def _compute(fs, todo, encoders, cache, aligner, batch_size, landmarks, skipped,
             except queue.Empty:
                 pass
             t.join(timeout=0.05)
+
+
+def _commit(cache, encoders, idx, new_lm, vecs, landmarks, skipped, emb, emb_keys, lm_keys, stats) -> None:
+    """One batch's results into the cache and the in-memory tables (locally or from a Dask worker);
+    ``idx``: the batch's aligned faces."""
+    lm_cache = {}
+    for i, v in new_lm.items():
+        lm_cache[lm_keys[i]] = v
+        if isinstance(v, str):
+            skipped[i] = v
+        else:
+            landmarks[i] = v
+    stats["detected"] += len(new_lm)
+    cache.put_landmarks(lm_cache)
+    by_id = {encoder_id(e): e for e in encoders}
+    for eid, (ids, v) in vecs.items():
+        v = np.asarray(v, np.float32)
+        _check_width(by_id[eid], v)
+        put = {}
+        for i, row in zip(ids, v):
+            emb[eid][i] = row
+            put[emb_keys[eid][i]] = row
+        cache.put_embeddings(put)
+        stats["encoders"][eid] += len(ids)
+    stats["computed"] += len(idx)
+
+
+def _compute_dask(fs, todo, encoders, cache, aligner, batch_size, landmarks, skipped, emb, emb_keys, lm_keys,
+                  stats, executor):
+    """The same batches on Dask workers; each completed batch is committed as it arrives."""
+    from facepii.errors import ParameterError
+    from facepii.executor import embed_batch
+
+    specs = {}
+    for enc in encoders:
+        spec = getattr(enc, "spec", None)
+        if spec is None:
+            raise ParameterError(f"encoder {enc.name} cannot be loaded on Dask workers (it was not made from a "
+                                 "spec such as sface, dlib or onnx:PATH); use --executor local.")
+        specs[encoder_id(enc)] = spec
+    if aligner.version != _default_aligner_version():
+        raise ParameterError("a custom face aligner cannot run on Dask workers; use --executor local.")
+    tasks = []
+    for s in range(0, len(todo), batch_size):
+        part = todo[s:s + batch_size]
+        items = [(i, str(fs.paths[i]) if fs.images is None else np.asarray(fs.images[i]), landmarks.get(i))
+                 for i in part]
+        tasks.append({"items": items, "encoders": {eid: (spec, {i for i in part if i not in emb[eid]})
+                                                   for eid, spec in specs.items()}})
+    with progress.bar(f"detecting + embedding on {executor.workers} Dask workers", len(todo)) as b:
+        for r in executor.map_unordered(embed_batch, tasks):
+            _commit(cache, encoders, r["idx"], r["new_lm"], r["emb"], landmarks, skipped, emb, emb_keys, lm_keys,
+                    stats)
+            b.update(r["n"])
+
+
+def _default_aligner_version() -> str:
+    from facepii.faces import default_aligner
+
+    return default_aligner().version
 
 
 def _check_width(enc: Encoder, vecs: np.ndarray) -> None:

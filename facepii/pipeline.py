@@ -22,6 +22,7 @@ from facepii.cache import Cache, default_cache_dir
 from facepii.config import ORACLE_QUERIES, EvaluateConfig
 from facepii.datasets import FaceSet
 from facepii.encoders import Encoder, get_encoder
+from facepii.executor import open_executor
 from facepii.irreversibility import oracle_summary, row_irreversibility, system_view
 from facepii.iso30136 import iso_row
 from facepii.report import Report, row_label, threat_model
@@ -71,8 +72,7 @@ def open_cache(cfg: EvaluateConfig) -> Cache:
 
 def run(cfg: EvaluateConfig) -> Evaluation:
     """The evaluation protocol: utility of every row and, with attacks, its privacy."""
-    from facepii.attacker import oracle_attack, prepare_attacker, reconstruct
-    from facepii.judging import baselines, judge_faces, make_judges, privacy_block, resolve_judge
+    from facepii.judging import resolve_judge
 
     cfg.validate()
     p = cfg.privacy
@@ -87,10 +87,24 @@ def run(cfg: EvaluateConfig) -> Evaluation:
     encoders = {"target": target}
     if want_privacy:
         encoders["judge"] = resolve_judge(p.judge, target)
+    executor = open_executor(cfg.data.executor)
+    try:
+        return _run(cfg, fs, target, encoders, notes, want_privacy, grid, executor)
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, grid, executor) -> Evaluation:
+    from facepii.attacker import oracle_attack, prepare_attacker, reconstruct
+    from facepii.judging import baselines, judge_faces, make_judges, privacy_block
+
+    p = cfg.privacy
     cache = open_cache(cfg)
     try:
-        with progress.stage("embed (" + ", ".join(e.name for e in encoders.values()) + ")"):
-            embedded = embed(cfg, fs, encoders, cache)
+        where = "" if executor is None else f" on {executor.workers} Dask workers"
+        with progress.stage("embed (" + ", ".join(e.name for e in encoders.values()) + ")" + where):
+            embedded = embed(cfg, fs, encoders, cache, executor)
         labels = embedded.labels
         split = kit = judges = None
         fit_pos = None  # the defender fits its defense on its own users' enrolments: the victims
@@ -109,13 +123,13 @@ def run(cfg: EvaluateConfig) -> Evaluation:
     if split is not None:
         victims = labels[split.source_pos]
         sources = embedded.aligned(split.source_pos)
+    remote = _remote_rows(executor, embedded, grid, fit_pos, cfg) if executor is not None else {}
     with progress.bar("evaluating defenses", len(grid)) as b:
-        for spec, params in grid:
+        for n, (spec, params) in enumerate(grid):
             label = row_label({"defense": spec, "params": params})
             with progress.stage(f"row {label}: templates, utility, unlinkability"):
                 t = protect(embedded, spec, params, fit_pos, p.key, cfg.seed)
-                row = utility_row(embedded, t, fit_pos, cfg.bootstrap, cfg.seed, cfg.data.max_memory)
-                row["iso30136"] = iso_row(embedded, t, cfg.bootstrap, cfg.seed)
+                row = remote[n] if n in remote else row_estimates(embedded, t, fit_pos, cfg)
             system = system_view(embedded, t, split, target) if kit is not None else None
             for i, key in enumerate(t.scenarios if kit is not None else []):
                 if t.defense.encrypted and key == "secret":
@@ -167,6 +181,32 @@ def run(cfg: EvaluateConfig) -> Evaluation:
     gallery_sets = [embedded.aligned(split.gallery_pos[labels[split.gallery_pos] == v][:3])
                     for v in split.victim_ids]
     return Evaluation(report, recon, sources, np.stack([g[0] for g in gallery_sets]), victims, gallery_sets)
+
+
+def row_estimates(embedded, t, fit_pos, cfg: EvaluateConfig) -> dict:
+    """A row's utility and ISO/IEC 30136 unlinkability/renewability (no attacks)."""
+    row = utility_row(embedded, t, fit_pos, cfg.bootstrap, cfg.seed, cfg.data.max_memory)
+    row["iso30136"] = iso_row(embedded, t, cfg.bootstrap, cfg.seed)
+    return row
+
+
+def _row_task(task, embedded, fit_pos, cfg) -> dict:
+    """On a Dask worker: one row's templates and estimates (the same calls as in the driver)."""
+    spec, params = task
+    t = protect(embedded, spec, params, fit_pos, cfg.privacy.key, cfg.seed)
+    return row_estimates(embedded, t, fit_pos, cfg)
+
+
+def _remote_rows(executor, embedded, grid, fit_pos, cfg: EvaluateConfig) -> dict[int, dict]:
+    """Rows' estimates as parallel Dask tasks; rows whose defense holds unpicklable key material
+    (encrypted templates: a SEAL context) stay in the driver."""
+    import defenses as registry
+
+    idx = [n for n, (spec, params) in enumerate(grid) if not registry.create(spec, **params).encrypted]
+    with progress.stage(f"{len(idx)} rows' utility and unlinkability on {executor.workers} Dask workers"):
+        rows = executor.map_ordered(_row_task, [grid[n] for n in idx], embedded=embedded, fit_pos=fit_pos,
+                                    cfg=cfg)
+    return dict(zip(idx, rows))
 
 
 def _privacy_extra(cfg: EvaluateConfig, split: Split, labels, judges, kit, judge_is_target: bool) -> dict:

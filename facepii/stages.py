@@ -69,14 +69,15 @@ def load_selected(cfg: EvaluateConfig) -> FaceSet:
     return fs
 
 
-def embed(cfg: EvaluateConfig, fs: FaceSet, encoders: dict[str, Encoder], cache: Cache) -> EmbeddedSet:
+def embed(cfg: EvaluateConfig, fs: FaceSet, encoders: dict[str, Encoder], cache: Cache,
+          executor=None) -> EmbeddedSet:
     """One extraction pass over the photos for every role's encoder (a role sharing the target's
     model reuses its embeddings); identities left with fewer than --min-images usable photos are
     excluded, each photo listed with the reason."""
     from facepii.extract import Extraction, extract
 
     unique = list({encoder_id(e): e for e in encoders.values()}.values())
-    ex = extract(fs, unique, cache)
+    ex = extract(fs, unique, cache, executor=executor)
     min_images = cfg.data.min_images
     labels = ex.faceset.labels
     ids, counts = np.unique(labels, return_counts=True)

@@ -51,6 +51,9 @@ def one_line_error(code, err, needle=None):
     (["--out", "/proc/facepii-out"], "cannot write"),
     (["--cache-dir", "/dev/full"], "is a file"),
     (["--no-privacy", "--oracle", "maybe"], "--oracle must be none, score or decision"),
+    (["--no-privacy", "--executor", "spark"], "--executor must be local, dask or dask:ADDRESS"),
+    (["--no-privacy", "--max-memory", "lots"], "--max-memory"),
+    (["--no-privacy", "--max-memory", "1KB"], "--max-memory must be between"),
     (["--no-privacy", "--oracle", "score", "--oracle-queries", "5"], "--oracle-queries"),
 ])
 def test_bad_options_are_one_line(npz, capsys, args, needle):
