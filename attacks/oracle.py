@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from facepii import progress
+
 
 def _unit(X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, np.float64)
@@ -123,61 +125,75 @@ def score_solver(oracle: Oracle, pool: np.ndarray, calib, prior: Prior, budget: 
     checkpoints = [c for c in (8 * 2 ** k for k in range(20)) if c < budget]
     checkpoints.append(budget - len(checkpoints) - 1)  # every solution is submitted once: all within the budget
     checkpoints = sorted(c for c in set(checkpoints) if c > 0)
-    for i in range(n):
-        order = rng.permutation(len(pool))
-        P = _unit(pool[order[:checkpoints[-1]]])
-        got = 0
-        s = np.zeros(0)
-        for cp in checkpoints:
-            s = np.concatenate([s, oracle.scores(i, P[got:cp])])
-            got = cp
-            out[i] = prior.solve(P[:got], iso.predict(s), var)
-            if to_match[i] < 0 and oracle.accepts(i, out[i:i + 1])[0]:
-                to_match[i] = oracle.queries[i]
+    with progress.bar("score oracle: victims", n) as bar:
+        for i in range(n):
+            _solve_one(i, oracle, pool, rng, checkpoints, prior, iso, var, out, to_match)
+            bar.update()
     return OracleResult(out, oracle.queries.copy(), to_match, "score", budget)
+
+
+def _solve_one(i, oracle, pool, rng, checkpoints, prior, iso, var, out, to_match) -> None:
+    """One victim: score the probes in stages, solve after each, submit each solution once."""
+    order = rng.permutation(len(pool))
+    P = _unit(pool[order[:checkpoints[-1]]])
+    got = 0
+    s = np.zeros(0)
+    for cp in checkpoints:
+        s = np.concatenate([s, oracle.scores(i, P[got:cp])])
+        got = cp
+        out[i] = prior.solve(P[:got], iso.predict(s), var)
+        if to_match[i] < 0 and oracle.accepts(i, out[i:i + 1])[0]:
+            to_match[i] = oracle.queries[i]
 
 
 def decision_search(oracle: Oracle, pool: np.ndarray, prior: Prior, budget: int, seed: int,
                     batch: int = 20) -> OracleResult:
     rng = np.random.default_rng(seed + 717)
     n = len(oracle.victims)
-    d = pool.shape[1]
     out = np.tile(prior.mean / np.linalg.norm(prior.mean), (n, 1))
     to_match = np.full(n, -1)
-    for i in range(n):
-        cands = np.concatenate([prior.mean[None], _unit(pool[rng.permutation(len(pool))])])
-        x = None
-        for s in range(0, len(cands), 25):  # phase 1: dictionary
-            left = budget - int(oracle.queries[i])
-            if left <= 0:
-                break
-            part = cands[s:s + min(25, left)]
-            acc = oracle.accepts(i, part)
-            if acc.any():
-                k = int(np.flatnonzero(acc)[0])
-                to_match[i] = int(oracle.queries[i]) - len(part) + k + 1
-                x = _unit(part[k])
-                break
-        if x is None:
-            continue
-        radius = 0.3
-        seen, said = [], []
-        while int(oracle.queries[i]) + batch <= budget:  # phase 2: towards the centre
-            u = rng.normal(size=(batch, d))
-            u -= np.outer(u @ x, x)
-            u = _unit(u)
-            pts = _unit(x + radius * u)
-            acc = oracle.accepts(i, pts)
-            seen.append(pts)
-            said.append(acc)
-            rate = acc.mean()
-            if 0 < rate < 1:
-                g = (2.0 * acc - 1) @ u
-                x = _unit(x + radius * g / max(np.linalg.norm(g), 1e-12))
-            radius *= 1.3 if rate > 0.6 else (0.75 if rate < 0.4 else 1.0)
-            radius = float(np.clip(radius, 1e-3, 1.5))
-        out[i] = _boundary_normal(np.concatenate(seen), np.concatenate(said), x) if seen else x
+    with progress.bar("decision oracle: victims", n) as bar:
+        for i in range(n):
+            _search_one(i, oracle, pool, prior, budget, rng, batch, out, to_match)
+            bar.update()
     return OracleResult(out, oracle.queries.copy(), to_match, "decision", budget)
+
+
+def _search_one(i, oracle, pool, prior, budget, rng, batch, out, to_match) -> None:
+    """One victim: a dictionary search for a first accept, then a walk towards the accept region's centre."""
+    d = pool.shape[1]
+    cands = np.concatenate([prior.mean[None], _unit(pool[rng.permutation(len(pool))])])
+    x = None
+    for s in range(0, len(cands), 25):  # phase 1: dictionary
+        left = budget - int(oracle.queries[i])
+        if left <= 0:
+            break
+        part = cands[s:s + min(25, left)]
+        acc = oracle.accepts(i, part)
+        if acc.any():
+            k = int(np.flatnonzero(acc)[0])
+            to_match[i] = int(oracle.queries[i]) - len(part) + k + 1
+            x = _unit(part[k])
+            break
+    if x is None:
+        return
+    radius = 0.3
+    seen, said = [], []
+    while int(oracle.queries[i]) + batch <= budget:  # phase 2: towards the centre
+        u = rng.normal(size=(batch, d))
+        u -= np.outer(u @ x, x)
+        u = _unit(u)
+        pts = _unit(x + radius * u)
+        acc = oracle.accepts(i, pts)
+        seen.append(pts)
+        said.append(acc)
+        rate = acc.mean()
+        if 0 < rate < 1:
+            g = (2.0 * acc - 1) @ u
+            x = _unit(x + radius * g / max(np.linalg.norm(g), 1e-12))
+        radius *= 1.3 if rate > 0.6 else (0.75 if rate < 0.4 else 1.0)
+        radius = float(np.clip(radius, 1e-3, 1.5))
+    out[i] = _boundary_normal(np.concatenate(seen), np.concatenate(said), x) if seen else x
 
 
 def _boundary_normal(points: np.ndarray, accepted: np.ndarray, fallback: np.ndarray) -> np.ndarray:

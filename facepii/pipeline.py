@@ -97,7 +97,7 @@ def run(cfg: EvaluateConfig) -> Evaluation:
 
 def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, grid, executor) -> Evaluation:
     from facepii.attacker import oracle_attack, prepare_attacker, reconstruct
-    from facepii.judging import baselines, judge_faces, make_judges, privacy_block
+    from facepii.judging import baselines, make_judges, privacy_block
 
     p = cfg.privacy
     cache = open_cache(cfg)
@@ -138,9 +138,8 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, grid, e
                 with progress.stage(f"row {label}: attacks" + (f" (key {key})" if t.defense.keyed else "")):
                     r = reconstruct(kit, t, key, split, labels, p.attacks)
                 with progress.stage(f"row {label}: judging"):
-                    per_attack = {a: judge_faces(judges, f, victims, sources, cfg.bootstrap, cfg.seed)
-                                  for a, f in r.faces.items()}
-                block = privacy_block(judges, per_attack, key if t.defense.keyed else None)
+                    block = privacy_block(judges, _judge_all(judges, r.faces, victims, sources, cfg),
+                                          key if t.defense.keyed else None)
                 row["privacy" if i == 0 else "privacy_key_secret"] = block
                 if i == 0:
                     recon[row_label(row)] = r.faces[block["attack"]]
@@ -154,9 +153,7 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, grid, e
                 with progress.stage(f"row {label}: {p.oracle} oracle ({budget} queries per victim), attacks"):
                     r, res = oracle_attack(kit, t, embedded, split, p.oracle, budget, system["threshold"], p.attacks)
                 with progress.stage(f"row {label}: judging the oracle's faces"):
-                    per_attack = {a: judge_faces(judges, f, victims, sources, cfg.bootstrap, cfg.seed)
-                                  for a, f in r.faces.items()}
-                block = privacy_block(judges, per_attack, None)
+                    block = privacy_block(judges, _judge_all(judges, r.faces, victims, sources, cfg), None)
                 block["oracle"] = oracle_summary(res, embedded, split, raw_impostor, cfg.bootstrap, cfg.seed)
                 row["privacy_oracle"] = block
             rows.append(row)
@@ -181,6 +178,13 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, grid, e
     gallery_sets = [embedded.aligned(split.gallery_pos[labels[split.gallery_pos] == v][:3])
                     for v in split.victim_ids]
     return Evaluation(report, recon, sources, np.stack([g[0] for g in gallery_sets]), victims, gallery_sets)
+
+
+def _judge_all(judges, faces: dict, victims, sources, cfg: EvaluateConfig) -> dict:
+    """Every attack's faces through the judges: attack -> figures."""
+    from facepii.judging import judge_faces
+
+    return {a: judge_faces(judges, f, victims, sources, cfg.bootstrap, cfg.seed) for a, f in faces.items()}
 
 
 def row_estimates(embedded, t, fit_pos, cfg: EvaluateConfig) -> dict:
