@@ -46,6 +46,7 @@ class AttackContext:
     # fitted pieces the attacks of one row share
     mappers: dict[tuple, Mapper] = field(default_factory=dict)  # protected -> raw maps, per key
     decoder: Any = None                # the row's fitted ``decoder`` attack (``optimize`` starts from it)
+    inversions: dict = field(default_factory=dict)  # solver results and the attacker's choice of inverse
 
     @property
     def raw_templates(self) -> bool:
@@ -135,12 +136,52 @@ def mapper_for(ctx: AttackContext, T_aux: np.ndarray, key_user=None) -> Mapper:
 
 def estimate_raw(ctx: AttackContext, T_aux: np.ndarray, templates: np.ndarray,
                  users: np.ndarray | None) -> np.ndarray:
-    """The attacker's estimate of each victim's raw embedding from its stolen template."""
+    """The attacker's estimate of each victim's raw embedding from its stolen template: the learned
+    (ridge) inverse, or, with a disclosed key, the numerical solver of :mod:`attacks.solver` where the
+    attacker finds it better on its own auxiliary templates (it knows their raw embeddings)."""
     if ctx.raw_templates:
         return to_unit(templates)
+    learned = learned_raw(ctx, T_aux, templates, users)
+    if ctx.key == "disclosed" and _solver_is_better(ctx, T_aux):
+        return solved_raw(ctx, templates, users, learned)
+    return learned
+
+
+def learned_raw(ctx: AttackContext, T_aux: np.ndarray, templates: np.ndarray, users) -> np.ndarray:
     if ctx.key_disclosed_per_user and users is not None:
         out = np.empty((len(templates), ctx.aux_embeddings.shape[1]), np.float32)
         for i, u in enumerate(users):
             out[i] = mapper_for(ctx, T_aux, u).predict(templates[i:i + 1])[0]
         return out
     return mapper_for(ctx, T_aux).predict(templates)
+
+
+def solved_raw(ctx: AttackContext, templates: np.ndarray, users, start: np.ndarray) -> np.ndarray:
+    """The solver's recovered embeddings (computed once per set of templates; the attacks of a row
+    and the irreversibility figures share them)."""
+    import hashlib
+
+    from attacks.solver import solve
+
+    key = hashlib.sha256(np.ascontiguousarray(templates).tobytes() + repr(users).encode()).hexdigest()
+    if key not in ctx.inversions:
+        ctx.inversions[key], _ = solve(ctx.defense, templates, users, start, seed=ctx.seed)
+    return ctx.inversions[key]
+
+
+def _solver_is_better(ctx: AttackContext, T_aux: np.ndarray, n: int = 24) -> bool:
+    """Checked once per row on up to ``n`` of the attacker's own auxiliary templates (seeded)."""
+    from attacks.solver import can_solve
+
+    if "solver_better" not in ctx.inversions:
+        better = False
+        if can_solve(ctx.defense):
+            rng = np.random.default_rng(ctx.seed + 808)
+            sel = np.sort(rng.choice(len(T_aux), size=min(n, len(T_aux)), replace=False))
+            users = ctx.aux_users[sel] if ctx.per_user_keys else None
+            truth = to_unit(ctx.aux_embeddings[sel])
+            learned = learned_raw(ctx, T_aux, T_aux[sel], users)
+            solved = solved_raw(ctx, T_aux[sel], users, learned)
+            better = float(np.sum(solved * truth, 1).mean()) > float(np.sum(to_unit(learned) * truth, 1).mean())
+        ctx.inversions["solver_better"] = better
+    return ctx.inversions["solver_better"]

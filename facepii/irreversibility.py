@@ -92,15 +92,16 @@ def sar_levels(scores: np.ndarray, victims: np.ndarray, gallery_labels: np.ndarr
 
 def template_inversion(ctx, view, T_aux: np.ndarray, T_vic: np.ndarray,
                        victims: np.ndarray) -> dict[str, np.ndarray]:
-    """method -> recovered raw embeddings of the victims (``learned``; ``solver`` where it applies)."""
-    from attacks.base import estimate_raw
+    """method -> recovered raw embeddings of the victims (``learned``; ``solver`` where it applies;
+    the solver's results are the ones the row's attacks used, when they used it)."""
+    from attacks.base import learned_raw, solved_raw
     from attacks.facemodel import to_unit
-    from attacks.solver import can_solve, solve
+    from attacks.solver import can_solve
 
-    learned = estimate_raw(ctx, T_aux, T_vic, victims)
-    out = {"learned": to_unit(learned)}
+    learned = to_unit(learned_raw(ctx, T_aux, T_vic, victims))
+    out = {"learned": learned}
     if view.key == "disclosed" and can_solve(view.defense):
-        out["solver"], _ = solve(view.defense, T_vic, victims, learned, seed=ctx.seed)
+        out["solver"] = solved_raw(ctx, T_vic, victims, learned)
     return out
 
 

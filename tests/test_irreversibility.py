@@ -183,19 +183,19 @@ def test_verification_from_listed_pairs_equals_all_pairs():
 @pytest.mark.integration
 def test_iso_and_oracle_figures_on_real_faces(celeba, session_cache, tmp_path):
     """Same 100 identities and face model as the other slow test (both cached in the session):
-    he (real CKKS) and biohash with irreversibility, SAR type I/II and the score oracle."""
+    he (real CKKS) and a keyed projection with irreversibility, SAR type I/II and the score oracle."""
     pytest.importorskip("tenseal")
     from facepii.config import EvaluateConfig
     from facepii.outputs import write_outputs
     from facepii.pipeline import run
 
-    cfg = EvaluateConfig.from_options(dataset=f"celeba:{celeba}", encoder="sface", defenses=["he", "biohash"],
+    cfg = EvaluateConfig.from_options(dataset=f"celeba:{celeba}", encoder="sface", defenses=["he", "projection"],
                                       params={"impostor_pairs": [4096]}, attacks=["nearest", "inverse"],
                                       budget="quick", max_identities=100, cache_dir=str(session_cache),
                                       bootstrap=200, seed=0, oracle="score")
     ev = run(cfg)
     rows = {r["defense"]: r for r in ev.report.rows}
-    none, he, bio = rows["none"], rows["he"], rows["biohash"]
+    none, he, proj = rows["none"], rows["he"], rows["projection"]
     # he: utility through real encryption equals the plaintext row within its interval
     info = he["encrypted_matching"]
     assert info["impostor_pairs_sampled"] == 4096 and info["abs_error_vs_plaintext"]["max"] < 1e-4
@@ -207,7 +207,7 @@ def test_iso_and_oracle_figures_on_real_faces(celeba, session_cache, tmp_path):
     assert o["cosine_to_source"]["value"] > 0.99 and o["queries_used"]["max"] <= 200
     assert he["privacy_oracle"]["rank1"]["ci95"][0] > ev.report.extra["privacy_baselines"]["random_guess_rank1"]
     # irreversibility: the numerical solver runs for the keyed single step with the key disclosed
-    ir = bio["iso30136"]["irreversibility"]
+    ir = proj["iso30136"]["irreversibility"]
     assert set(ir["per_method"]) == {"learned", "solver"} and ir["key"] == "disclosed"
     for kind in ("type1", "type2"):
         op = ir["faces"][kind]["operating_point@fmr=1e-3"]
@@ -246,3 +246,28 @@ def test_executive_summary_names_the_leak_the_best_protection_and_the_4x_line():
     assert "200 queries per victim" in text and "median queries to a match 35" in text
     rows[2]["privacy"]["leakage_ratio"]["ci95"] = [0, 5.0]  # upper end above the line: no longer below it
     assert "None of the tested protections" in " ".join(executive_summary(rows, {"split": {"victims": 50}}))
+
+
+def test_the_attacks_use_the_solver_when_the_attacker_finds_it_better_on_its_own_faces():
+    from attacks.base import AttackContext, estimate_raw, learned_raw
+
+    E, lab = clustered(n_ids=30)
+    aux = lab >= 6
+    vic = np.flatnonzero((lab < 6) & (np.arange(len(lab)) % 5 == 0))
+    users = np.array([f"u{x}" for x in lab])
+    d = defenses.create("projection", dim=192, key_mode="user").fit(E)
+    T = d.transform(E, users)
+
+    def ctx(key):
+        return AttackContext(encoder=None, defense=d, face_model=None, aux_embeddings=E[aux], aux_users=users[aux],
+                             protect=lambda X, u=None: d.transform(X, u), budget=None, key=key,
+                             per_user_keys=True, seed=0)
+
+    c = ctx("disclosed")
+    est = estimate_raw(c, T[aux], T[vic], users[vic])
+    learned = learned_raw(c, T[aux], T[vic], users[vic])
+    assert c.inversions["solver_better"] is True
+    assert (est * E[vic]).sum(1).mean() > 0.999 >= (learned * E[vic]).sum(1).mean() - 1e-3
+    s = ctx("secret")  # without the key nothing can be solved: the learned inverse only
+    assert np.array_equal(estimate_raw(s, T[aux], T[vic], users[vic]), learned_raw(s, T[aux], T[vic], users[vic]))
+    assert "solver_better" not in s.inversions
