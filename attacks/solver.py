@@ -30,6 +30,17 @@ def solve(defense, templates: np.ndarray, users: np.ndarray | None, start: np.nd
     """(unit embeddings, final loss) per template; ``defense`` holds the keys the templates were made with."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors, many steps: thread-pool sync would dominate (and oversubscribe)
+    try:
+        return _solve(defense, templates, users, start, starts, steps, lr, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _solve(defense, templates, users, start, starts, steps, lr, seed):
+    import torch
+
     d = defense.steps_()[0]
     T = np.asarray(templates)
     start = np.asarray(start, np.float32)

@@ -251,7 +251,7 @@ def test_executive_summary_names_the_leak_the_best_protection_and_the_4x_line():
 def test_the_attacks_use_the_solver_when_the_attacker_finds_it_better_on_its_own_faces():
     from attacks.base import AttackContext, estimate_raw, learned_raw
 
-    E, lab = clustered(n_ids=30)
+    E, lab = clustered(n_ids=16)
     aux = lab >= 6
     vic = np.flatnonzero((lab < 6) & (np.arange(len(lab)) % 5 == 0))
     users = np.array([f"u{x}" for x in lab])
