@@ -75,11 +75,10 @@ def encrypted_utility(E: np.ndarray, labels: np.ndarray, d, n_boot: int, seed: i
     of ``d.impostor_pairs`` impostor pairs (identification would need every pair: not measured).
     Also the HE scores' error against the plaintext scores of the same pairs."""
     from facepii import progress
+    from facepii.metrics._large import genuine_pairs, pair_counts
 
     labels = np.asarray(labels)
-    iu, ju = np.triu_indices(len(labels), 1)
-    same = labels[iu] == labels[ju]
-    gen = np.stack([iu[same], ju[same]], 1)
+    gen = genuine_pairs(labels)
     imp = metrics.sample_impostor_pairs(labels, int(d.impostor_pairs), seed)
     pairs = np.concatenate([gen, imp])
     scores = np.empty(len(pairs))
@@ -97,7 +96,7 @@ def encrypted_utility(E: np.ndarray, labels: np.ndarray, d, n_boot: int, seed: i
     u["rank1"] = metrics.Estimate(float("nan"), (float("nan"), float("nan")))
     info = {"scheme": "CKKS (TenSEAL / Microsoft SEAL)", "poly_modulus_degree": int(d.poly_modulus_degree),
             "scale_bits": int(d.scale_bits), "genuine_pairs": int(len(gen)), "impostor_pairs_sampled": int(len(imp)),
-            "impostor_pairs_total": int((~same).sum()), "abs_error_vs_plaintext": {
+            "impostor_pairs_total": pair_counts(labels)[1], "abs_error_vs_plaintext": {
                 "max": float(err.max()), "mean": float(err.mean())},
             "ms_per_comparison": d.ms_per_comparison(), "templates_per_ciphertext": int(d.per_ct_),
             "rank1": "not measured: identification through encrypted matching needs every pair"}
