@@ -170,18 +170,24 @@ def solved_raw(ctx: AttackContext, templates: np.ndarray, users, start: np.ndarr
 
 
 def _solver_is_better(ctx: AttackContext, T_aux: np.ndarray, n: int = 24) -> bool:
-    """Checked once per row on up to ``n`` of the attacker's own auxiliary templates (seeded)."""
-    from attacks.solver import can_solve
+    """Decided once per row, out of sample, on the attacker's own faces: ``n`` auxiliary embeddings
+    (seeded) are held out, protected with one key (the real system key; with per-user keys, one user
+    key of the attacker's choosing), inverted by a ridge map fitted on the other auxiliary embeddings
+    under that key and by the solver; the better mean cosine to the true embeddings wins."""
+    from attacks.solver import can_solve, solve
 
     if "solver_better" not in ctx.inversions:
         better = False
-        if can_solve(ctx.defense):
+        if can_solve(ctx.defense) and len(ctx.aux_embeddings) > 2 * n:
             rng = np.random.default_rng(ctx.seed + 808)
-            sel = np.sort(rng.choice(len(T_aux), size=min(n, len(T_aux)), replace=False))
-            users = ctx.aux_users[sel] if ctx.per_user_keys else None
-            truth = to_unit(ctx.aux_embeddings[sel])
-            learned = learned_raw(ctx, T_aux, T_aux[sel], users)
-            solved = solved_raw(ctx, T_aux[sel], users, learned)
-            better = float(np.sum(solved * truth, 1).mean()) > float(np.sum(to_unit(learned) * truth, 1).mean())
+            held = np.zeros(len(ctx.aux_embeddings), bool)
+            held[rng.choice(len(held), size=n, replace=False)] = True
+            users = np.full(len(held), "validation") if ctx.per_user_keys else None
+            T = ctx.protect(ctx.aux_embeddings, users) if ctx.per_user_keys else T_aux
+            truth = to_unit(ctx.aux_embeddings[held])
+            learned = Mapper(ctx.defense).fit(T[~held], ctx.aux_embeddings[~held]).predict(T[held])
+            solved, _ = solve(ctx.defense, T[held], None if users is None else users[held], learned,
+                              seed=ctx.seed)
+            better = float(np.sum(solved * truth, 1).mean()) > float(np.sum(learned * truth, 1).mean())
         ctx.inversions["solver_better"] = better
     return ctx.inversions["solver_better"]
