@@ -148,6 +148,8 @@ def estimate_raw(ctx: AttackContext, T_aux: np.ndarray, templates: np.ndarray,
 
 
 def learned_raw(ctx: AttackContext, T_aux: np.ndarray, templates: np.ndarray, users) -> np.ndarray:
+    if ctx.raw_templates:  # the template is the embedding: nothing to learn
+        return to_unit(templates)
     if ctx.key_disclosed_per_user and users is not None:
         out = np.empty((len(templates), ctx.aux_embeddings.shape[1]), np.float32)
         for i, u in enumerate(users):

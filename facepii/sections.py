@@ -108,7 +108,8 @@ def irreversibility_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     body = []
     for r, ir, f in _irreversible(rows):
         t1, t2 = f.get("type1") or {}, f.get("type2") or {}
-        body.append([r["defense"], _params(r), f"{ir.get('method')} (key {ir.get('key')})",
+        key = f" (key {ir.get('key')})" if r.get("key_mode") else ""  # unkeyed rows have no key to disclose
+        body.append([r["defense"], _params(r), f"{ir.get('method')}{key}",
                      _fmt(ir.get("isr@fmr=1e-3")), _fmt(ir.get("isr@fmr=1e-4")),
                      *[_fmt(t1.get(f"sar@fmr={k}")) for k in FMR_KEYS],
                      *[_fmt(t2.get(f"sar@fmr={k}")) for k in FMR_KEYS]])
