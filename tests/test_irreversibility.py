@@ -190,7 +190,7 @@ def test_iso_and_oracle_figures_on_real_faces(celeba, session_cache, tmp_path):
     from facepii.pipeline import run
 
     cfg = EvaluateConfig.from_options(dataset=f"celeba:{celeba}", encoder="sface", defenses=["he", "projection"],
-                                      params={"impostor_pairs": [4096]}, attacks=["nearest", "inverse"],
+                                      params={"impostor_pairs": [4096]}, attacks=["inverse"],
                                       budget="quick", max_identities=100, cache_dir=str(session_cache),
                                       bootstrap=200, seed=0, oracle="score")
     ev = run(cfg)
