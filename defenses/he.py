@@ -22,6 +22,7 @@ scores differ between runs at the 1e-7 level. Needs the optional extra ``facepii
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -84,7 +85,7 @@ class HE(Defense):
         SEAL contexts cannot be copied)."""
         new = type(self).__new__(type(self))
         for k, v in self.__dict__.items():
-            new.__dict__[k] = v if k == "context_" else __import__("copy").deepcopy(v, memo)
+            new.__dict__[k] = v if k == "context_" else copy.deepcopy(v, memo)
         return new
 
     # ---- encryption -------------------------------------------------------

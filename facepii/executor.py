@@ -57,7 +57,10 @@ class DaskExecutor:
 
         self.cluster = None
         if address:
-            self.client = Client(address, timeout="30s")
+            try:
+                self.client = Client(address, timeout="30s")
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise ParameterError(f"--executor dask:{address}: cannot reach the Dask scheduler ({exc}).") from None
         else:
             self.cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
                                         dashboard_address=None)
