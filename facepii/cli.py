@@ -132,6 +132,10 @@ def evaluate(
         "--victims", metavar="N|FRACTION",
         help="Victim identities (the rest are the attacker's auxiliary set): a count or a fraction "
              "(default: a quarter, at least 50 where the data allows).")] = None,
+    max_aux: Annotated[int, typer.Option(
+        "--max-aux", metavar="N",
+        help="At most N auxiliary identities for the attacks to train on: a seeded sample when the "
+             "dataset has more (large galleries); the victims are unchanged.")] = 1000,
     device: Annotated[str, typer.Option(
         "--device", metavar="cpu|cuda", help="Where the attacks train (cuda where available).")] = "cpu",
     oracle: Annotated[str, typer.Option(
@@ -164,7 +168,8 @@ def evaluate(
         max_memory=None if max_memory is None else parse_size(max_memory), executor=executor,
         bootstrap=bootstrap, epsilons=[_number(e, "--epsilon") for e in _split(epsilon)],
         attacks=[] if no_privacy else (_split(attack) or list(DEFAULT_ATTACKS)), judge=judge,
-        knowledge=knowledge, key=key, budget=budget, victims=_victims(victims), device=device,
+        knowledge=knowledge, key=key, budget=budget, victims=_victims(victims), max_aux=max_aux,
+        device=device,
         oracle=oracle, oracle_queries=oracle_queries,
     ).validate()
     # every output path is checked before the long work starts

@@ -70,6 +70,7 @@ class PrivacyConfig:
     key: str = "both"
     budget: str = "standard"
     victims: float | int | None = None
+    max_aux: int = 1000
     device: str = "cpu"
     oracle: str = "none"
     oracle_queries: int | None = None
@@ -170,6 +171,9 @@ class EvaluateConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
                     (isinstance(v, float) and 0 < v < 1) or (v >= 2 and v == int(v))):
                 raise ParameterError(f"--victims {v!r}: give a count >= 2 or a fraction between 0 and 1.")
+        m = p.max_aux
+        if isinstance(m, bool) or not isinstance(m, int) or m < 2:
+            raise ParameterError(f"--max-aux must be an integer >= 2 (auxiliary identities), got {m!r}.")
         self.grid()  # unknown defenses and parameters fail here
         return self
 

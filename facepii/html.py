@@ -7,7 +7,7 @@ import html
 from pathlib import Path
 
 from facepii import sections
-from facepii.report import Report, format_eps, format_params
+from facepii.report import Report, aux_identities, format_eps, format_params
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
@@ -76,7 +76,7 @@ def render(report: Report, images: dict[str, Path | None] | None = None, verdict
         ["dataset", d.get("source")], ["photos listed / used / skipped", f"{d.get('n_listed')} / {d.get('n_used')} / "
                                        f"{d.get('n_skipped')}"],
         ["identities", d.get("n_identities")],
-        *([["split", f"{sp['victims']} victims, {sp['auxiliary_identities']} auxiliary identities "
+        *([["split", f"{sp['victims']} victims, {aux_identities(sp)} auxiliary identities "
                      f"({sp['auxiliary_images']} photos), {sp['gallery_images']} gallery photos, seed {sp['seed']}"]]
           if sp else []),
     ])]

@@ -110,7 +110,7 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, grid, e
         fit_pos = None  # the defender fits its defense on its own users' enrolments: the victims
         if want_privacy:
             with progress.stage("split and judges"):
-                split = split_identities(labels, p.victims, cfg.seed)
+                split = split_identities(labels, p.victims, cfg.seed, p.max_aux)
                 fit_pos = split.victim_pos
                 judges = make_judges(embedded, split, encoders["judge"], target)
             with progress.stage("attacker's face model"):
@@ -181,10 +181,20 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, grid, e
 
 
 def _judge_all(judges, faces: dict, victims, sources, cfg: EvaluateConfig) -> dict:
-    """Every attack's faces through the judges: attack -> figures."""
+    """Every attack's faces through the judges: attack -> figures. Attacks that made the very same faces
+    (e.g. ``inverse`` and ``decoder`` on raw templates: one decoder) are judged once."""
+    import copy
+    import hashlib
+
     from facepii.judging import judge_faces
 
-    return {a: judge_faces(judges, f, victims, sources, cfg.bootstrap, cfg.seed) for a, f in faces.items()}
+    out, seen = {}, {}
+    for a, f in faces.items():
+        h = hashlib.sha256(np.ascontiguousarray(f).tobytes()).hexdigest()
+        if h not in seen:
+            seen[h] = judge_faces(judges, f, victims, sources, cfg.bootstrap, cfg.seed)
+        out[a] = copy.deepcopy(seen[h])
+    return out
 
 
 def row_estimates(embedded, t, fit_pos, cfg: EvaluateConfig) -> dict:

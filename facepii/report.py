@@ -51,6 +51,14 @@ def threat_model(knowledge: str, key: str, n_aux: int, n_victims: int, judge: st
                                key=KEY_SCENARIOS[key], judge=judge) + note
 
 
+def aux_identities(split: dict) -> str:
+    """"150", or "1000 (a seeded sample of 24000, --max-aux)" when the attacker's set was sampled."""
+    n, avail = split.get("auxiliary_identities"), split.get("auxiliary_identities_available")
+    if isinstance(avail, int) and isinstance(n, int) and avail > n:
+        return f"{n} (a seeded sample of {avail}, --max-aux)"
+    return str(n)
+
+
 def row_label(row: dict) -> str:
     """``noise sigma=0.05``: how a row is named in tables, plots, gate rules and lineups."""
     p = format_params(row.get("params", {}))
@@ -311,7 +319,7 @@ class Report:
             parts += ["", "## Threat model", "", self.extra["threat_model"], ""]
             sp = self.extra.get("split", {})
             parts += [f"Split (seed {sp.get('seed')}): {sp.get('victims')} victims, "
-                      f"{sp.get('auxiliary_identities')} auxiliary identities ({sp.get('auxiliary_images')} "
+                      f"{aux_identities(sp)} auxiliary identities ({sp.get('auxiliary_images')} "
                       f"photos), {sp.get('gallery_images')} gallery photos.", ""]
             parts += ["## Privacy-utility trade-off"]
         parts += ["", self.table("github"), ""] + self.footnotes() + [""]

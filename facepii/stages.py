@@ -137,10 +137,12 @@ class Split:
     source_pos: np.ndarray     # per victim (victim_ids order): the photo whose template is stolen
     gallery_pos: np.ndarray    # the victims' other photos: the judge's gallery
     seed: int
+    aux_available: int | None = None  # auxiliary identities before the --max-aux sample
 
     def to_dict(self, labels: np.ndarray) -> dict:
         return {"seed": self.seed, "victims": int(len(self.victim_ids)),
                 "auxiliary_identities": int(len(np.unique(labels[self.aux_pos]))),
+                "auxiliary_identities_available": self.aux_available,
                 "auxiliary_images": int(len(self.aux_pos)), "gallery_images": int(len(self.gallery_pos)),
                 "source_images": int(len(self.source_pos))}
 
@@ -150,8 +152,10 @@ class Split:
         return np.sort(np.concatenate([self.source_pos, self.gallery_pos]))
 
 
-def split_identities(labels: np.ndarray, victims: float | int | None, seed: int) -> Split:
-    """Seeded: victims drawn among identities with >= 2 photos, the rest is auxiliary."""
+def split_identities(labels: np.ndarray, victims: float | int | None, seed: int,
+                     max_aux: int | None = None) -> Split:
+    """Seeded: victims drawn among identities with >= 2 photos, the rest is auxiliary (at most
+    ``max_aux`` identities of it, a seeded sample, drawn after the victims so that they do not change)."""
     labels = np.asarray(labels)
     ids, counts = np.unique(labels, return_counts=True)
     eligible = ids[counts >= 2]
@@ -167,7 +171,12 @@ def split_identities(labels: np.ndarray, victims: float | int | None, seed: int)
         s = int(rng.choice(pos))
         source.append(s)
         gallery.extend(int(p) for p in pos if p != s)
-    return Split(vic, np.flatnonzero(~is_vic), np.array(source), np.array(sorted(gallery)), seed)
+    aux = np.flatnonzero(~is_vic)
+    aux_ids = np.unique(labels[aux])
+    if max_aux is not None and len(aux_ids) > max_aux:
+        keep = np.random.default_rng(seed + 4242).choice(aux_ids, size=max_aux, replace=False)
+        aux = aux[np.isin(labels[aux], keep)]
+    return Split(vic, aux, np.array(source), np.array(sorted(gallery)), seed, int(len(aux_ids)))
 
 
 # ---------------------------------------------------------------- Templates

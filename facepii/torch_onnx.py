@@ -5,9 +5,12 @@ would do it but requires torchvision (and so a multi-GB CUDA torch), so this
 is a small converter of facepii's own for the operators face models like SFace
 use: Conv, BatchNormalization, PRelu, Relu, Add, Sub, Mul, Gemm, MatMul,
 Flatten, Reshape, Dropout (identity at inference), Identity, Constant,
-GlobalAveragePool. The graph goes through :func:`facepii.onnx_graph.prepare`
-first, so the int8 block-quantised weights arrive dequantised once, exactly as
-onnxruntime computes them. :func:`check_against_onnxruntime` measures the
+GlobalAveragePool. Inference BatchNormalization is folded into the Conv before
+it, and batches run in chunks of 8 images (both: the same function, about 2.5x
+less time for the white-box attacks' forward + backward passes on 2 cores).
+The graph goes through :func:`facepii.onnx_graph.prepare` first, so the int8
+block-quantised weights arrive dequantised once, exactly as onnxruntime
+computes them. :func:`check_against_onnxruntime` measures the
 largest difference to onnxruntime on given inputs.
 """
 
@@ -42,6 +45,8 @@ def build(model):
     if unsupported:
         raise EncoderError(f"cannot convert ops {unsupported} to torch (supported: {sorted(SUPPORTED)}).")
     consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    nodes = _fold_batchnorm([(n.op_type, list(n.input), list(n.output), _attrs(n)) for n in g.node], consts,
+                            {o.name for o in g.output})
 
     class Graph(nn.Module):
         def __init__(self):
@@ -51,7 +56,7 @@ def build(model):
                 safe = f"c{len(self._names)}"
                 self._names[k] = safe
                 self.register_buffer(safe, torch.from_numpy(np.array(v)))
-            self.nodes = [(n.op_type, list(n.input), list(n.output), _attrs(n)) for n in g.node]
+            self.nodes = nodes
             self.input_name = g.input[0].name
             self.output_name = g.output[0].name
 
@@ -74,9 +79,10 @@ def build(model):
                     y = F.batch_norm(v[0], v[3], v[4], v[1], v[2], False, 0.0, a.get("epsilon", 1e-5))
                 elif op == "PRelu":
                     slope = v[1]
-                    if slope.dim() == 1 and v[0].dim() == 4:
-                        slope = slope.reshape(1, -1, 1, 1)
-                    y = torch.where(v[0] >= 0, v[0], v[0] * slope)
+                    if v[0].dim() == 4 and slope.numel() == v[0].shape[1]:
+                        y = F.prelu(v[0], slope.reshape(-1))
+                    else:
+                        y = torch.where(v[0] >= 0, v[0], v[0] * slope)
                 elif op == "Relu":
                     y = torch.relu(v[0])
                 elif op == "Add":
@@ -117,6 +123,39 @@ def build(model):
     return net
 
 
+def _fold_batchnorm(nodes: list, consts: dict, outputs: set) -> list:
+    """Fold each inference BatchNormalization into the Conv that feeds it (when the Conv's output feeds
+    nothing else): w' = w * g / sqrt(v + eps) per output channel, b' = (b - m) * g / sqrt(v + eps) + beta.
+    The same function in one kernel instead of two (the backward pass of the white-box attacks, which
+    dominates their time, then skips a full-size intermediate per layer). New weights go into ``consts``."""
+    readers: dict[str, int] = {}
+    for _, ins, _, _ in nodes:
+        for n in ins:
+            readers[n] = readers.get(n, 0) + 1
+    producer = {outs[0]: i for i, (_, _, outs, _) in enumerate(nodes)}
+    out = list(nodes)
+    drop = set()
+    for j, (op, ins, outs, a) in enumerate(nodes):
+        if op != "BatchNormalization" or len(outs) != 1 or not all(n in consts for n in ins[1:5]):
+            continue
+        i = producer.get(ins[0])
+        if i is None or nodes[i][0] != "Conv" or readers.get(ins[0], 0) != 1 or ins[0] in outputs:
+            continue
+        _, cins, couts, ca = nodes[i]
+        if not all(n in consts for n in cins[1:]):
+            continue
+        gamma, beta, mean, var = (np.asarray(consts[n], np.float64) for n in ins[1:5])
+        w = np.asarray(consts[cins[1]], np.float64)
+        b = np.asarray(consts[cins[2]], np.float64) if len(cins) > 2 and cins[2] else np.zeros(w.shape[0])
+        f = gamma / np.sqrt(var + a.get("epsilon", 1e-5))
+        wn, bn = f"{cins[1]}::bnfold{j}", f"{couts[0]}::bnfold_bias{j}"
+        consts[wn] = (w * f.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
+        consts[bn] = ((b - mean) * f + beta).astype(np.float32)
+        out[i] = ("Conv", [cins[0], wn, bn], [outs[0]], ca)
+        drop.add(j)
+    return [n for k, n in enumerate(out) if k not in drop]
+
+
 class TorchEncoder:
     """Differentiable encoder: RGB images in [0, 255] (N x 3 x 112 x 112 float tensor) -> embeddings."""
 
@@ -126,10 +165,18 @@ class TorchEncoder:
         self.net = build(onnx_graph.load(path))
         self.mean, self.std, self.bgr = mean, std, bgr
 
+    chunk = 8  # images per pass: measured on 2 cores, 28 ms per image forward + backward in chunks of 8,
+    #            47 ms in one batch of 50 (the activations of a small chunk stay in cache)
+
     def __call__(self, x):
         if self.bgr:
             x = x.flip(1)
-        return self.net((x - self.mean) / self.std)
+        x = (x - self.mean) / self.std
+        if len(x) <= self.chunk:
+            return self.net(x)
+        import torch
+
+        return torch.cat([self.net(c) for c in x.split(self.chunk)])
 
 
 def torch_encoder_for(enc) -> TorchEncoder:

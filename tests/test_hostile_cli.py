@@ -55,6 +55,8 @@ def one_line_error(code, err, needle=None):
     (["--no-privacy", "--max-memory", "lots"], "--max-memory"),
     (["--no-privacy", "--max-memory", "1KB"], "--max-memory must be between"),
     (["--no-privacy", "--oracle", "score", "--oracle-queries", "5"], "--oracle-queries"),
+    (["--no-privacy", "--max-aux", "1"], "--max-aux must be an integer >= 2"),
+    (["--no-privacy", "--max-aux", "many"], "--max-aux"),
 ])
 def test_bad_options_are_one_line(npz, capsys, args, needle):
     code, _, err = run_cli(["evaluate", "-q", "-d", f"embeddings:{npz}", *args], capsys)

@@ -118,3 +118,19 @@ def test_bootstrap_interval_covers_a_known_rate(p):
         e = M.bootstrap_mean(x, n_boot=1000, seed=r)
         cover += e.ci95[0] <= p <= e.ci95[1]
     assert 0.93 <= cover / 1000 <= 0.97
+
+
+def test_max_aux_samples_auxiliary_identities_and_keeps_victims():
+    labels = np.repeat(np.arange(60).astype(str), 3)
+    full = split_identities(labels, 10, 5)
+    capped = split_identities(labels, 10, 5, max_aux=20)
+    np.testing.assert_array_equal(full.victim_ids, capped.victim_ids)   # victims as without the cap
+    np.testing.assert_array_equal(full.source_pos, capped.source_pos)
+    np.testing.assert_array_equal(full.gallery_pos, capped.gallery_pos)
+    aux_ids = np.unique(labels[capped.aux_pos])
+    assert len(aux_ids) == 20 and set(aux_ids) <= set(labels[full.aux_pos])
+    assert all((labels[capped.aux_pos] == a).sum() == 3 for a in aux_ids)  # whole identities, every photo
+    assert capped.to_dict(labels)["auxiliary_identities_available"] == 50
+    again = split_identities(labels, 10, 5, max_aux=20)
+    np.testing.assert_array_equal(capped.aux_pos, again.aux_pos)        # seeded
+    assert split_identities(labels, 10, 5, max_aux=50).aux_pos.tolist() == full.aux_pos.tolist()
