@@ -113,10 +113,11 @@ def evaluate(
     no_privacy: Annotated[bool, typer.Option(
         "--no-privacy", help="Utility only: run no attack.")] = False,
     judge: Annotated[str | None, typer.Option(
-        "--judge", metavar="NAME",
-        help="Independent face model that tries to re-identify the reconstructions "
-             "(default: dlib for an sface target, else sface). The target is always also used as "
-             "judge (white-box upper bound).")] = None,
+        "--judge", metavar="NAME[,NAME...]",
+        help="Independent face models that try to re-identify the reconstructions, e.g. "
+             "dlib,onnx:model.onnx: the first gives the headline figure, every one is reported and "
+             "the 'worst judge' column shows the highest (default: dlib for an sface target, else "
+             "sface). The target is always also used as judge (white-box upper bound).")] = None,
     knowledge: Annotated[str, typer.Option(
         "--knowledge", metavar="white|black",
         help="white: the attacker differentiates the target model; black: it can only query it.")] = "white",
@@ -192,6 +193,10 @@ def evaluate(
     typer.echo("")
     for note in report.footnotes():
         typer.echo(note)
+    if report.has_judges:
+        typer.echo("\nevery judge (its own worst attack per row):")
+        typer.echo(report.judge_table())
+        typer.echo(report.JUDGES_NOTE)
     if report.has_iso:
         typer.echo("\nunlinkability and renewability (ISO/IEC 30136):")
         typer.echo(report.iso_table())

@@ -171,6 +171,9 @@ class EvaluateConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
                     (isinstance(v, float) and 0 < v < 1) or (v >= 2 and v == int(v))):
                 raise ParameterError(f"--victims {v!r}: give a count >= 2 or a fraction between 0 and 1.")
+        from facepii.judging import judge_specs
+
+        judge_specs(p.judge)  # an empty or repeated entry fails here
         m = p.max_aux
         if isinstance(m, bool) or not isinstance(m, int) or m < 2:
             raise ParameterError(f"--max-aux must be an integer >= 2 (auxiliary identities), got {m!r}.")

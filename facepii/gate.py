@@ -41,6 +41,8 @@ RULES = {
     "max_leakage_ratio": "upper 95% bound of the leakage ratio (rank-1 / random) <= value",
     "max_sar": "upper 95% bound of the success attack rate at the judge's FMR 1e-3 <= value",
     "max_rank1": "upper 95% bound of the judge's rank-1 re-identification rate <= value",
+    "max_worst_judge_rank1": "upper 95% bound of the highest rank-1 among the judges (--judge a,b; with one "
+                             "judge, its rank-1) <= value",
     "min_tar_at_far": "lower 95% bound of TAR at the given FAR >= value ({far = 1e-3, value = 0.7})",
     "max_utility_drop": "unprotected TAR@1e-3 minus the lower 95% bound of this row's <= value",
     "max_dsys": "upper 95% bound of the unlinkability measure D_sys (ISO/IEC 30136; 1 = fully linkable) <= value",
@@ -210,8 +212,13 @@ def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> 
     priv = row.get("privacy") or {}
     if not isinstance(priv, dict):
         raise ReportError(f"row {label!r}: privacy is not a table.")
-    if rule in ("max_leakage_ratio", "max_sar", "max_rank1"):
-        key = {"max_leakage_ratio": "leakage_ratio", "max_sar": "sar@fmr=1e-3", "max_rank1": "rank1"}[rule]
+    if rule == "max_worst_judge_rank1" and isinstance(priv.get("judges"), dict):
+        worst = priv["judges"].get(priv.get("worst_judge"))
+        if not isinstance(worst, dict):
+            raise ReportError(f"row {label!r}: privacy.worst_judge names no judge of privacy.judges.")
+        priv = {**worst, "judge": priv.get("worst_judge")}
+    if rule in ("max_leakage_ratio", "max_sar", "max_rank1", "max_worst_judge_rank1"):
+        key = {"max_leakage_ratio": "leakage_ratio", "max_sar": "sar@fmr=1e-3"}.get(rule, "rank1")
         v, ci = _est(priv.get(key), f"row {label!r} privacy.{key}")
         if v is None:
             return Verdict(label, rule, False, None, None, None, threshold,

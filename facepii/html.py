@@ -89,6 +89,8 @@ def render(report: Report, images: dict[str, Path | None] | None = None, verdict
                   "<h3>Reconstructions</h3>", _img(images.get("reconstructions"), "reconstruction grid"),
                   "<h2>Utility (all figures)</h2>", _table(*report.table_rows()),
                   "<h2>Every attack</h2>", _attack_table(report)]
+    if report.has_judges:
+        parts += ["<h2>Every judge</h2>", report.judge_table("html"), f"<p class='note'>{_e(report.JUDGES_NOTE)}</p>"]
     if report.has_iso:
         parts += ["<h2>ISO/IEC 30136: unlinkability and renewability</h2>", _table(*report.iso_rows()),
                   f"<p class='note'>{_e(report.ISO_NOTE)}</p>", _img(images.get("linkability"), "linkability plot")]

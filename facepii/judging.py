@@ -16,6 +16,7 @@ import numpy as np
 
 from facepii import metrics
 from facepii.encoders import Encoder, encoder_id
+from facepii.errors import ParameterError
 from facepii.stages import EmbeddedSet, Split
 
 SUMMARY_KEYS = ("rank1", "rank5", "leakage_ratio", "sar@fmr=1e-3")
@@ -36,6 +37,51 @@ def same_model(a: Encoder, b: Encoder) -> bool:
 
         return file_digest(pa) == file_digest(pb)
     return False
+
+
+def judge_specs(spec: str | None) -> list[str | None]:
+    """``--judge dlib,sface,onnx:PATH`` -> its entries (the first is the headline judge); none -> [None]."""
+    from facepii.registry import encoders as registry
+
+    if spec is None or not str(spec).strip():
+        return [None]
+    parts: list[str] = []
+    for s in (s.strip() for s in str(spec).split(",")):
+        # a comma inside an entry's options (onnx:m.onnx?mean=0,0,0) continues that entry
+        if parts and "?" in parts[-1] and s and s.split(":")[0] not in registry:
+            parts[-1] += "," + s
+        else:
+            parts.append(s)
+    if any(not s for s in parts):
+        raise ParameterError(f"--judge {spec!r}: an empty name in the list; give e.g. dlib,sface.")
+    if len(set(parts)) != len(parts):
+        raise ParameterError(f"--judge {spec!r}: a judge named twice.")
+    return parts
+
+
+def resolve_judges(spec: str | None, target: Encoder) -> tuple[list[Encoder], list[str]]:
+    """Every independent judge of ``--judge`` (headline first) and notes. A judge that runs the target's
+    own model is not independent: listed first it stays the headline and is marked as the white-box upper
+    bound (as with one judge); listed after the first it is dropped with a note (the target already
+    judges every reconstruction as the upper bound), as is a second entry running the same model."""
+    specs = judge_specs(spec)
+    first = resolve_judge(specs[0], target)
+    out, notes = [first], []
+    for s in specs[1:]:
+        enc = resolve_judge(s, target)
+        if same_model(enc, target):
+            notes.append(f"judge {s}: the target model itself, already reported as the upper bound; not "
+                         "counted as an independent judge.")
+        elif any(same_model(enc, e) for e in out):
+            notes.append(f"judge {s}: the same model as another judge; judged once.")
+        else:
+            out.append(enc)
+    return out, notes
+
+
+def judge_role(i: int) -> str:
+    """Role names in the EmbeddedSet: ``judge`` (headline), ``judge2``, ``judge3``, ..."""
+    return "judge" if i == 0 else f"judge{i + 1}"
 
 
 def resolve_judge(spec: str | None, target: Encoder) -> Encoder:
@@ -76,13 +122,23 @@ def make_judge(enc: Encoder, real_emb: np.ndarray, real_labels: np.ndarray, gall
                  np.asarray(imp, np.float32))
 
 
-def make_judges(embedded: EmbeddedSet, split: Split, judge: Encoder, target: Encoder) -> dict[str, Judge]:
+def make_judges(embedded: EmbeddedSet, split: Split, judge: Encoder, target: Encoder,
+                extra: list[Encoder] | tuple = ()) -> dict[str, Judge]:
     """"judge" (independent) and "target" (upper bound), from the embeddings of the one extraction pass."""
     pos = split.victim_pos
     gallery_mask = np.isin(pos, split.gallery_pos)
     labels = embedded.labels[pos]
-    return {"judge": make_judge(judge, embedded.embeddings["judge"][pos], labels, gallery_mask),
-            "target": make_judge(target, embedded.embeddings["target"][pos], labels, gallery_mask)}
+    out = {"judge": make_judge(judge, embedded.embeddings["judge"][pos], labels, gallery_mask),
+           "target": make_judge(target, embedded.embeddings["target"][pos], labels, gallery_mask)}
+    for i, enc in enumerate(extra, start=1):  # further independent judges (--judge a,b,c)
+        role = judge_role(i)
+        out[role] = make_judge(enc, embedded.embeddings[role][pos], labels, gallery_mask)
+    return out
+
+
+def independent(judges: dict[str, Judge]) -> list[str]:
+    """The roles of the independent judges, headline first."""
+    return [r for r in judges if r == "judge" or r.startswith("judge") and r[5:].isdigit()]
 
 
 def summary(r: dict) -> dict:
@@ -97,15 +153,34 @@ def judge_faces(judges: dict[str, Judge], faces: np.ndarray, victims: np.ndarray
     out = summary(judges["judge"].judge(faces, victims, n_boot, seed))
     out["ssim"] = metrics.bootstrap_mean(metrics.ssim(faces, sources), n_boot, seed).to_dict()
     out["target_judge"] = summary(judges["target"].judge(faces, victims, n_boot, seed))
+    roles = independent(judges)
+    if len(roles) > 1:
+        out["judges"] = {judges["judge"].encoder.name: {k: out[k] for k in SUMMARY_KEYS}}
+        for r in roles[1:]:
+            out["judges"][judges[r].encoder.name] = summary(judges[r].judge(faces, victims, n_boot, seed))
     return out
+
+
+def _key(fig: dict) -> tuple:
+    return fig["rank1"]["value"], fig["sar@fmr=1e-3"]["value"]
 
 
 def privacy_block(judges: dict[str, Judge], per_attack: dict[str, dict], key: str | None) -> dict:
     """A row's privacy figures: the worst attack's (highest rank-1, then SAR) up front, every attack's below."""
-    worst = max(per_attack, key=lambda a: (per_attack[a]["rank1"]["value"], per_attack[a]["sar@fmr=1e-3"]["value"]))
+    worst = max(per_attack, key=lambda a: _key(per_attack[a]))
     block = {"attack": worst, "judge": judges["judge"].encoder.name, **per_attack[worst], "per_attack": per_attack}
     if key is not None:
         block["key"] = key
+    block.pop("judges", None)
+    names = list(per_attack[worst].get("judges", {}))
+    if names:
+        # per judge: its own worst attack; the worst judge: the highest of those (rank-1, then SAR)
+        every = {}
+        for j in names:
+            a = max(per_attack, key=lambda x: _key(per_attack[x]["judges"][j]))
+            every[j] = {"attack": a, **per_attack[a]["judges"][j]}
+        block["judges"] = every
+        block["worst_judge"] = max(every, key=lambda j: _key(every[j]))
     return block
 
 

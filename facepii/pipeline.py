@@ -72,7 +72,7 @@ def open_cache(cfg: EvaluateConfig) -> Cache:
 
 def run(cfg: EvaluateConfig) -> Evaluation:
     """The evaluation protocol: utility of every row and, with attacks, its privacy."""
-    from facepii.judging import resolve_judge
+    from facepii.judging import judge_role, resolve_judges
 
     cfg.validate()
     p = cfg.privacy
@@ -86,7 +86,9 @@ def run(cfg: EvaluateConfig) -> Evaluation:
         want_privacy = False
     encoders = {"target": target}
     if want_privacy:
-        encoders["judge"] = resolve_judge(p.judge, target)
+        judges, judge_notes = resolve_judges(p.judge, target)
+        notes += judge_notes
+        encoders.update({judge_role(i): e for i, e in enumerate(judges)})
     executor = open_executor(cfg.data.executor)
     try:
         return _run(cfg, fs, target, encoders, notes, want_privacy, grid, executor)
@@ -112,7 +114,8 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, grid, e
             with progress.stage("split and judges"):
                 split = split_identities(labels, p.victims, cfg.seed, p.max_aux)
                 fit_pos = split.victim_pos
-                judges = make_judges(embedded, split, encoders["judge"], target)
+                judges = make_judges(embedded, split, encoders["judge"], target,
+                                     [e for r, e in encoders.items() if r not in ("target", "judge")])
             with progress.stage("attacker's face model"):
                 kit = prepare_attacker(p, cfg.seed, embedded, split, target, cache)
             raw_impostor = metrics.pair_scores(embedded.embeddings["target"], labels,
@@ -231,7 +234,8 @@ def _privacy_extra(cfg: EvaluateConfig, split: Split, labels, judges, kit, judge
                                      p.oracle, p.oracle_queries or ORACLE_QUERIES.get(p.oracle)),
         "split": split.to_dict(labels),
         "privacy_baselines": {"random_guess_rank1": 1.0 / len(split.victim_ids)},
-        "judges": {"judge": encoder_dict(judges["judge"].encoder), "target": encoder_dict(kit.target),
+        "judges": {**{r: encoder_dict(j.encoder) for r, j in judges.items() if r != "target"},
+                   "target": encoder_dict(kit.target),
                    "threshold@fmr=1e-3": {k: j.threshold for k, j in judges.items()}},
         "attacker": {"face_model": kit.face_model_source},
         "personal_data": "Reconstructions and victim photos are personal data: they are written only "

@@ -105,7 +105,17 @@ def embed(cfg: EvaluateConfig, fs: FaceSet, encoders: dict[str, Encoder], cache:
                       "seed": cfg.seed, "identities_available": fs.meta.get("n_identities_available")},
         "embedding_stats": ex.stats,
     }
-    return EmbeddedSet(faceset=ex.faceset, embeddings={r: ex.for_encoder(e) for r, e in encoders.items()},
+    embeddings = {}
+    for r, e in encoders.items():
+        E = ex.for_encoder(e)
+        if getattr(e, "center", False):
+            # mean-centring (onnx:...?center=1): the mean of the evaluation's photos, kept by the encoder so
+            # that everything it embeds later (reconstructions, queries) is centred the same way
+            e.center_mean = E.mean(axis=0).astype(np.float32)
+            block.setdefault("centred", {})[r] = float(np.linalg.norm(e.center_mean))
+            E = E - e.center_mean
+        embeddings[r] = E
+    return EmbeddedSet(faceset=ex.faceset, embeddings=embeddings,
                        encoders={r: encoder_dict(e) for r, e in encoders.items()}, landmarks=ex.landmarks,
                        keys=ex.keys, dataset=block)
 

@@ -149,14 +149,20 @@ def test_torch_sface_matches_onnxruntime_on_real_faces(celeba, session_cache, sf
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_reidentification_beats_random_and_strong_noise_lowers_leakage(celeba, session_cache):
+def test_reidentification_beats_random_and_strong_noise_lowers_leakage(celeba, session_cache, tmp_path):
+    from tinymodel import tiny_face_model
+
     from facepii.config import EvaluateConfig
     from facepii.pipeline import run
 
     # 100 identities (seeded): 50 victims, 50 auxiliary; the judge embeds every photo in the one
     # extraction pass, so the whole subset would cost ~4 more minutes of dlib on a cold cache
+    # a second judge, a bring-your-own ONNX file (random weights: it recognises nobody), shows the
+    # several-judges path end to end: its own threshold, its own figures, the worst judge
+    extra = tiny_face_model(tmp_path / "tiny.onnx", size=64)
     cfg = EvaluateConfig.from_options(dataset=f"celeba:{celeba}", encoder="sface", defenses=["noise"],
                                       params={"sigma": [0.4]}, attacks=["nearest", "decoder"], budget="quick",
+                                      judge=f"dlib,onnx:{extra}?output=embedding&crop=tight",
                                       max_identities=100, cache_dir=str(session_cache), bootstrap=500, seed=0)
     ev = run(cfg)
     rep = ev.report
@@ -170,3 +176,8 @@ def test_reidentification_beats_random_and_strong_noise_lowers_leakage(celeba, s
     assert rep.extra["split"]["victims"] == 50 and "OTHER people" in rep.extra["threat_model"]
     assert set(ev.reconstructions) == {"none", "noise sigma=0.4"}
     assert ev.reconstructions["none"].shape == (50, 112, 112, 3)
+    judged = none["privacy"]["judges"]
+    assert set(judged) == {"dlib", "onnx:tiny.onnx"} and judged["dlib"]["rank1"] == none["privacy"]["rank1"]
+    assert none["privacy"]["worst_judge"] == "dlib"  # the random network re-identifies less than dlib
+    assert set(rep.extra["judges"]["threshold@fmr=1e-3"]) == {"judge", "judge2", "target"}
+    assert "## Every judge" in rep.markdown()

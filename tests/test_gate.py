@@ -38,12 +38,27 @@ def verdict(rule, threshold, **kw):
     ("max_leakage_ratio", 8.0, 7.99),      # judged on the upper bound 8.0, not the value 5.0
     ("max_sar", 0.04, 0.0399),
     ("max_rank1", 0.16, 0.159),
+    ("max_worst_judge_rank1", 0.16, 0.159),  # one judge: its own rank-1
     ("max_utility_drop", 0.15, 0.149),     # 0.80 - lower bound 0.65
 ])
 def test_upper_rules_pass_and_fail_at_the_boundary(rule, ok, bad):
     assert verdict(rule, ok).passed
     v = verdict(rule, bad)
     assert not v.passed and "FAIL" in v.line()
+
+
+def test_worst_judge_rule_gates_the_highest_judge():
+    rep = make_report()
+    priv = rep["rows"][1]["privacy"]
+    priv["judges"] = {"dlib": {"attack": "optimize", "rank1": priv["rank1"]},
+                      "onnx:x": {"attack": "inverse", "rank1": est(0.3, 0.2, 0.45)}}
+    priv["worst_judge"] = "onnx:x"
+    (v,) = g.run_gate(rep, {"max_worst_judge_rank1": 0.4})
+    assert not v.passed and v.judged == 0.45 and "onnx:x" in v.message   # max_rank1 0.4 would pass (0.16)
+    assert g.run_gate(rep, {"max_rank1": 0.4})[0].passed
+    priv["worst_judge"] = "nobody"
+    with pytest.raises(g.ReportError):
+        g.run_gate(rep, {"max_worst_judge_rank1": 0.4})
 
 
 def test_min_tar_uses_the_lower_bound():

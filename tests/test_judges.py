@@ -1,0 +1,204 @@
+"""Several judges and bring-your-own ONNX models: option parsing, TOML beside the model, the cache key,
+centring, the torch copy's pre-processing, threshold calibration, and the worst-judge figures."""
+
+import numpy as np
+import pytest
+
+from facepii.errors import EncoderError, FacepiiError, ParameterError
+
+onnx = pytest.importorskip("onnx")
+
+from tinymodel import tiny_face_model as _model  # noqa: E402
+
+
+def _faces(n=6, seed=1):
+    return np.random.default_rng(seed).integers(0, 256, (n, 112, 112, 3), dtype=np.uint8)
+
+
+def test_several_outputs_need_output_named(tmp_path):
+    from facepii.encoders import get_encoder
+
+    m = _model(tmp_path / "m.onnx")
+    with pytest.raises(EncoderError, match="output=NAME"):
+        get_encoder(f"onnx:{m}")
+    with pytest.raises(EncoderError, match="has 1 values per face"):
+        get_encoder(f"onnx:{m}?output=age")
+    enc = get_encoder(f"onnx:{m}?output=embedding")
+    assert enc.dim == 16 and enc.embed(_faces()).shape == (6, 16)
+
+
+@pytest.mark.parametrize("query, needle", [
+    ("output=embedding&size=abc", "size="), ("output=embedding&size=8", "size="),
+    ("output=embedding&crop=2", "crop="), ("output=embedding&bgr=maybe", "bgr="),
+    ("output=embedding&mean=1,2", "mean="), ("output=embedding&std=0", "std must not be 0"),
+    ("output=embedding&layout=chw", "layout"), ("output=embedding&colour=1", "unknown option"),
+    ("output=embedding&center=maybe", "center="), ("output=embedding&center", "key=value"),
+])
+def test_bad_onnx_options_are_named(tmp_path, query, needle):
+    from facepii.encoders import get_encoder
+
+    m = _model(tmp_path / "m.onnx")
+    with pytest.raises(FacepiiError, match=needle):
+        get_encoder(f"onnx:{m}?{query}")
+
+
+def test_fixed_input_size_refuses_another(tmp_path):
+    from facepii.encoders import get_encoder
+
+    m = _model(tmp_path / "m.onnx", size=64)
+    assert get_encoder(f"onnx:{m}?output=embedding").input_size == (64, 64)
+    with pytest.raises(ParameterError, match="fixed at 64x64"):
+        get_encoder(f"onnx:{m}?output=embedding&size=96")
+
+
+def test_toml_beside_the_model_and_query_overrides_it(tmp_path):
+    from facepii.encoders import get_encoder
+
+    m = _model(tmp_path / "m.onnx")
+    (tmp_path / "m.toml").write_text('output = "embedding"\nmean = [0, 0, 0]\nstd = 255\ncrop = "tight"\n'
+                                     'size = "96"\nname = "mine"\n')
+    enc = get_encoder(f"onnx:{m}")
+    assert enc.name == "mine" and enc.input_size == (96, 96) and enc.crop == pytest.approx(88 / 112)
+    np.testing.assert_array_equal(enc.mean, [0, 0, 0])
+    again = get_encoder(f"onnx:{m}?crop=align")
+    assert again.crop == 1.0 and again.name == "mine"
+    (tmp_path / "m.toml").write_text("output = [")
+    with pytest.raises(ParameterError, match="not a readable TOML"):
+        get_encoder(f"onnx:{m}")
+
+
+def test_options_that_change_the_output_change_the_cache_key(tmp_path):
+    from facepii.encoders import encoder_id, get_encoder
+
+    m = _model(tmp_path / "m.onnx")
+    base = get_encoder(f"onnx:{m}?output=embedding")
+    ids = {encoder_id(base)}
+    for q in ("crop=tight", "size=96", "bgr=1", "mean=0&std=1"):
+        e = get_encoder(f"onnx:{m}?output=embedding&{q}")
+        assert not np.allclose(e.embed(_faces()), base.embed(_faces()))   # the options do change the output
+        ids.add(encoder_id(e))
+    assert len(ids) == 5                                                   # ... and so the cache key
+    assert encoder_id(get_encoder(f"onnx:{m}?output=embedding&center=1")) == encoder_id(base)  # applied after
+
+
+def test_centring_uses_the_evaluation_mean(tmp_path):
+    from facepii.encoders import get_encoder
+
+    m = _model(tmp_path / "m.onnx", two_outputs=False, relu_out=True)
+    enc = get_encoder(f"onnx:{m}?center=1")
+    E = enc.embed(_faces(20))
+    assert (E >= 0).all()                              # non-negative features: every raw cosine positive
+    enc.center_mean = E.mean(0)
+    C = enc.embed(_faces(20))
+    np.testing.assert_allclose(C.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(enc.raw(_faces(20)), E)  # the cache keeps the raw output
+
+
+def test_torch_copy_follows_the_preprocessing(tmp_path):
+    torch = pytest.importorskip("torch")
+    from facepii.encoders import get_encoder
+    from facepii.torch_onnx import torch_encoder_for
+
+    m = _model(tmp_path / "m.onnx")
+    for q in ("", "&crop=tight", "&size=64&bgr=1&mean=10,20,30&std=50", "&center=1"):
+        enc = get_encoder(f"onnx:{m}?output=embedding{q}")
+        if "center" in q:
+            enc.center_mean = enc.embed(_faces(10)).mean(0)
+        t = torch_encoder_for(enc)
+        f = _faces(4)
+        with torch.no_grad():
+            y = t(torch.from_numpy(f.transpose(0, 3, 1, 2).astype(np.float32))).numpy()
+        want = enc.embed(f)
+        cos = (y * want).sum(1) / np.linalg.norm(y, axis=1) / np.linalg.norm(want, axis=1)
+        assert cos.min() > 0.999, q                    # resizing: torch bilinear vs OpenCV's, nearly equal
+
+
+def test_judge_list_parsing():
+    from facepii.judging import judge_specs
+
+    assert judge_specs(None) == [None]
+    assert judge_specs("dlib") == ["dlib"]
+    assert judge_specs("dlib, sface") == ["dlib", "sface"]
+    assert judge_specs("onnx:a.onnx?mean=0,0,0&std=1,dlib") == ["onnx:a.onnx?mean=0,0,0&std=1", "dlib"]
+    for bad in ("dlib,,sface", "dlib,dlib", "dlib,"):
+        with pytest.raises(ParameterError):
+            judge_specs(bad)
+
+
+def test_judges_that_are_the_target_or_repeat_a_model_are_not_counted(tmp_path):
+    from facepii.encoders import get_encoder
+    from facepii.judging import resolve_judges
+
+    m = _model(tmp_path / "m.onnx")
+    target = get_encoder(f"onnx:{m}?output=embedding")
+    other = tmp_path / "other.onnx"
+    _model(other, size=64)
+    js, notes = resolve_judges(f"onnx:{other}?output=embedding,onnx:{m}?output=embedding", target)
+    assert [j.name for j in js] == ["onnx:other.onnx"] and "the target model itself" in notes[0]
+    js, notes = resolve_judges(f"onnx:{other}?output=embedding,onnx:{other}?output=embedding&name=again", target)
+    assert len(js) == 1 and "same model" in notes[0]
+
+
+def test_threshold_calibrated_on_the_judges_own_impostor_scores():
+    from facepii import metrics
+    from facepii.judging import make_judge
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(40), 3)
+    centres = rng.normal(size=(40, 32))
+    E = centres[labels] + 0.5 * rng.normal(size=(120, 32))
+
+    class Fake:
+        name, version, dim, comparator = "fake", "1", 32, "cosine"
+
+    j = make_judge(Fake(), E.astype(np.float32), labels, np.ones(120, bool))
+    _, imp = metrics.pair_scores(E.astype(np.float32), labels, metrics.comparator("cosine"))
+    assert np.mean(np.asarray(imp) >= j.threshold) <= 1e-3 + 1e-12          # FMR at most 1e-3 on its impostors
+    assert np.mean(np.asarray(imp) >= np.nextafter(j.threshold, -1)) > 0      # the lowest such threshold
+
+
+def _fig(r1, sar):
+    est = lambda v: {"value": v, "ci95": [v, v]}  # noqa: E731
+    return {"rank1": est(r1), "rank5": est(r1), "leakage_ratio": est(r1 * 50), "sar@fmr=1e-3": est(sar)}
+
+
+def test_worst_judge_is_each_judges_worst_attack_then_the_highest():
+    from facepii.judging import privacy_block
+
+    class J:
+        def __init__(self, name):
+            self.encoder = type("E", (), {"name": name})()
+
+    judges = {"judge": J("dlib"), "target": J("sface"), "judge2": J("onnx:x")}
+    per_attack = {
+        "inverse": {**_fig(0.5, 0.3), "judges": {"dlib": _fig(0.5, 0.3), "onnx:x": _fig(0.66, 0.2)}},
+        "optimize": {**_fig(0.7, 0.4), "judges": {"dlib": _fig(0.7, 0.4), "onnx:x": _fig(0.6, 0.5)}},
+    }
+    b = privacy_block(judges, per_attack, None)
+    assert b["attack"] == "optimize" and b["rank1"]["value"] == 0.7        # headline: the first judge
+    assert b["judges"]["dlib"]["attack"] == "optimize"
+    assert b["judges"]["onnx:x"]["attack"] == "inverse"                    # its own worst attack
+    assert b["worst_judge"] == "dlib"
+    per_attack["inverse"]["judges"]["onnx:x"] = _fig(0.8, 0.1)
+    assert privacy_block(judges, per_attack, None)["worst_judge"] == "onnx:x"
+
+
+def test_report_shows_the_worst_judge_and_every_judge():
+    from facepii.judging import privacy_block
+    from facepii.report import Report
+
+    class J:
+        def __init__(self, name):
+            self.encoder = type("E", (), {"name": name})()
+
+    judges = {"judge": J("dlib"), "target": J("sface"), "judge2": J("onnx:x")}
+    per_attack = {"optimize": {**_fig(0.7, 0.4), "judges": {"dlib": _fig(0.7, 0.4), "onnx:x": _fig(0.8, 0.5)}}}
+    row = {"defense": "none", "params": {}, "utility": {}, "privacy": privacy_block(judges, per_attack, None)}
+    rep = Report(dataset={}, encoder={"name": "sface"}, seed=0, rows=[row], versions={}, settings={},
+                 extra={"threat_model": "t", "split": {}})
+    assert rep.has_judges
+    h, body = rep.tradeoff_rows()
+    assert "worst judge: rank-1" in h and body[0][h.index("worst judge: rank-1")].endswith("(onnx:x)")
+    table = rep.judge_table()
+    assert "onnx:x (worst)" in table and "dlib" in table
+    assert "## Every judge" in rep.markdown()
