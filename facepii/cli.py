@@ -157,7 +157,7 @@ def evaluate(
 ) -> None:
     """``facepii evaluate``: the options into one EvaluateConfig, then :func:`facepii.pipeline.run`."""
     from attacks import DEFAULT_ATTACKS
-    from facepii import outputs, progress, sections
+    from facepii import outputs, progress
     from facepii.config import EvaluateConfig, parse_param_options, parse_size
     from facepii.pipeline import run
 
@@ -180,8 +180,69 @@ def evaluate(
         outputs.check_out_dir(out)
     if cache_dir and not no_cache:
         outputs.check_cache_dir(cache_dir)
+    from facepii.transfer import spec_list
+
+    targets = spec_list(cfg.data.encoder, "--encoder")
+    if len(targets) > 1:
+        _transfer(cfg, targets, out, json_out)
+        return
     evaluation = run(cfg)
+    _print_report(evaluation.report)
+    if json_out:
+        outputs.write_json(evaluation.report, json_out)
+        typer.echo(f"report written to {json_out}")
+    if out:
+        _write_out(evaluation, out)
+
+
+def _transfer(cfg, targets: list[str], out: Path | None, json_out: Path | None) -> None:
+    """Several targets: each evaluated in turn (the others judge it), then the transfer matrix."""
+    from facepii import outputs
+    from facepii.plots import transfer_figure
+    from facepii.transfer import run_transfer, slug
+
+    if out:
+        for t in targets:
+            outputs.check_out_dir(Path(out) / slug(t))
+    tr = run_transfer(cfg)
+    for t, ev in zip(tr.targets, tr.evaluations):
+        typer.echo(f"\n===== target {t} =====")
+        _print_report(ev.report)
+    typer.echo("\ntransfer matrix (target x judge, unprotected row):")
+    typer.echo(tr.table())
+    typer.echo(tr.NOTE)
+    for n in tr.notes:
+        typer.echo(f"note: {n}")
+    if json_out:
+        import json
+
+        outputs.write_text(Path(json_out), json.dumps(tr.to_dict(), indent=1, allow_nan=False) + "\n")
+        typer.echo(f"transfer report written to {json_out}")
+    if out:
+        for t, ev in zip(tr.targets, tr.evaluations):
+            _write_out(ev, Path(out) / slug(t))
+        import json
+
+        root = Path(out)
+        written = [outputs.write_text(root / "transfer.md", tr.markdown()),
+                   outputs.write_text(root / "transfer.json", json.dumps(tr.to_dict(), indent=1) + "\n"),
+                   outputs.write_figure(transfer_figure(tr), root / "transfer.png")]
+        typer.echo(f"written to {out}: " + ", ".join(p.name for p in written))
+
+
+def _write_out(evaluation, out) -> None:
+    from facepii import outputs
+
     report = evaluation.report
+    paths = outputs.write_outputs(evaluation, out)
+    typer.echo(f"written to {out}: " + ", ".join(p.name for p in paths))
+    if report.has_privacy:
+        typer.echo("reconstructions.png and report files show victims' faces: personal data, keep them safe.")
+
+
+def _print_report(report) -> None:
+    from facepii import sections
+
     for line in report.summary_lines():
         typer.echo(line)
     typer.echo("")
@@ -214,14 +275,6 @@ def evaluate(
     summary = report.executive_summary()
     if summary:
         typer.echo("\nsummary: " + " ".join(summary))
-    if json_out:
-        outputs.write_json(report, json_out)
-        typer.echo(f"report written to {json_out}")
-    if out:
-        paths = outputs.write_outputs(evaluation, out)
-        typer.echo(f"written to {out}: " + ", ".join(p.name for p in paths))
-        if report.has_privacy:
-            typer.echo("reconstructions.png and report files show victims' faces: personal data, keep them safe.")
 
 
 @app.command(help="Gate a model release or a deployment: evaluate (or read a report), check each rule on the "

@@ -16,7 +16,6 @@ import numpy as np
 
 from facepii import metrics
 from facepii.encoders import Encoder, encoder_id
-from facepii.errors import ParameterError
 from facepii.stages import EmbeddedSet, Split
 
 SUMMARY_KEYS = ("rank1", "rank5", "leakage_ratio", "sar@fmr=1e-3")
@@ -41,22 +40,9 @@ def same_model(a: Encoder, b: Encoder) -> bool:
 
 def judge_specs(spec: str | None) -> list[str | None]:
     """``--judge dlib,sface,onnx:PATH`` -> its entries (the first is the headline judge); none -> [None]."""
-    from facepii.registry import encoders as registry
+    from facepii.transfer import spec_list
 
-    if spec is None or not str(spec).strip():
-        return [None]
-    parts: list[str] = []
-    for s in (s.strip() for s in str(spec).split(",")):
-        # a comma inside an entry's options (onnx:m.onnx?mean=0,0,0) continues that entry
-        if parts and "?" in parts[-1] and s and s.split(":")[0] not in registry:
-            parts[-1] += "," + s
-        else:
-            parts.append(s)
-    if any(not s for s in parts):
-        raise ParameterError(f"--judge {spec!r}: an empty name in the list; give e.g. dlib,sface.")
-    if len(set(parts)) != len(parts):
-        raise ParameterError(f"--judge {spec!r}: a judge named twice.")
-    return parts
+    return list(spec_list(spec, "--judge")) or [None]
 
 
 def resolve_judges(spec: str | None, target: Encoder) -> tuple[list[Encoder], list[str]]:

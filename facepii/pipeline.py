@@ -22,6 +22,7 @@ from facepii.cache import Cache, default_cache_dir
 from facepii.config import ORACLE_QUERIES, EvaluateConfig
 from facepii.datasets import FaceSet
 from facepii.encoders import Encoder, get_encoder
+from facepii.errors import ParameterError
 from facepii.executor import open_executor
 from facepii.irreversibility import oracle_summary, row_irreversibility, system_view
 from facepii.iso30136 import iso_row
@@ -75,6 +76,11 @@ def run(cfg: EvaluateConfig) -> Evaluation:
     from facepii.judging import judge_role, resolve_judges
 
     cfg.validate()
+    from facepii.transfer import spec_list
+
+    if len(spec_list(cfg.data.encoder, "--encoder")) > 1:
+        raise ParameterError(f"--encoder {cfg.data.encoder}: several targets make a transfer matrix, which "
+                             "`facepii evaluate` runs (facepii.transfer.run_transfer); gate each target on its own.")
     p = cfg.privacy
     grid = cfg.grid()
     fs = load_selected(cfg)

@@ -140,3 +140,32 @@ def irreversibility_figure(report):
     fig.suptitle("irreversibility: success attack rate against FMR (ISO/IEC 30136)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def transfer_figure(transfer):
+    """Heat-map of the transfer matrix: rank-1 per target (row) and judge (column), values written in."""
+    plt = _plt()
+    targets, judges = list(transfer.matrix), transfer.judges
+    M = np.full((len(targets), len(judges)), np.nan)
+    for i, t in enumerate(targets):
+        for j, name in enumerate(judges):
+            c = transfer.matrix[t].get(name)
+            if c is not None:
+                M[i, j] = c["rank1"]["value"]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(judges), 1.2 + 0.9 * len(targets)))
+    im = ax.imshow(np.ma.masked_invalid(M), vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(judges)), judges, rotation=20, ha="right")
+    ax.set_yticks(range(len(targets)), targets)
+    ax.set_xlabel("judge")
+    ax.set_ylabel("target (reconstructed from)")
+    for i in range(len(targets)):
+        for j in range(len(judges)):
+            if np.isfinite(M[i, j]):
+                c = transfer.matrix[targets[i]][judges[j]]
+                lo, hi = c["rank1"]["ci95"]
+                text = f"{M[i, j]:.2f}\n[{lo:.2f}, {hi:.2f}]" + ("\nupper bound" if c.get("upper_bound") else "")
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if M[i, j] < 0.6 else "black")
+    fig.colorbar(im, ax=ax, label="rank-1 re-identification (unprotected)")
+    ax.set_title("Does leakage transfer? rank-1 by target and judge")
+    fig.tight_layout()
+    return fig

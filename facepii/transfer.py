@@ -1,0 +1,169 @@
+"""Several target models (``--encoder sface,dlib``): does leakage transfer between face models?
+
+Each target is evaluated in turn on the same photos, split and seed, with every OTHER target (and the
+``--judge`` models) as independent judges; each target also judges its own reconstructions (the
+white-box upper bound, the matrix's diagonal). The transfer matrix holds, for every target (row) and
+judge (column), the rank-1 and SAR of the unprotected row's reconstructions, each judge with the attack
+it re-identifies best. A target without a differentiable graph (dlib) is attacked with queries only
+(``--knowledge black``), said in the matrix's notes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from facepii.errors import ParameterError
+
+SCHEMA = "facepii.transfer/1"
+
+
+def spec_list(text: str | None, option: str) -> list[str]:
+    """``a,b,onnx:m.onnx?mean=0,0,0`` -> its entries (a comma inside an entry's ``?options`` continues it)."""
+    from facepii.registry import encoders as registry
+
+    if text is None or not str(text).strip():
+        return []
+    parts: list[str] = []
+    for s in (s.strip() for s in str(text).split(",")):
+        if parts and "?" in parts[-1] and s and s.split(":")[0] not in registry:
+            parts[-1] += "," + s
+        else:
+            parts.append(s)
+    if any(not s for s in parts):
+        raise ParameterError(f"{option} {text!r}: an empty name in the list; give e.g. sface,dlib.")
+    if len(set(parts)) != len(parts):
+        raise ParameterError(f"{option} {text!r}: a model named twice.")
+    return parts
+
+
+def slug(spec: str) -> str:
+    """A folder name for a target's outputs: ``onnx:/x/m.onnx?size=96`` -> ``onnx-m.onnx``."""
+    name, _, arg = spec.partition(":")
+    if arg:
+        name += "-" + arg.split("?")[0].replace("\\", "/").rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "target"
+
+
+@dataclass
+class Transfer:
+    """The per-target evaluations and the target x judge matrix."""
+
+    targets: list[str]
+    evaluations: list[Any]                      # facepii.pipeline.Evaluation per target
+    matrix: dict[str, dict[str, dict]] = field(default_factory=dict)  # target -> judge -> figures
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def judges(self) -> list[str]:
+        out: list[str] = []
+        for row in self.matrix.values():
+            out += [j for j in row if j not in out]
+        return out
+
+    def rows(self) -> tuple[list[str], list[list[str]]]:
+        from facepii.report import fmt_est
+
+        headers = ["target \\ judge", *self.judges]
+        body = []
+        for t, row in self.matrix.items():
+            line = [t]
+            for j in self.judges:
+                c = row.get(j)
+                line.append("" if c is None else
+                            f"{fmt_est(c['rank1'])} / SAR {fmt_est(c['sar@fmr=1e-3'])}"
+                            + (" (upper bound)" if c.get("upper_bound") else ""))
+            body.append(line)
+        return headers, body
+
+    def table(self, fmt: str = "simple") -> str:
+        from tabulate import tabulate
+
+        return tabulate(self.rows()[1], headers=self.rows()[0], tablefmt=fmt, disable_numparse=True)
+
+    NOTE = ("Cell: rank-1 re-identification [95% interval] / SAR at the judge's own FMR 1e-3 threshold, of the "
+            "unprotected row's reconstructions (each judge with the attack it re-identifies best). Row: the "
+            "target model the attacker reconstructs from; column: the judge. The diagonal is the target "
+            "judging its own reconstructions (white-box upper bound); off the diagonal, leakage that transfers "
+            "to another face model.")
+
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA, "targets": self.targets, "matrix": self.matrix, "notes": self.notes,
+                "reports": {t: ev.report.to_dict() for t, ev in zip(self.targets, self.evaluations)}}
+
+    def markdown(self) -> str:
+        parts = ["# facepii transfer matrix", "", self.table("github"), "", self.NOTE, ""]
+        parts += [f"- {n}" for n in self.notes]
+        parts += ["", "Each target's full report: " + ", ".join(f"`{slug(t)}/report.md`" for t in self.targets), ""]
+        return "\n".join(parts)
+
+
+def _best(per_attack: dict, pick) -> tuple[str, dict] | None:
+    """The attack with the highest (rank-1, SAR) under ``pick(attack figures) -> figures or None``."""
+    best = None
+    for name, a in per_attack.items():
+        f = pick(a)
+        if f is None:
+            continue
+        k = (f["rank1"]["value"], f["sar@fmr=1e-3"]["value"])
+        if best is None or k > best[0]:
+            best = (k, name, f)
+    return None if best is None else (best[1], best[2])
+
+
+def matrix_row(report, target_name: str) -> dict[str, dict]:
+    """One target's row of the matrix from its report's unprotected row."""
+    row = next((r for r in report.rows if r.get("defense") == "none" and r.get("privacy")), None)
+    if row is None:
+        return {}
+    p = row["privacy"]
+    per = p.get("per_attack", {})
+    out: dict[str, dict] = {}
+    judges = p.get("judges") or {p.get("judge", "judge"): None}
+    for j in judges:
+        b = _best(per, lambda a, j=j: (a.get("judges") or {}).get(j) or (a if j == p.get("judge") else None))
+        if b:
+            out[j] = {"attack": b[0], **{k: b[1][k] for k in ("rank1", "rank5", "sar@fmr=1e-3")}}
+    b = _best(per, lambda a: a.get("target_judge"))
+    if b:
+        out[target_name] = {"attack": b[0], "upper_bound": True,
+                            **{k: b[1][k] for k in ("rank1", "rank5", "sar@fmr=1e-3")}}
+    return out
+
+
+def plan(cfg) -> list[tuple[str, Any, list[str]]]:
+    """Per target: (spec, its config, notes). Judges: the other targets, then ``--judge``'s models."""
+    from facepii.encoders import get_encoder
+
+    targets = spec_list(cfg.data.encoder, "--encoder")
+    user = spec_list(cfg.privacy.judge, "--judge")
+    out = []
+    for t in targets:
+        judges = [s for s in targets if s != t] + [s for s in user if s not in targets]
+        notes = []
+        knowledge = cfg.privacy.knowledge
+        if knowledge == "white" and cfg.privacy.attacks and getattr(get_encoder(t), "path", None) is None:
+            knowledge = "black"
+            notes.append(f"target {t}: no differentiable graph, attacked with queries only (--knowledge black).")
+        c = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, encoder=t),
+                                privacy=dataclasses.replace(cfg.privacy, judge=",".join(judges) or None,
+                                                            knowledge=knowledge))
+        out.append((t, c, notes))
+    return out
+
+
+def run_transfer(cfg) -> Transfer:
+    from facepii import progress
+    from facepii.pipeline import run
+
+    steps = plan(cfg)
+    evaluations, notes, matrix = [], [], {}
+    for t, c, n in steps:
+        with progress.stage(f"target {t}"):
+            ev = run(c)
+        evaluations.append(ev)
+        notes += n
+        matrix[ev.report.encoder.get("name", t)] = matrix_row(ev.report, ev.report.encoder.get("name", t))
+    return Transfer([t for t, _, _ in steps], evaluations, matrix, notes)
