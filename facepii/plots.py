@@ -152,7 +152,7 @@ def transfer_figure(transfer):
             c = transfer.matrix[t].get(name)
             if c is not None:
                 M[i, j] = c["rank1"]["value"]
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(judges), 1.2 + 0.9 * len(targets)))
+    fig, ax = plt.subplots(figsize=(2.6 + 1.5 * len(judges), 1.8 + 0.9 * len(targets)), dpi=120)
     im = ax.imshow(np.ma.masked_invalid(M), vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(len(judges)), judges, rotation=20, ha="right")
     ax.set_yticks(range(len(targets)), targets)
@@ -165,7 +165,7 @@ def transfer_figure(transfer):
                 lo, hi = c["rank1"]["ci95"]
                 text = f"{M[i, j]:.2f}\n[{lo:.2f}, {hi:.2f}]" + ("\nupper bound" if c.get("upper_bound") else "")
                 ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if M[i, j] < 0.6 else "black")
-    fig.colorbar(im, ax=ax, label="rank-1 re-identification (unprotected)")
-    ax.set_title("Does leakage transfer? rank-1 by target and judge")
+    fig.colorbar(im, ax=ax, label="rank-1, unprotected")
+    ax.set_title("Does leakage transfer?\nrank-1 by target and judge", fontsize=10)
     fig.tight_layout()
     return fig
