@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from facepii import datasets as ds
-from facepii.errors import FacepiiError
+from facepii.errors import FacepiiError, ParameterError
 
 app = typer.Typer(
     name="facepii",
@@ -180,7 +180,7 @@ def evaluate(
         outputs.check_out_dir(out)
     if cache_dir and not no_cache:
         outputs.check_cache_dir(cache_dir)
-    from facepii.transfer import spec_list
+    from facepii.encoders import spec_list
 
     targets = spec_list(cfg.data.encoder, "--encoder")
     if len(targets) > 1:
@@ -201,9 +201,13 @@ def _transfer(cfg, targets: list[str], out: Path | None, json_out: Path | None) 
     from facepii.plots import transfer_figure
     from facepii.transfer import run_transfer, slug
 
+    folders = [slug(t) for t in targets]
+    if len(set(folders)) < len(folders):
+        raise ParameterError(f"--encoder: two targets would share the output folder "
+                             f"{next(f for f in folders if folders.count(f) > 1)!r}; copy or rename one model file.")
     if out:
-        for t in targets:
-            outputs.check_out_dir(Path(out) / slug(t))
+        for f in folders:
+            outputs.check_out_dir(Path(out) / f)
     tr = run_transfer(cfg)
     for t, ev in zip(tr.targets, tr.evaluations):
         typer.echo(f"\n===== target {t} =====")
@@ -214,18 +218,14 @@ def _transfer(cfg, targets: list[str], out: Path | None, json_out: Path | None) 
     for n in tr.notes:
         typer.echo(f"note: {n}")
     if json_out:
-        import json
-
-        outputs.write_text(Path(json_out), json.dumps(tr.to_dict(), indent=1, allow_nan=False) + "\n")
+        outputs.write_text(Path(json_out), tr.to_json())
         typer.echo(f"transfer report written to {json_out}")
     if out:
         for t, ev in zip(tr.targets, tr.evaluations):
             _write_out(ev, Path(out) / slug(t))
-        import json
-
         root = Path(out)
         written = [outputs.write_text(root / "transfer.md", tr.markdown()),
-                   outputs.write_text(root / "transfer.json", json.dumps(tr.to_dict(), indent=1) + "\n"),
+                   outputs.write_text(root / "transfer.json", tr.to_json()),
                    outputs.write_figure(transfer_figure(tr), root / "transfer.png")]
         typer.echo(f"written to {out}: " + ", ".join(p.name for p in written))
 

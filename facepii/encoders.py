@@ -64,6 +64,23 @@ def file_digest(path: str | os.PathLike, n: int = 12) -> str:
     return h.hexdigest()[:n]
 
 
+def spec_list(text: str | None, option: str) -> list[str]:
+    """``a,b,onnx:m.onnx?mean=0,0,0`` -> its entries (a comma inside an entry's ``?options`` continues it)."""
+    if text is None or not str(text).strip():
+        return []
+    parts: list[str] = []
+    for s in (s.strip() for s in str(text).split(",")):
+        if parts and "?" in parts[-1] and s and s.split(":")[0] not in registry:
+            parts[-1] += "," + s
+        else:
+            parts.append(s)
+    if any(not s for s in parts):
+        raise ParameterError(f"{option} {text!r}: an empty name in the list; give e.g. sface,dlib.")
+    if len(set(parts)) != len(parts):
+        raise ParameterError(f"{option} {text!r}: a model named twice.")
+    return parts
+
+
 # ---------------------------------------------------------------- ONNX
 
 
@@ -113,7 +130,9 @@ def onnx_options(path: str, query: str) -> dict[str, str]:
 
     opts: dict[str, str] = {}
     side = Path(path).expanduser().with_suffix(".toml")
-    if side.is_file() and not side.is_symlink():
+    if side.is_symlink():
+        raise ParameterError(f"{side}: a link; put the options in a plain file beside the model or in the query.")
+    if side.is_file():
         try:
             data = tomllib.loads(side.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -185,6 +204,11 @@ def _crop(text: str) -> float:
 
 
 TIGHT_CROP = 88 / 112  # the central 88 x 88 of an aligned 112 x 112 face: about its detector box
+
+
+def crop_margin(size: int, crop: float) -> int:
+    """Pixels cut from each side of a ``size`` x ``size`` face to keep its central share ``crop``."""
+    return int(round(size * (1 - crop) / 2))
 
 
 class OnnxEncoder:
@@ -262,7 +286,7 @@ class OnnxEncoder:
         import cv2
 
         if self.crop < 1.0:
-            m = int(round(FACE_SIZE * (1 - self.crop) / 2))
+            m = crop_margin(FACE_SIZE, self.crop)
             faces = faces[:, m:FACE_SIZE - m, m:FACE_SIZE - m]
         h, w = self.input_size
         if faces.shape[1:3] != (h, w):

@@ -16,6 +16,7 @@ import numpy as np
 
 from facepii import metrics
 from facepii.encoders import Encoder, encoder_id
+from facepii.errors import ParameterError
 from facepii.stages import EmbeddedSet, Split
 
 SUMMARY_KEYS = ("rank1", "rank5", "leakage_ratio", "sar@fmr=1e-3")
@@ -40,7 +41,7 @@ def same_model(a: Encoder, b: Encoder) -> bool:
 
 def judge_specs(spec: str | None) -> list[str | None]:
     """``--judge dlib,sface,onnx:PATH`` -> its entries (the first is the headline judge); none -> [None]."""
-    from facepii.transfer import spec_list
+    from facepii.encoders import spec_list
 
     return list(spec_list(spec, "--judge")) or [None]
 
@@ -62,6 +63,13 @@ def resolve_judges(spec: str | None, target: Encoder) -> tuple[list[Encoder], li
             notes.append(f"judge {s}: the same model as another judge; judged once.")
         else:
             out.append(enc)
+    # figures are keyed by model name: two models under one name would overwrite each other's (the
+    # target's own model as the first judge is the allowed exception: it is the upper bound)
+    names = [e.name for e in out] + ([] if same_model(out[0], target) else [target.name])
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ParameterError(f"--judge: two models are both named {dup[0]} (the target or another judge); "
+                             "give one its own name, e.g. onnx:PATH?name=mine.")
     return out, notes
 
 
@@ -124,7 +132,7 @@ def make_judges(embedded: EmbeddedSet, split: Split, judge: Encoder, target: Enc
 
 def independent(judges: dict[str, Judge]) -> list[str]:
     """The roles of the independent judges, headline first."""
-    return [r for r in judges if r == "judge" or r.startswith("judge") and r[5:].isdigit()]
+    return [r for r in judges if r != "target"]
 
 
 def summary(r: dict) -> dict:

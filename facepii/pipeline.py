@@ -76,7 +76,7 @@ def run(cfg: EvaluateConfig) -> Evaluation:
     from facepii.judging import judge_role, resolve_judges
 
     cfg.validate()
-    from facepii.transfer import spec_list
+    from facepii.encoders import spec_list
 
     if len(spec_list(cfg.data.encoder, "--encoder")) > 1:
         raise ParameterError(f"--encoder {cfg.data.encoder}: several targets make a transfer matrix, which "

@@ -181,7 +181,9 @@ class TorchEncoder:
         from torch.nn import functional as F
 
         if self.crop < 1.0:
-            m = int(round(x.shape[-1] * (1 - self.crop) / 2))
+            from facepii.encoders import crop_margin
+
+            m = crop_margin(x.shape[-1], self.crop)
             x = x[..., m:x.shape[-2] - m, m:x.shape[-1] - m]
         if tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)

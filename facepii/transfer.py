@@ -15,28 +15,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from facepii.errors import ParameterError
+from facepii.encoders import spec_list  # noqa: F401  (the list syntax of --encoder and --judge)
 
 SCHEMA = "facepii.transfer/1"
-
-
-def spec_list(text: str | None, option: str) -> list[str]:
-    """``a,b,onnx:m.onnx?mean=0,0,0`` -> its entries (a comma inside an entry's ``?options`` continues it)."""
-    from facepii.registry import encoders as registry
-
-    if text is None or not str(text).strip():
-        return []
-    parts: list[str] = []
-    for s in (s.strip() for s in str(text).split(",")):
-        if parts and "?" in parts[-1] and s and s.split(":")[0] not in registry:
-            parts[-1] += "," + s
-        else:
-            parts.append(s)
-    if any(not s for s in parts):
-        raise ParameterError(f"{option} {text!r}: an empty name in the list; give e.g. sface,dlib.")
-    if len(set(parts)) != len(parts):
-        raise ParameterError(f"{option} {text!r}: a model named twice.")
-    return parts
 
 
 def slug(spec: str) -> str:
@@ -81,7 +62,8 @@ class Transfer:
     def table(self, fmt: str = "simple") -> str:
         from tabulate import tabulate
 
-        return tabulate(self.rows()[1], headers=self.rows()[0], tablefmt=fmt, disable_numparse=True)
+        headers, body = self.rows()
+        return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
 
     NOTE = ("Cell: rank-1 re-identification [95% interval] / SAR at the judge's own FMR 1e-3 threshold, of the "
             "unprotected row's reconstructions (each judge with the attack it re-identifies best). Row: the "
@@ -92,6 +74,11 @@ class Transfer:
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "targets": self.targets, "matrix": self.matrix, "notes": self.notes,
                 "reports": {t: ev.report.to_dict() for t, ev in zip(self.targets, self.evaluations)}}
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
 
     def markdown(self) -> str:
         parts = ["# facepii transfer matrix", "", self.table("github"), "", self.NOTE, ""]

@@ -202,3 +202,27 @@ def test_report_shows_the_worst_judge_and_every_judge():
     table = rep.judge_table()
     assert "onnx:x (worst)" in table and "dlib" in table
     assert "## Every judge" in rep.markdown()
+
+
+def test_a_linked_toml_beside_the_model_is_refused(tmp_path):
+    from facepii.encoders import get_encoder
+
+    m = _model(tmp_path / "m.onnx")
+    (tmp_path / "elsewhere.toml").write_text('output = "embedding"\n')
+    (tmp_path / "m.toml").symlink_to(tmp_path / "elsewhere.toml")
+    with pytest.raises(ParameterError, match="a link"):
+        get_encoder(f"onnx:{m}")
+
+
+def test_two_judges_under_one_name_are_refused(tmp_path):
+    from facepii.encoders import get_encoder
+    from facepii.judging import resolve_judges
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    target = get_encoder(f"onnx:{_model(tmp_path / 't.onnx', size=96)}?output=embedding")
+    a, b = _model(tmp_path / "a" / "m.onnx"), _model(tmp_path / "b" / "m.onnx", size=64)  # different files
+    with pytest.raises(ParameterError, match="both named onnx:m.onnx"):
+        resolve_judges(f"onnx:{a}?output=embedding,onnx:{b}?output=embedding", target)
+    js, _ = resolve_judges(f"onnx:{a}?output=embedding,onnx:{b}?output=embedding&name=other", target)
+    assert [j.name for j in js] == ["onnx:m.onnx", "other"]

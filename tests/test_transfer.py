@@ -118,3 +118,17 @@ def test_pipeline_refuses_several_targets():
 
     with pytest.raises(ParameterError, match="transfer matrix"):
         run(EvaluateConfig.from_options(encoder="sface,dlib"))
+
+
+def test_targets_sharing_an_output_folder_are_refused_before_the_work(tmp_path, monkeypatch, capsys):
+    from clihelp import run_cli
+
+    import facepii.transfer as T
+
+    monkeypatch.setattr(T, "run_transfer", lambda cfg: pytest.fail("the work started"))
+    npz = tmp_path / "e.npz"
+    np.savez(npz, embeddings=np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32),
+             labels=np.repeat(np.arange(10), 2))
+    code, _, err = run_cli(["evaluate", "-q", "-d", f"embeddings:{npz}", "--encoder",
+                            "onnx:/a/m.onnx,onnx:/b/m.onnx", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "share the output folder" in err and len(err.strip().splitlines()) == 1

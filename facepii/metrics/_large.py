@@ -53,38 +53,36 @@ def paired_scores(paired_fn: ScoreFn, T: np.ndarray, pairs: np.ndarray, chunk: i
     return out
 
 
-def genuine_pairs(labels: np.ndarray) -> np.ndarray:
-    """Every genuine pair (i < j, same identity) as an (n, 2) array of positions."""
-    labels = np.asarray(labels)
+def _identities(labels: np.ndarray):
+    """Per identity with at least 2 photos: (its label, its positions in ``labels``)."""
     order = np.argsort(labels, kind="stable")
     lab = labels[order]
     starts = np.r_[0, np.flatnonzero(lab[1:] != lab[:-1]) + 1]
     ends = np.r_[starts[1:], len(lab)]
-    out = []
     for s, e in zip(starts, ends):
         if e - s >= 2:
-            a, b = np.triu_indices(e - s, 1)
-            pos = order[s:e]
-            out.append(np.stack([np.minimum(pos[a], pos[b]), np.maximum(pos[a], pos[b])], axis=1))
+            yield lab[s], order[s:e]
+
+
+def genuine_pairs(labels: np.ndarray) -> np.ndarray:
+    """Every genuine pair (i < j, same identity) as an (n, 2) array of positions."""
+    out = []
+    for _, pos in _identities(np.asarray(labels)):
+        a, b = np.triu_indices(len(pos), 1)
+        out.append(np.stack([np.minimum(pos[a], pos[b]), np.maximum(pos[a], pos[b])], axis=1))
     return np.concatenate(out) if out else np.zeros((0, 2), np.int64)
 
 
 def genuine_scores(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn) -> tuple[np.ndarray, np.ndarray]:
     """Every genuine pair's score and identity, scored per identity."""
     labels = np.asarray(labels)
-    order = np.argsort(labels, kind="stable")
-    lab = labels[order]
-    starts = np.r_[0, np.flatnonzero(lab[1:] != lab[:-1]) + 1]
-    ends = np.r_[starts[1:], len(lab)]
     scores, ids = [], []
-    for s, e in zip(starts, ends):
-        if e - s < 2:
-            continue
-        T = templates[order[s:e]]
+    for label, pos in _identities(labels):
+        T = templates[pos]
         sc = np.asarray(score_fn(T, T))
-        iu = np.triu_indices(e - s, 1)
+        iu = np.triu_indices(len(pos), 1)
         scores.append(sc[iu].astype(np.float64))
-        ids.append(np.full(len(iu[0]), lab[s]))
+        ids.append(np.full(len(iu[0]), label))
     if not scores:
         return np.zeros(0), np.zeros(0, labels.dtype)
     return np.concatenate(scores), np.concatenate(ids)
