@@ -88,8 +88,11 @@ def _face_model(kit: AttackerKit, aux_keys: list[str], cache: Cache):
             source = "retrained (cache entry unusable: wrong width)"
         except ValueError as exc:
             source = f"retrained (cache entry unusable: {exc})"
+    # the mirrored faces' embeddings: a white-box attacker runs its own copy of the model (the same
+    # function, half the time of onnxruntime); a black-box one queries the target
+    query = kit.torch_encoder.embed if kit.torch_encoder is not None else kit.target.embed
     fm = FaceModel.train(kit.aux_embeddings, kit.aux_faces, kit.budget, kit.torch_encoder,
-                         query=kit.target.embed, seed=kit.seed, device=kit.device)
+                         query=query, seed=kit.seed, device=kit.device)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")

@@ -111,6 +111,8 @@ def test_torch_copy_follows_the_preprocessing(tmp_path):
         want = enc.embed(f)
         cos = (y * want).sum(1) / np.linalg.norm(y, axis=1) / np.linalg.norm(want, axis=1)
         assert cos.min() > 0.999, q                    # resizing: torch bilinear vs OpenCV's, nearly equal
+        # the attacker's own queries (mirrored faces): batched, without gradients, the same values
+        np.testing.assert_allclose(t.embed(f, batch=3), y, atol=1e-5)
 
 
 def test_judge_list_parsing():

@@ -121,9 +121,9 @@ def test_pipeline_refuses_several_targets():
 
 
 def test_targets_sharing_an_output_folder_are_refused_before_the_work(tmp_path, monkeypatch, capsys):
-    from clihelp import run_cli
-
     import facepii.transfer as T
+
+    from clihelp import run_cli
 
     monkeypatch.setattr(T, "run_transfer", lambda cfg: pytest.fail("the work started"))
     npz = tmp_path / "e.npz"
