@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FACEMODEL_VERSION = "facemodel/v2"  # v2: safetensors files
+FACEMODEL_VERSION = "facemodel/v3"  # v2: safetensors files; v3: C-order arrays (cached = trained, bit for bit)
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,12 @@ class FaceSpace:
     """Mean face + principal components of aligned faces (pixels scaled to [0, 1])."""
 
     def __init__(self, mean: np.ndarray, components: np.ndarray, scale: np.ndarray):
-        self.mean = mean.astype(np.float32)              # (D,)
-        self.components = components.astype(np.float32)  # (k, D), orthonormal rows
-        self.scale = scale.astype(np.float32)            # (k,) std of the coefficients
+        # C order always: the SVD returns the components in Fortran order, the cache gives them back in
+        # C order, and the layout picks the BLAS path (its rounding): a face model read from the cache
+        # computed other faces than the same model trained in the run
+        self.mean = np.ascontiguousarray(mean, np.float32)              # (D,)
+        self.components = np.ascontiguousarray(components, np.float32)  # (k, D), orthonormal rows
+        self.scale = np.ascontiguousarray(scale, np.float32)            # (k,) std of the coefficients
 
     @classmethod
     def fit(cls, faces: np.ndarray, k: int, seed: int = 0) -> FaceSpace:
@@ -110,8 +113,8 @@ def build_decoder(space: FaceSpace, d_in: int, init_w: np.ndarray | None = None,
             self.register_buffer("mean", torch.from_numpy(space.mean))
             self.linear = nn.Linear(d_in, k)
             if init_w is not None:
-                self.linear.weight.data = torch.from_numpy(np.asarray(init_w, np.float32))
-                self.linear.bias.data = torch.from_numpy(np.asarray(init_b, np.float32))
+                self.linear.weight.data = torch.from_numpy(np.ascontiguousarray(init_w, np.float32))
+                self.linear.bias.data = torch.from_numpy(np.ascontiguousarray(init_b, np.float32))
             self.mlp = nn.Sequential(nn.Linear(d_in, 512), nn.LeakyReLU(0.2), nn.Linear(512, k))
             nn.init.zeros_(self.mlp[2].weight)
             nn.init.zeros_(self.mlp[2].bias)

@@ -87,6 +87,26 @@ def test_facemodel_training_is_seeded(world, sface):
     assert not np.array_equal(a, c)
 
 
+def test_cached_face_model_computes_exactly_what_the_trained_one_does(world, sface, tmp_path):
+    """A face model read from the cache must give the very same faces as the one trained in this run (the
+    same report either way): no array may differ, down to its memory layout, which picks the BLAS path."""
+    import torch
+
+    faces, E, users, tenc, fm = world
+    fm.save(tmp_path / "fm.safetensors")
+    loaded = FaceModel.load(tmp_path / "fm.safetensors")
+    with torch.no_grad():
+        e = torch.from_numpy(E[:6] / np.linalg.norm(E[:6], axis=1, keepdims=True))
+        np.testing.assert_array_equal(fm.decoder(e).numpy(), loaded.decoder(e).numpy())
+    np.testing.assert_array_equal(fm.space.encode(faces[:6]), loaded.space.encode(faces[:6]))
+    outs = []
+    for model in (fm, loaded):
+        ctx, T, d = context((faces, E, users, tenc, model), sface, "noise", sigma=0.05)
+        outs.append([attacks.create(n).fit(T, faces, context=ctx).reconstruct(T[:4]) for n in ("decoder", "optimize")])
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+
+
 @pytest.mark.parametrize("defense", ["none", "projection", "quantize"])
 def test_nearest_is_exact_on_templates_it_saw(world, sface, defense):
     faces, E, users, _, _ = world
