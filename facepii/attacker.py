@@ -89,7 +89,7 @@ def _face_model(kit: AttackerKit, aux_keys: list[str], cache: Cache):
         except ValueError as exc:
             source = f"retrained (cache entry unusable: {exc})"
     # the mirrored faces' embeddings: a white-box attacker runs its own copy of the model (the same
-    # function, half the time of onnxruntime); a black-box one queries the target
+    # function, about two thirds of onnxruntime's time); a black-box one queries the target
     query = kit.torch_encoder.embed if kit.torch_encoder is not None else kit.target.embed
     fm = FaceModel.train(kit.aux_embeddings, kit.aux_faces, kit.budget, kit.torch_encoder,
                          query=query, seed=kit.seed, device=kit.device)

@@ -21,7 +21,7 @@ from facepii import __version__, metrics, progress
 from facepii.cache import Cache, default_cache_dir
 from facepii.config import ORACLE_QUERIES, EvaluateConfig
 from facepii.datasets import FaceSet
-from facepii.encoders import Encoder, get_encoder
+from facepii.encoders import Encoder, get_encoder, spec_list
 from facepii.errors import ParameterError
 from facepii.executor import open_executor
 from facepii.irreversibility import oracle_summary, row_irreversibility, system_view
@@ -76,8 +76,6 @@ def run(cfg: EvaluateConfig) -> Evaluation:
     from facepii.judging import judge_role, resolve_judges
 
     cfg.validate()
-    from facepii.encoders import spec_list
-
     if len(spec_list(cfg.data.encoder, "--encoder")) > 1:
         raise ParameterError(f"--encoder {cfg.data.encoder}: several targets make a transfer matrix, which "
                              "`facepii evaluate` runs (facepii.transfer.run_transfer); gate each target on its own.")
