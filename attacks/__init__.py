@@ -5,7 +5,7 @@ through the entry-point group ``facepii.attacks`` (a class with the
 :class:`attacks.base.Attack` contract).
 """
 
-from attacks.base import Attack, AttackContext
+from attacks.base import Attack, RowCache, ThreatModel
 from attacks.decoder import Decoder
 from attacks.inverse import Inverse
 from attacks.nearest import Nearest
@@ -22,4 +22,4 @@ def create(name: str, **params) -> Attack:
     return registry.create(name, **params)
 
 
-__all__ = ["Attack", "AttackContext", "DEFAULT_ATTACKS", "create", "registry"]
+__all__ = ["Attack", "DEFAULT_ATTACKS", "RowCache", "ThreatModel", "create", "registry"]

@@ -1,34 +1,44 @@
-"""The attack contract and what every attack of a row shares.
+"""The attack contract, the threat model of a row, and the fitted pieces its attacks share.
 
-An attack is an estimator (scikit-learn style): parameters in ``__init__``,
-``fit(templates, images, context=...)`` on the auxiliary set — the attacker's
-public photos of OTHER people and the protected templates the attacker
-computed for them with the defense's algorithm (the attack is adaptive) — and
+An attack is a scikit-learn estimator (``sklearn.base.BaseEstimator``: parameters in ``__init__``,
+``clone``, ``get_params``, ``repr``): ``fit(templates, images, *, threat, cache)`` on the auxiliary set
+— the attacker's public photos of OTHER people and the protected templates the attacker computed
+for them with the defense's algorithm (the attack is adaptive) — and
 ``reconstruct(templates, users=None)`` -> uint8 faces N x 112 x 112 x 3.
 
-:class:`AttackContext` carries the threat model of the row: the target
-encoder (queries; plus its differentiable copy for a white-box attacker), the
-fitted defense, whether the key is secret or disclosed, the budget, and the
-shared face model. ``users`` name the victims whose templates are attacked;
-they matter only when per-user keys are disclosed (the attacker then uses each
-victim's own key).
+- :class:`ThreatModel` (read-only) is what the attacker of one row and key scenario holds: the
+  target encoder (queries; plus its differentiable copy for a white-box attacker), the fitted
+  defense and the attacker's own way to protect faces with it, whether the key is secret or
+  disclosed, the budget, the shared face model, the victims' user ids (their keys matter only
+  when per-user keys are disclosed).
+- :class:`RowCache` (explicit, one per row and key scenario) holds what the attacks of a row fit
+  once and share: the protected -> raw maps, the adaptive decoder (``optimize`` starts from it),
+  the numerical solver's inversions and the attacker's choice between solver and learned inverse.
+
+Capabilities an attack declares (checked by the contract test): ``white_box_gradients`` (it
+differentiates the target's copy when the attacker is white box; a black-box attacker never
+gives it one).
 """
 
 from __future__ import annotations
 
-import inspect
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from attacks.facemodel import Budget, FaceModel, to_unit
+from attacks.solver import can_solve, solve
 from facepii.errors import ParameterError
 
 
-@dataclass
-class AttackContext:
+@dataclass(frozen=True)
+class ThreatModel:
+    """The attacker of one row and key scenario: what it knows and holds (never changed by an attack)."""
+
     encoder: Any                       # the target encoder F (queries: embed(faces))
     defense: Any                       # the fitted defense D (algorithm and parameters known)
     face_model: FaceModel              # shared decoder + face space, trained on aux raw embeddings
@@ -38,15 +48,15 @@ class AttackContext:
     budget: Budget
     knowledge: str = "white"           # "white": gradients through F; "black": queries only
     key: str = "disclosed"             # "secret" or "disclosed" (keyed defenses)
-    per_user_keys: bool = False        # templates of different users use different keys
     torch_encoder: Any = None          # differentiable copy of F (white box)
     seed: int = 0
     device: str = "cpu"
     victim_users: np.ndarray | None = None  # the victims attacked (their keys, when disclosed per user)
-    # fitted pieces the attacks of one row share
-    mappers: dict[tuple, Mapper] = field(default_factory=dict)  # protected -> raw maps, per key
-    decoder: Any = None                # the row's fitted ``decoder`` attack (``optimize`` starts from it)
-    inversions: dict = field(default_factory=dict)  # solver results and the attacker's choice of inverse
+
+    @property
+    def per_user_keys(self) -> bool:
+        """Templates of different users are made with different keys."""
+        return bool(self.defense.per_user)
 
     @property
     def raw_templates(self) -> bool:
@@ -58,26 +68,49 @@ class AttackContext:
         return self.per_user_keys and self.key == "disclosed"
 
 
-class Attack:
-    """Base class: parameter protocol and the contract."""
+@dataclass
+class RowCache:
+    """Fitted pieces the attacks of one row (and key scenario) share; filled as they are first needed."""
+
+    mappers: dict[tuple, Mapper] = field(default_factory=dict)  # protected -> raw maps, per key
+    decoder: Any = None  # the row's fitted ``decoder`` attack (fitted once; ``optimize`` starts from it)
+    solved: dict[str, np.ndarray] = field(default_factory=dict)  # solver results per set of templates
+    solver_better: bool | None = None                         # the attacker's out-of-sample choice
+
+    def mapper(self, threat: ThreatModel, T_aux: np.ndarray, key_user=None) -> Mapper:
+        """The protected -> raw mapping of this row (per disclosed user key when ``key_user`` is set)."""
+        k = ("shared",) if key_user is None else ("user", str(key_user))
+        if k not in self.mappers:
+            if key_user is not None:
+                T_aux = threat.protect(threat.aux_embeddings, np.full(len(threat.aux_embeddings), key_user))
+            self.mappers[k] = Mapper(threat.defense).fit(T_aux, threat.aux_embeddings)
+        return self.mappers[k]
+
+    def solution(self, threat: ThreatModel, templates: np.ndarray, users, start: np.ndarray) -> np.ndarray:
+        """The solver's recovered embeddings, computed once per set of templates."""
+        key = hashlib.sha256(np.ascontiguousarray(templates).tobytes() + repr(users).encode()).hexdigest()
+        if key not in self.solved:
+            self.solved[key], _ = solve(threat.defense, templates, users, start, seed=threat.seed)
+        return self.solved[key]
+
+
+class Attack(BaseEstimator):
+    """Base class: scikit-learn's parameter protocol (one-line errors) and the contract."""
 
     name = "attack"
-
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {k: getattr(self, k) for k in self._param_names()}
+    white_box_gradients = False
 
     def set_params(self, **params) -> Attack:
+        valid = self._get_param_names()
         for k, v in params.items():
-            if k not in self._param_names():
-                raise ParameterError(f"attack '{self.name}' has no parameter '{k}'.")
+            if k not in valid:
+                raise ParameterError(f"attack '{self.name}' has no parameter '{k}'; its parameters: "
+                                     f"{', '.join(valid) or '(none)'}.")
             setattr(self, k, v)
         return self
 
-    def fit(self, templates: np.ndarray, images: np.ndarray, *, context: AttackContext) -> Attack:
+    def fit(self, templates: np.ndarray, images: np.ndarray, *, threat: ThreatModel,
+            cache: RowCache | None = None) -> Attack:
         raise NotImplementedError
 
     def reconstruct(self, templates: np.ndarray, users: np.ndarray | None = None) -> np.ndarray:
@@ -123,73 +156,60 @@ class Mapper:
         return self.model_.coef_, self.model_.intercept_
 
 
-def mapper_for(ctx: AttackContext, T_aux: np.ndarray, key_user=None) -> Mapper:
-    """The protected -> raw mapping of this row (per disclosed user key when ``key_user`` is set)."""
-    cache = ctx.mappers
-    k = ("shared",) if key_user is None else ("user", str(key_user))
-    if k not in cache:
-        if key_user is not None:
-            T_aux = ctx.protect(ctx.aux_embeddings, np.full(len(ctx.aux_embeddings), key_user))
-        cache[k] = Mapper(ctx.defense).fit(T_aux, ctx.aux_embeddings)
-    return cache[k]
-
-
-def estimate_raw(ctx: AttackContext, T_aux: np.ndarray, templates: np.ndarray,
+def estimate_raw(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray, templates: np.ndarray,
                  users: np.ndarray | None) -> np.ndarray:
     """The attacker's estimate of each victim's raw embedding from its stolen template: the learned
     (ridge) inverse, or, with a disclosed key, the numerical solver of :mod:`attacks.solver` where the
     attacker finds it better on its own auxiliary templates (it knows their raw embeddings)."""
-    if ctx.raw_templates:
+    if threat.raw_templates:
         return to_unit(templates)
-    learned = learned_raw(ctx, T_aux, templates, users)
-    if ctx.key == "disclosed" and _solver_is_better(ctx, T_aux):
-        return solved_raw(ctx, templates, users, learned)
+    learned = learned_raw(threat, cache, T_aux, templates, users)
+    if threat.key == "disclosed" and solver_is_better(threat, cache, T_aux):
+        return cache.solution(threat, templates, users, learned)
     return learned
 
 
-def learned_raw(ctx: AttackContext, T_aux: np.ndarray, templates: np.ndarray, users) -> np.ndarray:
-    if ctx.raw_templates:  # the template is the embedding: nothing to learn
+def recovered_embeddings(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray, templates: np.ndarray,
+                         users) -> dict[str, np.ndarray]:
+    """Every inverse the attacker has of the stolen templates: ``learned`` (the ridge map), and
+    ``solver`` with a disclosed key where the defense can be solved (the very solutions the row's
+    attacks used, when they used them). What ISO/IEC 30136 irreversibility judges."""
+    learned = to_unit(learned_raw(threat, cache, T_aux, templates, users))
+    out = {"learned": learned}
+    if threat.key == "disclosed" and can_solve(threat.defense):
+        out["solver"] = cache.solution(threat, templates, users, learned)
+    return out
+
+
+def learned_raw(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray, templates: np.ndarray,
+                users) -> np.ndarray:
+    if threat.raw_templates:  # the template is the embedding: nothing to learn
         return to_unit(templates)
-    if ctx.key_disclosed_per_user and users is not None:
-        out = np.empty((len(templates), ctx.aux_embeddings.shape[1]), np.float32)
+    if threat.key_disclosed_per_user and users is not None:
+        out = np.empty((len(templates), threat.aux_embeddings.shape[1]), np.float32)
         for i, u in enumerate(users):
-            out[i] = mapper_for(ctx, T_aux, u).predict(templates[i:i + 1])[0]
+            out[i] = cache.mapper(threat, T_aux, u).predict(templates[i:i + 1])[0]
         return out
-    return mapper_for(ctx, T_aux).predict(templates)
+    return cache.mapper(threat, T_aux).predict(templates)
 
 
-def solved_raw(ctx: AttackContext, templates: np.ndarray, users, start: np.ndarray) -> np.ndarray:
-    """The solver's recovered embeddings (computed once per set of templates; the attacks of a row
-    and the irreversibility figures share them)."""
-    import hashlib
-
-    from attacks.solver import solve
-
-    key = hashlib.sha256(np.ascontiguousarray(templates).tobytes() + repr(users).encode()).hexdigest()
-    if key not in ctx.inversions:
-        ctx.inversions[key], _ = solve(ctx.defense, templates, users, start, seed=ctx.seed)
-    return ctx.inversions[key]
-
-
-def _solver_is_better(ctx: AttackContext, T_aux: np.ndarray, n: int = 24) -> bool:
+def solver_is_better(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray, n: int = 24) -> bool:
     """Decided once per row, out of sample, on the attacker's own faces: ``n`` auxiliary embeddings
     (seeded) are held out, protected with one key (the real system key; with per-user keys, one user
     key of the attacker's choosing), inverted by a ridge map fitted on the other auxiliary embeddings
     under that key and by the solver; the better mean cosine to the true embeddings wins."""
-    from attacks.solver import can_solve, solve
-
-    if "solver_better" not in ctx.inversions:
+    if cache.solver_better is None:
         better = False
-        if can_solve(ctx.defense) and len(ctx.aux_embeddings) > 2 * n:
-            rng = np.random.default_rng(ctx.seed + 808)
-            held = np.zeros(len(ctx.aux_embeddings), bool)
+        if can_solve(threat.defense) and len(threat.aux_embeddings) > 2 * n:
+            rng = np.random.default_rng(threat.seed + 808)
+            held = np.zeros(len(threat.aux_embeddings), bool)
             held[rng.choice(len(held), size=n, replace=False)] = True
-            users = np.full(len(held), "validation") if ctx.per_user_keys else None
-            T = ctx.protect(ctx.aux_embeddings, users) if ctx.per_user_keys else T_aux
-            truth = to_unit(ctx.aux_embeddings[held])
-            learned = Mapper(ctx.defense).fit(T[~held], ctx.aux_embeddings[~held]).predict(T[held])
-            solved, _ = solve(ctx.defense, T[held], None if users is None else users[held], learned,
-                              seed=ctx.seed)
+            users = np.full(len(held), "validation") if threat.per_user_keys else None
+            T = threat.protect(threat.aux_embeddings, users) if threat.per_user_keys else T_aux
+            truth = to_unit(threat.aux_embeddings[held])
+            learned = Mapper(threat.defense).fit(T[~held], threat.aux_embeddings[~held]).predict(T[held])
+            solved, _ = solve(threat.defense, T[held], None if users is None else users[held], learned,
+                              seed=threat.seed)
             better = float(np.sum(solved * truth, 1).mean()) > float(np.sum(learned * truth, 1).mean())
-        ctx.inversions["solver_better"] = better
-    return ctx.inversions["solver_better"]
+        cache.solver_better = better
+    return cache.solver_better

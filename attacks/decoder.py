@@ -16,7 +16,7 @@ import copy
 
 import numpy as np
 
-from attacks.base import Attack, Mapper, mapper_for, template_features
+from attacks.base import Attack, Mapper, RowCache, template_features
 from attacks.facemodel import to_unit, train_decoder
 
 
@@ -46,33 +46,35 @@ class Decoder(Attack):
     """Adaptive NbNet-style decoder: fine-tuned on the auxiliary set's protected templates."""
 
     name = "decoder"
+    white_box_gradients = True
 
     def __init__(self, steps: int | None = None, lr: float = 5e-4):
         self.steps = steps
         self.lr = lr
 
-    def fit(self, templates, images, *, context):
-        self.ctx_ = context
-        context.decoder = self  # the other attacks of this row (optimize) start from it
+    def fit(self, templates, images, *, threat, cache=None):
+        cache = RowCache() if cache is None else cache
+        self.threat_ = threat
+        cache.decoder = self  # the other attacks of this row (optimize) start from it
         T = np.asarray(templates)
-        if context.raw_templates:
+        if threat.raw_templates:
             self.net_ = None  # the shared raw decoder already is this row's decoder
             return self
-        if context.key_disclosed_per_user:
+        if threat.key_disclosed_per_user:
             # one network for all victims: train on auxiliary templates made with the disclosed keys
-            rng = np.random.default_rng(context.seed)
-            keys = context.victim_users
+            rng = np.random.default_rng(threat.seed)
+            keys = threat.victim_users
             if keys is not None and len(keys):
-                T = context.protect(context.aux_embeddings, rng.choice(keys, size=len(T)))
-            m = Mapper(context.defense).fit(T, context.aux_embeddings)
+                T = threat.protect(threat.aux_embeddings, rng.choice(keys, size=len(T)))
+            m = Mapper(threat.defense).fit(T, threat.aux_embeddings)
         else:
-            m = mapper_for(context, T)
+            m = cache.mapper(threat, T)
         w, b = m.linear
-        net = _adaptive_net(context.face_model, w, b)
-        steps = self.steps if self.steps is not None else context.budget.finetune_steps
-        train_decoder(net, template_features(T, context.defense), images, steps, context.torch_encoder,
-                      id_targets=to_unit(context.aux_embeddings), lr=self.lr, seed=context.seed,
-                      device=context.device, desc="fine-tuning decoder")
+        net = _adaptive_net(threat.face_model, w, b)
+        steps = self.steps if self.steps is not None else threat.budget.finetune_steps
+        train_decoder(net, template_features(T, threat.defense), images, steps, threat.torch_encoder,
+                      id_targets=to_unit(threat.aux_embeddings), lr=self.lr, seed=threat.seed,
+                      device=threat.device, desc="fine-tuning decoder")
         self.net_ = net.cpu()
         return self
 
@@ -80,13 +82,13 @@ class Decoder(Attack):
         """(faces uint8, face-space coefficients, detail residual) for the stolen templates."""
         import torch
 
-        fm = self.ctx_.face_model
+        fm = self.threat_.face_model
         with torch.no_grad():
             if self.net_ is None:
                 e = torch.from_numpy(to_unit(templates))
                 dec = fm.decoder
             else:
-                e = self.net_.embed(torch.from_numpy(template_features(templates, self.ctx_.defense)))
+                e = self.net_.embed(torch.from_numpy(template_features(templates, self.threat_.defense)))
                 dec = self.net_.dec
             coef, res = dec.coefficients(e), dec.residual(e)
             x = dec.render(coef, res).clamp(0, 1)

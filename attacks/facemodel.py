@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facepii import progress
+
 FACEMODEL_VERSION = "facemodel/v3"  # v2: safetensors files; v3: C-order arrays (cached = trained, bit for bit)
 
 
@@ -168,8 +170,6 @@ def train_decoder(net, E: np.ndarray, faces: np.ndarray, steps: int, torch_encod
     when E are raw embeddings)."""
     import torch
 
-    from facepii import progress
-
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net.to(device).train()
@@ -247,26 +247,29 @@ class FaceModel:
             x = self.decoder(torch.from_numpy(to_unit(E)))
         return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
 
-    def save(self, path) -> None:
-        """Tensors only (safetensors): nothing in the file can execute code when read."""
-        from safetensors.numpy import save_file
+    def to_bytes(self) -> bytes:
+        """Tensors only (safetensors): nothing in the data can execute code when read."""
+        from safetensors.numpy import save
 
         arrays = {"space.mean": self.space.mean, "space.components": self.space.components,
                   "space.scale": self.space.scale}
         arrays.update({f"state.{k}": v.detach().cpu().numpy() for k, v in self.decoder.state_dict().items()})
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path),
-                  metadata={"format": FACEMODEL_VERSION, "d_in": str(self.d_in)})
+        return save({k: np.ascontiguousarray(v) for k, v in arrays.items()},
+                    metadata={"format": FACEMODEL_VERSION, "d_in": str(self.d_in)})
 
     @classmethod
-    def load(cls, path) -> FaceModel:
-        """Read a cached face model; anything malformed raises ValueError (the caller retrains)."""
+    def from_bytes(cls, data: bytes) -> FaceModel:
+        """A face model from :meth:`to_bytes`' data; anything malformed raises ValueError (the caller retrains)."""
+        import json
+        import struct
+
         import torch
-        from safetensors import safe_open
+        from safetensors.numpy import load
 
         try:
-            with safe_open(str(path), "np") as f:
-                meta = f.metadata() or {}
-                arrays = {k: f.get_tensor(k) for k in f.keys()}
+            n = struct.unpack("<Q", data[:8])[0]
+            meta = json.loads(data[8:8 + n]).get("__metadata__") or {}
+            arrays = load(data)
         except Exception as exc:  # the library's own errors for a corrupt or foreign file
             raise ValueError(f"not a safetensors file ({type(exc).__name__})") from None
         if meta.get("format") != FACEMODEL_VERSION or not str(meta.get("d_in", "")).isdigit():

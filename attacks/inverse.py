@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.base import Attack, estimate_raw
+from attacks.base import Attack, RowCache, estimate_raw, solver_is_better
 
 
 class Inverse(Attack):
@@ -22,12 +22,16 @@ class Inverse(Attack):
     def __init__(self):
         pass
 
-    def fit(self, templates, images, *, context):
-        self.ctx_ = context
+    def fit(self, templates, images, *, threat, cache=None):
+        self.threat_, self.cache_ = threat, (RowCache() if cache is None else cache)
         self.templates_ = np.asarray(templates)
-        estimate_raw(context, self.templates_, self.templates_[:1], None)  # fit the shared mapping now
+        if not threat.raw_templates:  # fit what the row shares now: the map (per victim later) and the choice
+            if not threat.key_disclosed_per_user:
+                self.cache_.mapper(threat, self.templates_)
+            if threat.key == "disclosed":
+                solver_is_better(threat, self.cache_, self.templates_)
         return self
 
     def reconstruct(self, templates, users=None):
-        E = estimate_raw(self.ctx_, self.templates_, np.asarray(templates), users)
-        return self.ctx_.face_model.reconstruct(E)
+        E = estimate_raw(self.threat_, self.cache_, self.templates_, np.asarray(templates), users)
+        return self.threat_.face_model.reconstruct(E)

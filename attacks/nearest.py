@@ -21,19 +21,19 @@ class Nearest(Attack):
     def __init__(self):
         pass
 
-    def fit(self, templates, images, *, context):
-        self.ctx_ = context
+    def fit(self, templates, images, *, threat, cache=None):
+        self.threat_ = threat
         self.templates_ = np.asarray(templates)
         self.images_ = np.asarray(images)
         return self
 
     def best(self, templates, users=None) -> np.ndarray:
         """Index of the chosen auxiliary face for each stolen template."""
-        ctx, d = self.ctx_, self.ctx_.defense
-        if ctx.key_disclosed_per_user and users is not None:
+        tm, d = self.threat_, self.threat_.defense
+        if tm.key_disclosed_per_user and users is not None:
             out = np.empty(len(templates), int)
             for i, u in enumerate(users):
-                T_aux = ctx.protect(ctx.aux_embeddings, np.full(len(ctx.aux_embeddings), u))
+                T_aux = tm.protect(tm.aux_embeddings, np.full(len(tm.aux_embeddings), u))
                 out[i] = int(np.argmax(d.score(templates[i:i + 1], T_aux)[0]))
             return out
         return np.argmax(d.score(templates, self.templates_), axis=1)

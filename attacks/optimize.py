@@ -25,58 +25,56 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.base import Attack, estimate_raw
+from attacks.base import Attack, RowCache, estimate_raw
 from attacks.decoder import Decoder
 from attacks.facemodel import to_unit
+from facepii import progress
 
 
 class Optimize(Attack):
     """White-box (or query-only NES) refinement of the decoder's face in face space."""
 
     name = "optimize"
+    white_box_gradients = True
 
     def __init__(self, steps: int | None = None, lr: float = 0.05, prior: float = 1e-3):
         self.steps = steps
         self.lr = lr
         self.prior = prior
 
-    def fit(self, templates, images, *, context):
-        self.ctx_ = context
+    def fit(self, templates, images, *, threat, cache=None):
+        self.threat_, self.cache_ = threat, (RowCache() if cache is None else cache)
         self.templates_ = np.asarray(templates)
-        dec = context.decoder
-        if dec is None:
-            dec = Decoder().fit(templates, images, context=context)
-            context.decoder = dec
-        self.decoder_ = dec
+        if self.cache_.decoder is None:  # no decoder attack in this row: fit one (it joins the cache)
+            Decoder().fit(templates, images, threat=threat, cache=self.cache_)
+        self.decoder_ = self.cache_.decoder
         return self
 
     def reconstruct(self, templates, users=None):
         templates = np.asarray(templates, np.float32)
-        target = estimate_raw(self.ctx_, self.templates_, templates, users)
+        target = estimate_raw(self.threat_, self.cache_, self.templates_, templates, users)
         _, c0, r0 = self.decoder_.decode(templates)
         r0 = np.zeros_like(r0)  # face space only (see the module docstring)
-        if self.ctx_.knowledge == "white" and self.ctx_.torch_encoder is not None:
+        if self.threat_.knowledge == "white" and self.threat_.torch_encoder is not None:
             return self._white(target, c0, r0)
         return self._black(target, c0, r0)
 
     def _render(self, c, r):
-        fm = self.ctx_.face_model
+        fm = self.threat_.face_model
         return fm.decoder.render(c, r).clamp(0, 1)
 
     def _white(self, target, c0, r0):
         import torch
 
-        from facepii import progress
-
-        ctx = self.ctx_
-        steps = self.steps if self.steps is not None else ctx.budget.optimize_steps
-        scale = torch.from_numpy(ctx.face_model.space.scale)
+        tm = self.threat_
+        steps = self.steps if self.steps is not None else tm.budget.optimize_steps
+        scale = torch.from_numpy(tm.face_model.space.scale)
         c_start = torch.from_numpy(c0)
         r = torch.from_numpy(r0)
         tgt = torch.from_numpy(to_unit(target))
         c = c_start.clone().requires_grad_(True)
         opt = torch.optim.Adam([c], lr=self.lr * float(scale.mean()))
-        enc = ctx.torch_encoder
+        enc = tm.torch_encoder
         with progress.bar("optimizing faces", steps) as b:
             for _ in range(steps):
                 x = self._render(c, r)
@@ -95,14 +93,12 @@ class Optimize(Attack):
     def _black(self, target, c0, r0):
         import torch
 
-        from facepii import progress
-
-        ctx = self.ctx_
-        steps = ctx.budget.nes_steps if self.steps is None else self.steps
-        P = ctx.budget.nes_samples
+        tm = self.threat_
+        steps = tm.budget.nes_steps if self.steps is None else self.steps
+        P = tm.budget.nes_samples
         k = min(100, c0.shape[1])
-        scale = ctx.face_model.space.scale[:k]
-        rng = np.random.default_rng(ctx.seed)
+        scale = tm.face_model.space.scale[:k]
+        rng = np.random.default_rng(tm.seed)
         c = c0.copy()
         r = torch.from_numpy(r0)
         tgt = to_unit(target)
@@ -120,7 +116,7 @@ class Optimize(Attack):
                 cand = np.concatenate([np.repeat(c[None], P, 0), np.repeat(c[None], P, 0)])  # 2P x n x K
                 cand[:P, :, :k] += sigma * u
                 cand[P:, :, :k] -= sigma * u
-                emb = to_unit(ctx.encoder.embed(faces_of(cand.reshape(2 * P * n, -1))))
+                emb = to_unit(tm.encoder.embed(faces_of(cand.reshape(2 * P * n, -1))))
                 f = (emb.reshape(2 * P, n, -1) * tgt[None]).sum(-1)  # cosine to target, to maximise
                 grad = ((f[:P] - f[P:])[:, :, None] * u).mean(0) / (2 * sigma)  # per victim, K comps
                 # normalised ascent step: each coordinate moves by about lr x its spread

@@ -19,10 +19,7 @@ from defenses.base import key_seed
 
 def can_solve(defense) -> bool:
     """A single keyed step that offers a relaxation (chains and unkeyed defenses: learned inverse only)."""
-    from defenses.base import Defense
-
-    steps = defense.steps_()
-    return len(steps) == 1 and defense.keyed and type(steps[0]).inversion_loss is not Defense.inversion_loss
+    return len(defense.steps_()) == 1 and defense.keyed and defense.invertible
 
 
 def solve(defense, templates: np.ndarray, users: np.ndarray | None, start: np.ndarray, *, starts: int = 4,

@@ -1,7 +1,7 @@
 """Embedding protections, one module per family, registered by name.
 
 ``create("noise", sigma=0.05)`` builds one; ``create("projection+quantize")``
-chains several into a :class:`~defenses.base.Pipeline`. Third-party defenses
+chains several into a :class:`~defenses.chain.Chain`. Third-party defenses
 register through the entry-point group ``facepii.defenses``.
 """
 
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from defenses.base import Defense, Pipeline
+from defenses.base import Defense
 from defenses.biohash import BioHash
+from defenses.chain import Chain
 from defenses.he import HE
 from defenses.iom import IoM
 from defenses.noise import Noise
@@ -22,10 +23,8 @@ from defenses.quantize import Quantize
 from facepii.errors import ParameterError
 from facepii.registry import defenses as registry
 
-for _name, _cls in [("none", NoDefense), ("noise", Noise), ("quantize", Quantize),
-                    ("projection", Projection), ("biohash", BioHash), ("iom", IoM),
-                    ("polyprotect", PolyProtect), ("pca", PCA), ("he", HE)]:
-    registry.register(_name, _cls)
+for _cls in (NoDefense, Noise, Quantize, Projection, BioHash, IoM, PolyProtect, PCA, HE):
+    registry.register(_cls.registry_name, _cls)
 
 
 def create(spec: str, **params: Any) -> Defense:
@@ -35,25 +34,23 @@ def create(spec: str, **params: Any) -> Defense:
         raise ParameterError(f"empty defense spec {spec!r}.")
     for n in names:
         registry.get(n)  # clear error for an unknown name
-    if len(names) == 1:
-        d = registry.create(names[0])
-        _tag(d, names[0])
-        return d.set_params(**params)
     if len(set(names)) != len(names):
         raise ParameterError(f"defense chain {spec!r} repeats a step; each step appears once.")
-    steps = []
-    for n in names:
-        d = registry.create(n)
-        _tag(d, n)
-        steps.append((n, d))
-    return Pipeline(steps).set_params(**params)
+    if len(names) > 1 and "none" in names:
+        raise ParameterError(f"defense chain {spec!r}: 'none' is no step (the unprotected row is always reported).")
+    steps = [(n, _named(registry.create(n), n)) for n in names]
+    d = steps[0][1] if len(steps) == 1 else Chain(steps)
+    return d.set_params(**params)
 
 
-def _tag(d: Defense, name: str) -> None:
-    try:
-        d._registry_name = name
-    except AttributeError:
-        pass
+def _named(d: Defense, name: str) -> Defense:
+    """Record the registry name on a plug-in's instance (built-ins declare theirs)."""
+    if getattr(d, "name", None) != name:
+        try:
+            d._registry_name = name
+        except AttributeError:
+            pass
+    return d
 
 
-__all__ = ["Defense", "Pipeline", "create", "registry"]
+__all__ = ["Chain", "Defense", "create", "registry"]

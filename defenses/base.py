@@ -1,26 +1,35 @@
-"""The defense contract: a scikit-learn style transformer on embeddings.
+"""The defense contract: a scikit-learn transformer on embeddings (``sklearn.base.BaseEstimator``).
 
-``fit(E)`` learns what the defense needs from the defender's own enrolment
-embeddings (most learn nothing), ``transform(E, users=None)`` returns the
-stored templates, ``score(T1, T2)`` compares templates (higher = more likely
-the same person). Parameters are the ``__init__`` arguments, stored unchanged
-and readable with ``get_params()`` (scikit-learn's discipline: no validation
-and no randomness in ``__init__``; everything reproducible from the parameters
-and ``seed``).
+``fit(E, users=None)`` learns what the defense needs from the defender's own enrolment
+embeddings (most learn nothing), ``transform(E, users=None)`` returns the stored templates,
+``score(T1, T2)`` compares templates (higher = more likely the same person). ``users`` name the
+identity of each embedding; they matter to defenses with one key per user. Parameters are the
+``__init__`` arguments, stored unchanged (scikit-learn's discipline: no validation and no
+randomness in ``__init__``; everything reproducible from ``get_params()`` and ``seed``), so
+``sklearn.base.clone``, ``get_params(deep=True)`` and ``repr`` work as for any estimator.
 
-Capabilities, declared as class attributes (attacks read these, never class names):
-``emits`` says what a template holds — ``"embedding"`` (the raw embedding,
-no protection), ``"real"`` vectors, ``"bits"``, or ``"index"`` codes (then
-``index_size`` values per position); ``keyed`` says a key (``seed``) draws the
-transform; ``per_user`` (keyed with ``key_mode="user"``) that every user has
-a key of their own; ``randomized`` that every ``transform`` call draws fresh
-randomness from a generator the fitted defense owns (``rng_``), so a copy made
-with :meth:`Defense.with_randomness` — the attacker's — draws other noise.
+Capabilities are declared as class attributes; attacks and stages read these, never class
+names, and the contract test (``tests/test_contracts.py``) checks each against behaviour:
 
-Keyed defenses take ``key_mode``: ``"system"`` (one key for everyone) or
-``"user"`` (one key per identity, the cancelable-biometrics setting, where the
-key is derived from ``seed`` and the user id). :meth:`Defense.key_ids` tells
-which key each template used, so an attack can model a disclosed key.
+- ``emits``: what a template holds — ``"embedding"`` (the raw embedding, no protection),
+  ``"real"`` vectors, ``"bits"``, ``"index"`` codes (``index_size`` values per position) or
+  ``"ciphertext"``;
+- ``keyed``: a key (``seed``) draws the transform; with ``key_mode="user"`` (where the class
+  lists ``"user"`` in ``key_modes``) every user has a key of their own (:attr:`per_user`);
+- ``randomized``: every ``transform`` draws fresh randomness from a generator the fitted defense
+  owns (``rng_``), so a copy made with :meth:`with_randomness` — the attacker's — draws other noise;
+- ``invertible``: :meth:`inversion_loss` gives a differentiable relaxation of the transform (the
+  numerical solver of ISO/IEC 30136 irreversibility uses it with a disclosed key);
+- ``encrypted``: templates are ciphertexts, matched by ``encrypted_pair_scores``;
+- ``reproducible``: the same parameters and seed give the same templates (not so where a library draws
+  keys from the operating system, as SEAL does);
+- ``matching``: ``"comparator"`` (``score`` is the templates' comparator: cosine, L2 or Hamming;
+  ``paired_score`` its row-wise form) or ``"own"`` (the class implements ``score`` and
+  ``paired_score``); :attr:`cosine_scores` follows (an exact inner-product index can search them);
+- re-issuable (:attr:`reissuable`, keyed or randomized): :meth:`reissued` gives the defense after a
+  revocation, with new keys and fresh randomness.
+
+:meth:`key_ids` tells which key each template used, so an attack can model a disclosed key.
 """
 
 from __future__ import annotations
@@ -32,41 +41,58 @@ import math
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, clone
 
 from facepii.errors import ParameterError
-from facepii.metrics import COMPARATORS
+from facepii.metrics import COMPARATORS, ROWWISE, diagonal_scores
+
+KEY_MODES = ("system", "user")
 
 
-class Defense:
+class Defense(BaseEstimator):
     """Base class: identity transform, the input space's comparator."""
 
+    #: the registry name of a built-in defense (a plug-in gets the name of its entry point)
+    registry_name: str | None = None
     #: comparator of the templates; None = the comparator of the encoder's embeddings
     comparator: str | None = None
-    keyed: bool = False
-    emits: str = "real"          # "embedding" | "real" | "bits" | "index"
-    randomized: bool = False     # transform draws fresh randomness from rng_
+    emits: str = "real"          # "embedding" | "real" | "bits" | "index" | "ciphertext"
     index_size: int | None = None  # values per position when emits == "index"
-    encrypted: bool = False      # templates are ciphertexts: matched by encrypted_pair_scores(A, B)
+    keyed: bool = False
+    key_modes: tuple[str, ...] = ("system",)
+    randomized: bool = False
+    invertible: bool = False
+    encrypted: bool = False
+    reproducible: bool = True     # the same parameters and seed give the same templates
+    matching: str = "comparator"  # "comparator" | "own"
 
-    # ---- scikit-learn parameter protocol --------------------------------
+    # ---- the parameter protocol: scikit-learn's, plus type checks in set_params -------------
     @classmethod
     def _param_names(cls) -> list[str]:
+        """The ``__init__`` parameters in signature order (scikit-learn's ``_get_param_names`` sorts them)."""
         sig = inspect.signature(cls.__init__)
         return [p.name for p in sig.parameters.values()
                 if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self._param_names()}
 
     def set_params(self, **params: Any) -> Defense:
         valid = self._param_names()
         for k, v in params.items():
             if k not in valid:
                 raise ParameterError(
-                    f"defense '{self.name}' has no parameter '{k}'; its parameters: {', '.join(valid)}.")
+                    f"defense '{self.name}' has no parameter '{k}'; its parameters: {', '.join(valid) or '(none)'}.")
             self._check_kind(k, v)
             setattr(self, k, v)
         return self
+
+    def flat_params(self) -> dict[str, Any]:
+        """The parameters as ``--param`` names them (a chain's as ``step.param``), in signature order."""
+        return {k: getattr(self, k) for k in self._param_names()}
+
+    def __sklearn_clone__(self) -> Defense:
+        new = type(self)(**{k: clone(v, safe=False) for k, v in self.get_params(deep=False).items()})
+        if "_registry_name" in self.__dict__:
+            new._registry_name = self._registry_name
+        return new
 
     def _check_kind(self, k: str, v: Any) -> None:
         """A value of the kind ``__init__`` declares: numbers finite, integers whole, flags bool."""
@@ -89,9 +115,24 @@ class Defense:
             raise ParameterError(f"{where}: must be text.")
 
     @property
+    def name(self) -> str:
+        return self.__dict__.get("_registry_name") or self.registry_name or type(self).__name__.lower()
+
+    # ---- capabilities that follow from the parameters --------------------------------------
+    @property
     def per_user(self) -> bool:
         """Templates of different users are made with different keys."""
         return self.keyed and getattr(self, "key_mode", "system") == "user"
+
+    @property
+    def cosine_scores(self) -> bool:
+        """Scores are the cosine of the templates (an exact inner-product index can search them)."""
+        return self.matching == "comparator" and self.output_comparator == "cosine"
+
+    @property
+    def reissuable(self) -> bool:
+        """A revoked template can be replaced by a new, different one (new key or fresh randomness)."""
+        return self.keyed or self.randomized
 
     def steps_(self) -> list[Defense]:
         """The defenses applied, in order (one, or a chain's steps)."""
@@ -106,12 +147,19 @@ class Defense:
                 s.rng_ = np.random.default_rng([int(seed), i])
         return d
 
-    @property
-    def name(self) -> str:
-        return getattr(self, "_registry_name", type(self).__name__.lower())
+    def reissued(self, seed: int, key_offset: int) -> Defense:
+        """A copy of this fitted defense re-issued: randomized steps draw fresh randomness from
+        ``seed``, keyed steps get new keys (their ``seed`` moved by ``key_offset``). The stored
+        defense is untouched. What the defender does after a revocation, and what an attacker
+        who keeps its own keys (a secret key) holds."""
+        d = self.with_randomness(seed)
+        for s in d.steps_():
+            if s.keyed:
+                s.set_params(seed=int(s.seed) + int(key_offset))
+        return d
 
     # ---- the transformer -------------------------------------------------
-    def fit(self, E: np.ndarray, y: np.ndarray | None = None, *, comparator: str = "cosine") -> Defense:
+    def fit(self, E: np.ndarray, users: np.ndarray | None = None, *, comparator: str = "cosine") -> Defense:
         """Learn from the defender's enrolment embeddings; records the input comparator."""
         self._validate()
         self.input_comparator_ = comparator
@@ -121,9 +169,9 @@ class Defense:
     def transform(self, E: np.ndarray, users: np.ndarray | None = None) -> np.ndarray:
         return np.asarray(E, np.float32)
 
-    def fit_transform(self, E: np.ndarray, y: np.ndarray | None = None, *,
-                      comparator: str = "cosine", users: np.ndarray | None = None) -> np.ndarray:
-        return self.fit(E, y, comparator=comparator).transform(E, users)
+    def fit_transform(self, E: np.ndarray, users: np.ndarray | None = None, *,
+                      comparator: str = "cosine") -> np.ndarray:
+        return self.fit(E, users, comparator=comparator).transform(E, users)
 
     def score(self, T1: np.ndarray, T2: np.ndarray) -> np.ndarray:
         """Similarity of every template in T1 with every template in T2 (higher = same person)."""
@@ -134,17 +182,12 @@ class Defense:
         return self.comparator or getattr(self, "input_comparator_", "cosine")
 
     def paired_score(self, T1: np.ndarray, T2: np.ndarray) -> np.ndarray:
-        """Score of T1[k] with T2[k] for every k (sampled pairs of a large gallery)."""
-        from facepii.metrics import ROWWISE, diagonal_scores
-
-        if type(self).score is Defense.score and self.output_comparator in ROWWISE:
+        """Score of T1[k] with T2[k] for every k (sampled pairs of a large gallery): the row-wise
+        comparator for ``matching = "comparator"``, else the diagonals of ``score`` (a class with its
+        own matching overrides this with a faster row-wise form)."""
+        if self.matching == "comparator":
             return ROWWISE[self.output_comparator](T1, T2)
         return diagonal_scores(self.score, T1, T2)
-
-    @property
-    def cosine_scores(self) -> bool:
-        """Scores are the cosine of the templates (an exact inner-product index can search them)."""
-        return type(self).score is Defense.score and self.output_comparator == "cosine"
 
     # ---- reporting -------------------------------------------------------
     def template_nbytes(self) -> int:
@@ -158,9 +201,9 @@ class Defense:
     def inversion_loss(self, key: int):
         """``loss(X, T)``: per-row loss (torch) of unit embeddings ``X`` against stored templates ``T``
         made with ``key``, low when X would give T: a relaxation of the transform that a numerical
-        solver can differentiate (ISO/IEC 30136 irreversibility with a disclosed key). The key's
-        matrices are drawn once, when this is called. None = not available."""
-        return None
+        solver can differentiate. The key's matrices are drawn once, when this is called.
+        Defenses that declare ``invertible`` implement it."""
+        raise NotImplementedError(f"defense '{self.name}' offers no differentiable relaxation")
 
     def key_ids(self, users: np.ndarray | None, n: int) -> np.ndarray:
         """Which key each of ``n`` templates used ("" for unkeyed defenses)."""
@@ -174,21 +217,15 @@ class Defense:
 
     def _validate(self) -> None:
         """Check parameter values (called by fit, never by __init__)."""
-        if self.keyed and getattr(self, "key_mode", "system") not in ("system", "user"):
-            raise ParameterError(f"{self.name}: key_mode must be 'system' or 'user', got {self.key_mode!r}.")
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
+        if self.keyed:
+            mode = getattr(self, "key_mode", "system")
+            if mode not in KEY_MODES or mode not in self.key_modes:
+                raise ParameterError(f"{self.name}: key_mode must be {' or '.join(repr(m) for m in self.key_modes)}, "
+                                     f"got {mode!r}.")
 
 
 def keyed_steps(d: Defense) -> list[Defense]:
     return [s for s in d.steps_() if s.keyed]
-
-
-def user_keyed(d: Defense) -> bool:
-    """True when templates of different users are made with different keys."""
-    return any(s.per_user for s in d.steps_())
 
 
 def shared_key(d: Defense) -> Defense:
@@ -224,117 +261,3 @@ def per_key(defense: Defense, E: np.ndarray, users: np.ndarray | None, fn) -> np
     if out is None:
         return np.zeros((0, 0), np.float32)
     return out
-
-
-class Pipeline(Defense):
-    """Defenses applied in order (``--defense projection+quantize``); params as ``step.param``."""
-
-    def __init__(self, steps: list[tuple[str, Defense]]):
-        self.steps = steps
-
-    @property
-    def name(self) -> str:
-        return "+".join(n for n, _ in self.steps)
-
-    @property
-    def keyed(self) -> bool:  # type: ignore[override]
-        return any(d.keyed for _, d in self.steps)
-
-    @property
-    def emits(self) -> str:  # type: ignore[override]
-        kinds = [d.emits for _, d in self.steps]
-        return "embedding" if all(k == "embedding" for k in kinds) else self.steps[-1][1].emits
-
-    @property
-    def index_size(self) -> int | None:  # type: ignore[override]
-        return self.steps[-1][1].index_size
-
-    @property
-    def randomized(self) -> bool:  # type: ignore[override]
-        return any(d.randomized for _, d in self.steps)
-
-    @property
-    def per_user(self) -> bool:
-        return any(d.per_user for _, d in self.steps)
-
-    def steps_(self) -> list[Defense]:
-        return [d for _, d in self.steps]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for n, d in self.steps:
-            for k, v in d.get_params().items():
-                out[f"{n}.{k}"] = v
-        return out
-
-    def set_params(self, **params: Any) -> Pipeline:
-        steps = dict(self.steps)
-        for key, v in params.items():
-            step, dot, p = key.partition(".")
-            if not dot:
-                owners = [n for n, d in self.steps if p in d._param_names() or step in d._param_names()]
-                if len(owners) == 1:
-                    step, p = owners[0], step
-                else:
-                    raise ParameterError(
-                        f"'{key}' is ambiguous or unknown in {self.name}; address it as step.param, "
-                        f"e.g. {self.steps[0][0]}.{key}.")
-            if step not in steps:
-                raise ParameterError(f"{self.name} has no step '{step}'; steps: {', '.join(steps)}.")
-            steps[step].set_params(**{p: v})
-        return self
-
-    def fit(self, E, y=None, *, comparator="cosine", users=None):
-        cmp = comparator
-        X = E
-        for i, (_, d) in enumerate(self.steps):
-            d.fit(X, y, comparator=cmp)
-            if i < len(self.steps) - 1:
-                X = d.transform(X, users)
-            cmp = d.output_comparator
-        self.input_comparator_ = comparator
-        self.dim_in_ = int(np.asarray(E).shape[1])
-        return self
-
-    def fit_transform(self, E, y=None, *, comparator="cosine", users=None):
-        return self.fit(E, y, comparator=comparator, users=users).transform(E, users)
-
-    def transform(self, E, users=None):
-        X = E
-        for _, d in self.steps:
-            X = d.transform(X, users)
-        return X
-
-    def score(self, T1, T2):
-        return self.steps[-1][1].score(T1, T2)
-
-    @property
-    def output_comparator(self) -> str:
-        return self.steps[-1][1].output_comparator
-
-    @property
-    def cosine_scores(self) -> bool:
-        return self.steps[-1][1].cosine_scores
-
-    def paired_score(self, T1, T2):
-        return self.steps[-1][1].paired_score(T1, T2)
-
-    def template_nbytes(self) -> int:
-        return self.steps[-1][1].template_nbytes()
-
-    def privacy_budget(self) -> dict | None:
-        budgets = [b for _, d in self.steps if (b := d.privacy_budget())]
-        return budgets[0] if len(budgets) == 1 else (
-            {"epsilon": float(sum(b["epsilon"] for b in budgets)),
-             "delta": float(sum(b.get("delta", 0.0) for b in budgets)),
-             "mechanism": "+".join(b["mechanism"] for b in budgets)} if budgets else None)
-
-    def key_ids(self, users, n):
-        keyed = [d for _, d in self.steps if d.keyed]
-        if not keyed:
-            return np.array([""] * n)
-        parts = [d.key_ids(users, n) for d in keyed]
-        return np.array(["|".join(p) for p in zip(*parts)])
-
-    def __repr__(self) -> str:
-        return f"Pipeline({self.steps!r})"

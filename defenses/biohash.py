@@ -12,7 +12,7 @@ import numpy as np
 
 from defenses.base import Defense, l2_normalize, per_key
 from facepii.errors import ParameterError
-from facepii.metrics import hamming_similarity
+from facepii.metrics import ROWWISE, hamming_similarity
 
 
 def biohash_basis(key: int, bits: int, d_in: int) -> np.ndarray:
@@ -24,9 +24,13 @@ def biohash_basis(key: int, bits: int, d_in: int) -> np.ndarray:
 class BioHash(Defense):
     """BioHashing: keyed orthonormal projection to bits, thresholded at 0; Hamming matching."""
 
+    registry_name = "biohash"
     comparator = "hamming"
     keyed = True
+    key_modes = ("system", "user")
     emits = "bits"
+    invertible = True
+    matching = "own"
 
     def __init__(self, bits: int = 128, key_mode: str = "user", center: bool = True, seed: int = 0):
         self.bits = bits
@@ -39,8 +43,8 @@ class BioHash(Defense):
         if not isinstance(self.bits, (int, np.integer)) or self.bits < 1:
             raise ParameterError(f"biohash: bits must be a positive integer, got {self.bits!r}.")
 
-    def fit(self, E, y=None, *, comparator="cosine"):
-        super().fit(E, y, comparator=comparator)
+    def fit(self, E, users=None, *, comparator="cosine"):
+        super().fit(E, users, comparator=comparator)
         if self.bits > self.dim_in_:
             raise ParameterError(f"biohash: bits must be <= the embedding width {self.dim_in_} "
                                  f"(orthonormal projections), got {self.bits}.")
@@ -57,8 +61,6 @@ class BioHash(Defense):
         return hamming_similarity(T1, T2)
 
     def paired_score(self, T1, T2):
-        from facepii.metrics import ROWWISE
-
         return ROWWISE["hamming"](T1, T2)
 
     def inversion_loss(self, key):

@@ -29,6 +29,7 @@ import numpy as np
 
 from defenses.base import Defense, l2_normalize
 from facepii.errors import ParameterError
+from facepii.metrics import ROWWISE, cosine_similarity
 
 
 def _tenseal():
@@ -42,10 +43,13 @@ def _tenseal():
 class HE(Defense):
     """CKKS homomorphic encryption (TenSEAL): encrypted templates, encrypted inner-product matching."""
 
+    registry_name = "he"
     comparator = "cosine"
     keyed = True
     emits = "ciphertext"
-    encrypted = True   # utility and score oracles go through encrypted_pair_scores
+    matching = "own"
+    encrypted = True      # utility and score oracles go through encrypted_pair_scores
+    reproducible = False  # SEAL draws keys and encryption noise from the OS (CKKS noise ~1e-7 in the scores)
 
     def __init__(self, poly_modulus_degree: int = 8192, scale_bits: int = 40, impostor_pairs: int = 32768,
                  seed: int = 0):
@@ -64,8 +68,8 @@ class HE(Defense):
             raise ParameterError(f"he: impostor_pairs must be an integer in 1000..10000000 (about 0.8 ms each "
                                  f"through encryption), got {self.impostor_pairs!r}.")
 
-    def fit(self, E, y=None, *, comparator="cosine"):
-        super().fit(E, y, comparator=comparator)
+    def fit(self, E, users=None, *, comparator="cosine"):
+        super().fit(E, users, comparator=comparator)
         ts = _tenseal()
         s = int(self.scale_bits)
         self.context_ = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=int(self.poly_modulus_degree),
@@ -152,13 +156,9 @@ class HE(Defense):
     def score(self, T1, T2):
         """Scores as the secret-key holder computes them from decrypted templates (cosine of the
         decrypted values). The row's utility and the score oracle use :meth:`encrypted_pair_scores`."""
-        from facepii.metrics import cosine_similarity
-
         return cosine_similarity(T1, T2)
 
     def paired_score(self, T1, T2):
-        from facepii.metrics import ROWWISE
-
         return ROWWISE["cosine"](T1, T2)
 
     def template_nbytes(self):
@@ -169,3 +169,8 @@ class HE(Defense):
     def ms_per_comparison(self) -> float | None:
         t = self.timing_
         return 1000.0 * t["seconds"] / t["comparisons"] if t["comparisons"] else None
+
+    def encryption_info(self) -> dict:
+        """The scheme and its parameters, as the report states them."""
+        return {"scheme": "CKKS (TenSEAL / Microsoft SEAL)", "poly_modulus_degree": int(self.poly_modulus_degree),
+                "scale_bits": int(self.scale_bits), "templates_per_ciphertext": int(self.per_ct_)}

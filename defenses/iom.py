@@ -35,9 +35,13 @@ def index_agreement(T1: np.ndarray, T2: np.ndarray, q: int) -> np.ndarray:
 class IoM(Defense):
     """Index-of-Max hashing (GRP-IoM): m keyed hash functions of q projections; match = share of equal indices."""
 
+    registry_name = "iom"
     comparator = "iom"
     keyed = True
+    key_modes = ("system", "user")
     emits = "index"
+    invertible = True
+    matching = "own"
 
     @property
     def index_size(self) -> int:  # type: ignore[override]

@@ -58,6 +58,7 @@ def gaussian_sigma_for(epsilon: float, delta: float) -> float:
 class Noise(Defense):
     """Gaussian/Laplace noise on unit embeddings (sigma, or epsilon via Opacus); per-template local DP."""
 
+    registry_name = "noise"
     comparator = "cosine"
     randomized = True  # fresh noise per transform, from the fitted defense's own generator
 
@@ -82,8 +83,8 @@ class Noise(Defense):
         if self.mechanism == "laplace" and self.epsilon is None and not (self.scale is not None and self.scale >= 0):
             raise ParameterError("noise: mechanism=laplace needs scale >= 0 (or epsilon).")
 
-    def fit(self, E, y=None, *, comparator="cosine"):
-        super().fit(E, y, comparator=comparator)
+    def fit(self, E, users=None, *, comparator="cosine"):
+        super().fit(E, users, comparator=comparator)
         d = self.dim_in_
         if self.mechanism == "gaussian":
             self.sigma_ = (gaussian_sigma_for(self.epsilon, self.delta) if self.epsilon is not None

@@ -8,6 +8,7 @@ from defenses.base import Defense
 class NoDefense(Defense):
     """No protection: templates are the raw embeddings, compared with the encoder's comparator."""
 
+    registry_name = "none"
     emits = "embedding"
 
     def __init__(self):

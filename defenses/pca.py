@@ -12,14 +12,15 @@ from facepii.errors import ParameterError
 class PCA(Defense):
     """Keep the first dim principal components (fit on the defender's enrolment data); cosine."""
 
+    registry_name = "pca"
     comparator = "cosine"
 
     def __init__(self, dim: int = 32, whiten: bool = False):
         self.dim = dim
         self.whiten = whiten
 
-    def fit(self, E, y=None, *, comparator="cosine"):
-        super().fit(E, y, comparator=comparator)
+    def fit(self, E, users=None, *, comparator="cosine"):
+        super().fit(E, users, comparator=comparator)
         X = l2_normalize(E).astype(np.float64)
         if not isinstance(self.dim, (int, np.integer)) or not 1 <= self.dim <= min(X.shape):
             raise ParameterError(f"pca: dim must be an integer in 1..{min(X.shape)}, got {self.dim!r}.")

@@ -37,8 +37,11 @@ def windows(d_in: int, degree: int, overlap: int) -> np.ndarray:
 class PolyProtect(Defense):
     """PolyProtect: per-user polynomial mapping of overlapping element sets (coefficients, exponents); cosine."""
 
+    registry_name = "polyprotect"
     comparator = "cosine"
     keyed = True
+    key_modes = ("system", "user")
+    invertible = True
 
     def __init__(self, degree: int = 5, overlap: int = 2, coef_range: int = 50, key_mode: str = "user",
                  seed: int = 0):

@@ -28,8 +28,11 @@ def projection_matrix(key: int, dim: int, d_in: int, kind: str) -> np.ndarray:
 class Projection(Defense):
     """Keyed random (Gaussian or orthogonal) projection to dim dimensions, cosine; JL-preserving per key."""
 
+    registry_name = "projection"
     comparator = "cosine"
     keyed = True
+    key_modes = ("system", "user")
+    invertible = True
 
     def __init__(self, dim: int = 64, kind: str = "gaussian", key_mode: str = "system", seed: int = 0):
         self.dim = dim
@@ -44,8 +47,8 @@ class Projection(Defense):
         if not isinstance(self.dim, (int, np.integer)) or self.dim < 1:
             raise ParameterError(f"projection: dim must be a positive integer, got {self.dim!r}.")
 
-    def fit(self, E, y=None, *, comparator="cosine"):
-        super().fit(E, y, comparator=comparator)
+    def fit(self, E, users=None, *, comparator="cosine"):
+        super().fit(E, users, comparator=comparator)
         if self.kind == "orthogonal" and self.dim > self.dim_in_:
             raise ParameterError(f"projection: orthogonal needs dim <= {self.dim_in_} (the embedding width), "
                                  f"got {self.dim}; use kind=gaussian.")

@@ -17,11 +17,14 @@ import numpy as np
 
 from defenses.base import Defense
 from facepii.errors import ParameterError
-from facepii.metrics import cosine_similarity, hamming_similarity
+from facepii.metrics import ROWWISE, cosine_similarity, hamming_similarity
 
 
 class Quantize(Defense):
     """Uniform k-bit quantisation per dimension; bits=1 is sign binarisation with Hamming matching."""
+
+    registry_name = "quantize"
+    matching = "own"  # cosine of the cell centres or Hamming, never searched by an inner-product index
 
     def __init__(self, bits: int = 4, clip: float = 0.5, center: bool = False):
         self.bits = bits
@@ -42,8 +45,8 @@ class Quantize(Defense):
     def output_comparator(self):
         return "hamming" if self.bits == 1 else "cosine"
 
-    def fit(self, E, y=None, *, comparator="cosine"):
-        super().fit(E, y, comparator=comparator)
+    def fit(self, E, users=None, *, comparator="cosine"):
+        super().fit(E, users, comparator=comparator)
         E = np.asarray(E, np.float32)
         self.mean_ = E.mean(axis=0) if self.center else np.zeros(E.shape[1], np.float32)
         lo = np.percentile(E, self.clip, axis=0).astype(np.float32)
@@ -74,8 +77,6 @@ class Quantize(Defense):
         return cosine_similarity(T1, T2)
 
     def paired_score(self, T1, T2):
-        from facepii.metrics import ROWWISE
-
         return ROWWISE["hamming" if self.bits == 1 else "cosine"](T1, T2)
 
     def template_nbytes(self):

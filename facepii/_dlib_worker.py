@@ -12,9 +12,10 @@ import sys
 
 import numpy as np
 
+from facepii.dlib_encoder import _dlib_embed
+
 
 def main() -> None:
-    from facepii.encoders import _dlib_embed
 
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     face = 112 * 112 * 3

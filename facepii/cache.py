@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +33,11 @@ class CacheError(FacepiiError):
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS landmarks (key TEXT PRIMARY KEY, lm BLOB, reason TEXT, sum TEXT);
 CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vec BLOB, sum TEXT);
+CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, sha256 TEXT, size INTEGER);
 """
-COLUMNS = {"landmarks": ["key", "lm", "reason", "sum"], "embeddings": ["key", "vec", "sum"]}
+COLUMNS = {"landmarks": ["key", "lm", "reason", "sum"], "embeddings": ["key", "vec", "sum"],
+           "models": ["name", "sha256", "size"]}
+MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
 def checksum(key: str, payload: bytes | str | None) -> str:
@@ -81,7 +86,7 @@ class Cache:
         of facepii 0.1 (no checksums) gets the column, and its entries are recomputed as they are met."""
         for table, cols in COLUMNS.items():
             got = [r[1] for r in self._db.execute(f"PRAGMA table_info({table})").fetchall()]
-            if got == cols[:-1]:
+            if table != "models" and got == cols[:-1]:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN sum TEXT")
             elif got != cols:
                 raise sqlite3.DatabaseError(f"table {table} has columns {got}, expected {cols}")
@@ -145,6 +150,47 @@ class Cache:
             b = np.asarray(v, np.float32).tobytes()
             rows.append((k, b, checksum(k, b)))
         self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows)
+        self._db.commit()
+
+    # models ----------------------------------------------------------------
+    def _model_path(self, name: str) -> Path:
+        if not MODEL_NAME.match(name):
+            raise ValueError(f"not a cache model name: {name!r}")
+        return self.folder / "models" / f"{name}.safetensors"
+
+    def get_model(self, name: str) -> tuple[bytes | None, str | None]:
+        """(the model's bytes, None), or (None, why not): absent, a link, or bytes that do not match the
+        digest recorded when facepii wrote them (a file edited, truncated or planted in the cache)."""
+        if self._db is None:
+            return None, None
+        path = self._model_path(name)
+        if not path.is_file() or path.is_symlink():
+            return None, None
+        row = self._db.execute("SELECT sha256, size FROM models WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None, "no digest recorded for it (an older facepii's entry, or a file facepii did not write)"
+        data = path.read_bytes()
+        if row[1] != len(data) or row[0] != hashlib.sha256(data).hexdigest():
+            self.rejected += 1
+            return None, "content does not match the digest facepii recorded"
+        return data, None
+
+    def put_model(self, name: str, data: bytes) -> None:
+        """Write a model's bytes beside their final name and rename (atomic), then record their digest."""
+        if self._db is None:
+            return
+        path = self._model_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._db.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?)",
+                         (name, hashlib.sha256(data).hexdigest(), len(data)))
         self._db.commit()
 
     def count(self, table: str = "embeddings") -> int:

@@ -11,9 +11,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from tabulate import tabulate
 
+import attacks as attack_pkg
+import defenses as defense_pkg
+from attacks import DEFAULT_ATTACKS
+from facepii import __version__, lineup, outputs, progress
 from facepii import datasets as ds
-from facepii.errors import FacepiiError, ParameterError
+from facepii import gate as g
+from facepii import registry as reg
+from facepii.config import EvaluateConfig, parse_param_options, parse_size
+from facepii.encoders import spec_list
+from facepii.errors import ConfigError, FacepiiError, ParameterError
+from facepii.pipeline import run
+from facepii.plots import transfer_figure
+from facepii.report import Evaluation, Report, read_report, render
+from facepii.transfer import run_transfer, slug
 
 app = typer.Typer(
     name="facepii",
@@ -24,19 +37,16 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain text: "facepii[dask]" stays as written
 )
 
 
 def _version(value: bool) -> None:
     if value:
-        import attacks
-        import defenses
-        from facepii import __version__
-
         typer.echo(f"facepii {__version__}")
         typer.echo(f"facepii from  {Path(__file__).resolve().parent}")
-        typer.echo(f"defenses from {Path(defenses.__file__).resolve().parent}")
-        typer.echo(f"attacks from  {Path(attacks.__file__).resolve().parent}")
+        typer.echo(f"defenses from {Path(defense_pkg.__file__).resolve().parent}")
+        typer.echo(f"attacks from  {Path(attack_pkg.__file__).resolve().parent}")
         raise typer.Exit()
 
 
@@ -156,11 +166,6 @@ def evaluate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """``facepii evaluate``: the options into one EvaluateConfig, then :func:`facepii.pipeline.run`."""
-    from attacks import DEFAULT_ATTACKS
-    from facepii import outputs, progress
-    from facepii.config import EvaluateConfig, parse_param_options, parse_size
-    from facepii.pipeline import run
-
     progress.set_enabled(not quiet)
     cfg = EvaluateConfig.from_options(
         where="evaluate", dataset=dataset or ds.default_spec(), encoder=encoder,
@@ -180,8 +185,6 @@ def evaluate(
         outputs.check_out_dir(out)
     if cache_dir and not no_cache:
         outputs.check_cache_dir(cache_dir)
-    from facepii.encoders import spec_list
-
     targets = spec_list(cfg.data.encoder, "--encoder")
     if len(targets) > 1:
         _transfer(cfg, targets, out, json_out)
@@ -197,10 +200,6 @@ def evaluate(
 
 def _transfer(cfg, targets: list[str], out: Path | None, json_out: Path | None) -> None:
     """Several targets: each evaluated in turn (the others judge it), then the transfer matrix."""
-    from facepii import outputs
-    from facepii.plots import transfer_figure
-    from facepii.transfer import run_transfer, slug
-
     folders = [slug(t) for t in targets]
     if len(set(folders)) < len(folders):
         raise ParameterError(f"--encoder: two targets would share the output folder "
@@ -231,50 +230,14 @@ def _transfer(cfg, targets: list[str], out: Path | None, json_out: Path | None) 
 
 
 def _write_out(evaluation, out) -> None:
-    from facepii import outputs
-
-    report = evaluation.report
     paths = outputs.write_outputs(evaluation, out)
     typer.echo(f"written to {out}: " + ", ".join(p.name for p in paths))
-    if report.has_privacy:
+    if evaluation.report.has_privacy:
         typer.echo("reconstructions.png and report files show victims' faces: personal data, keep them safe.")
 
 
 def _print_report(report) -> None:
-    from facepii import sections
-
-    for line in report.summary_lines():
-        typer.echo(line)
-    typer.echo("")
-    if report.has_privacy:
-        typer.echo("utility (all identities):")
-        typer.echo(report.utility_table())
-        typer.echo("\nprivacy-utility trade-off (worst attack per row):")
-    typer.echo(report.table())
-    typer.echo("")
-    for note in report.footnotes():
-        typer.echo(note)
-    if report.has_judges:
-        typer.echo("\nevery judge (its own worst attack per row):")
-        typer.echo(report.judge_table())
-        typer.echo(report.JUDGES_NOTE)
-    if report.has_iso:
-        typer.echo("\nunlinkability and renewability (ISO/IEC 30136):")
-        typer.echo(report.iso_table())
-        typer.echo(report.ISO_NOTE)
-    if report.has_irreversibility:
-        typer.echo("\nirreversibility (ISO/IEC 30136):")
-        typer.echo(report.section_table("irreversibility"))
-        typer.echo(sections.IRREVERSIBILITY_NOTE)
-    if report.has_oracle:
-        typer.echo("\nscore oracle:")
-        typer.echo(report.section_table("oracle"))
-        typer.echo(sections.ORACLE_NOTE)
-    if report.extra.get("threat_model"):
-        typer.echo("\nthreat model: " + report.extra["threat_model"])
-    summary = report.executive_summary()
-    if summary:
-        typer.echo("\nsummary: " + " ".join(summary))
+    typer.echo(render.text(report))
 
 
 @app.command(help="Gate a model release or a deployment: evaluate (or read a report), check each rule on the "
@@ -300,49 +263,41 @@ def gate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """``facepii gate``: rules on a report (read, or made by :func:`facepii.pipeline.run`)."""
-    from facepii import gate as g
-    from facepii import progress
-    from facepii.errors import ConfigError
-    from facepii.report import Report
-
     progress.set_enabled(not quiet)
     if config is None:
         config = next((p for p in (Path("facepii.toml"), Path("pyproject.toml")) if p.is_file()), None)
         if config is None:
             raise ConfigError("no --config given and no facepii.toml or pyproject.toml here.")
-    from facepii import outputs
-
     conf = g.load_config(config)
     has_rules = any(k != "rows" for k in conf["gate"]) or bool(conf["gate"].get("rows"))
     if not has_rules:
         raise ConfigError(f"{config}: the [gate] table holds no rule; rules: {', '.join(g.RULES)}.")
-    base = Report.from_json(baseline).to_dict() if baseline else None
+    base = read_report(baseline) if baseline else None
     if junit:
         outputs.check_output_file(junit, "--junit")
     if out:
         outputs.check_out_dir(out)
-    evaluation = None
+    evaluation = rep = None
     if report is not None:
-        rep = Report.from_json(report)
+        data = read_report(report)  # the gate judges the file's figures as they stand
+        if out:
+            rep = Report.from_dict(data, str(report))  # --out renders it: every figure checked first
     else:
-        from facepii.pipeline import run
-
         evaluation = run(g.evaluate_config(conf["evaluate"]).validate())
         rep = evaluation.report
-    verdicts = g.run_gate(rep.to_dict(), conf["gate"], base)
+        data = rep.to_dict()
+    verdicts = g.run_gate(data, conf["gate"], base)
     for v in verdicts:
         typer.echo(v.line())
     failed = sum(not v.passed for v in verdicts)
     typer.echo(f"\ngate: {len(verdicts) - failed} passed, {failed} failed "
                "(rates judged on the pessimistic end of their 95% interval)")
-    as_dicts = g.verdicts_to_dict(verdicts)
     if junit:
-        g.junit_xml(verdicts, junit)
+        outputs.write_junit(verdicts, junit)
         typer.echo(f"JUnit XML written to {junit}")
     if out:
-        from facepii.pipeline import Evaluation
-
-        paths = outputs.write_outputs(evaluation or Evaluation(rep), out, as_dicts)
+        rep.extra["gate"] = g.verdicts_to_dict(verdicts)
+        paths = outputs.write_outputs(evaluation or Evaluation(rep), out)
         typer.echo(f"written to {out}: " + ", ".join(p.name for p in paths))
     if failed:
         raise typer.Exit(1)
@@ -364,9 +319,7 @@ def lineup_build(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the lineups and their order.")] = 0,
 ) -> None:
     """Build a lineup study (index.html + assets, works from disk) from a report's reconstructions."""
-    from facepii.lineup import build_study
-
-    s = build_study(report, out, size, trials_per_row, seed)
+    s = outputs.build_study(report, out, size, trials_per_row, seed)
     typer.echo(f"study {s['study']}: {s['trials']} trials ({s['attention_checks']} attention checks) over "
                f"{s['rows']} rows, {s['size']} photos per lineup, written to {s['dir']}")
     typer.echo(f"send raters {out}/share.zip (index.html + assets: real faces, treat as personal data); "
@@ -385,23 +338,19 @@ def lineup_score(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Score a lineup study: per row, human top-1 accuracy with a 95% interval against chance."""
-    from facepii.lineup import add_to_report, score_study, score_table
-
-    res = score_study(study, answers, min_attention, bootstrap, seed)
+    res = lineup.score_study(study, answers, min_attention, bootstrap, seed)
     typer.echo(f"study {res['study']}: {res['raters']} raters, {res['raters_kept']} kept, "
                f"{len(res['raters_excluded'])} excluded for failing attention checks "
                f"(< {min_attention:.0%} right)")
-    typer.echo(score_table(res))
+    typer.echo(lineup.score_table(res))
     typer.echo("human top-1: share of lineups where the rater picked the victim, a \"can't tell\" counted as a "
                "guess (1/size); interval: bootstrap over raters and trials.")
     if report:
-        path = add_to_report(res, report)
+        path = outputs.add_human_figures(res, report)
         typer.echo(f"added privacy.human to {path} (and report.md / report.html)")
 
 
 def _victims(text: str | None) -> float | int | None:
-    from facepii.errors import ParameterError
-
     if text is None:
         return None
     try:
@@ -416,8 +365,6 @@ def _victims(text: str | None) -> float | int | None:
 
 
 def _number(text: str, option: str) -> float:
-    from facepii.errors import ParameterError
-
     try:
         return float(text)
     except ValueError:
@@ -425,8 +372,6 @@ def _number(text: str, option: str) -> float:
 
 
 def _list(registry) -> None:
-    from tabulate import tabulate
-
     rows = [(e.name, e.help, "" if e.origin == "built-in" else e.origin) for e in registry.entries()]
     typer.echo(tabulate(rows, headers=["name", "what it is", "from"], tablefmt="plain"))
 
@@ -434,32 +379,24 @@ def _list(registry) -> None:
 @app.command()
 def encoders() -> None:
     """List the face encoders (targets and judges)."""
-    from facepii.registry import encoders as reg
-
-    _list(reg)
+    _list(reg.encoders)
 
 
 @app.command()
 def defenses() -> None:
     """List the embedding protections."""
-    from facepii.registry import defenses as reg
-
-    _list(reg)
+    _list(reg.defenses)
 
 
 @app.command()
 def attacks() -> None:
     """List the reconstruction attacks."""
-    from facepii.registry import attacks as reg
-
-    _list(reg)
+    _list(reg.attacks)
 
 
 @app.command()
 def datasets() -> None:
     """List the dataset spec forms --dataset takes."""
-    from tabulate import tabulate
-
     rows = [(k + ":", help_) for k, (help_, _) in ds.LOADERS.items()]
     typer.echo(tabulate(rows, headers=["spec", "what it reads"], tablefmt="plain"))
     typer.echo(f"\ndefault: {ds.default_spec()}  (set ${ds.ENV_VAR} to change it)")

@@ -16,25 +16,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import defenses as defense_registry
+from attacks import registry as attack_registry
+from attacks.facemodel import BUDGETS
+from facepii.encoders import spec_list
 from facepii.errors import ConfigError, ParameterError
+from facepii.executor import check as check_executor
+from facepii.threat import KEY_SCENARIOS, KNOWLEDGE, ORACLES
 
-KNOWLEDGE = {
-    "white": "white box: it can run and differentiate it",
-    "black": "black box: it can only query it",
-}
-KEY_SCENARIOS = {
-    "secret": "the key is secret (the attacker protects its own faces with keys of its own)",
-    "disclosed": "the key is disclosed (a stolen token: the attacker uses the real keys)",
-    "both": "reported for a secret key and for a disclosed key (stolen token); the disclosed case "
-            "is the row's headline figure",
-}
 DEVICES = ("cpu", "cuda")
-ORACLES = {
-    "none": "no oracle attack",
-    "score": "the matcher returns a similarity score for a probe against a victim (score-solver attack)",
-    "decision": "the matcher only accepts or rejects at its threshold (decision-search attack)",
-}
-ORACLE_QUERIES = {"score": 200, "decision": 2000}  # default queries per victim
 
 
 @dataclass
@@ -122,10 +112,6 @@ class EvaluateConfig:
 
     # ---- validation before any work --------------------------------------------------
     def validate(self) -> EvaluateConfig:
-        import attacks  # noqa: F401  (registers the built-in attacks)
-        from attacks.facemodel import BUDGETS
-        from facepii.registry import attacks as attack_registry
-
         p, d = self.privacy, self.data
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 32:
             raise ParameterError(f"--seed must be an integer in 0..{2 ** 32 - 1}, got {self.seed!r}.")
@@ -136,8 +122,6 @@ class EvaluateConfig:
         if d.max_memory is not None and (isinstance(d.max_memory, bool) or not isinstance(d.max_memory, int)
                                          or not 1 << 26 <= d.max_memory <= 1 << 50):
             raise ParameterError(f"--max-memory must be between 64MB and 1PB, got {d.max_memory!r}.")
-        from facepii.executor import check as check_executor
-
         check_executor(d.executor)
         if d.max_identities is not None and d.max_identities < 2:
             raise ParameterError(f"--max-identities must be >= 2, got {d.max_identities}.")
@@ -171,8 +155,6 @@ class EvaluateConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
                     (isinstance(v, float) and 0 < v < 1) or (v >= 2 and v == int(v))):
                 raise ParameterError(f"--victims {v!r}: give a count >= 2 or a fraction between 0 and 1.")
-        from facepii.judging import judge_specs
-
         judge_specs(p.judge)  # an empty or repeated entry fails here
         m = p.max_aux
         if isinstance(m, bool) or not isinstance(m, int) or m < 2:
@@ -280,12 +262,10 @@ def defense_grid(specs: list[str], params: dict[str, list[Any]]) -> list[tuple[s
     to the ``noise`` defense (or step) only. A parameter no listed defense has is an error,
     and so is a value of the wrong kind (checked by building each row's defense).
     """
-    import defenses as defense_registry
-
     used: set[str] = set()
     rows: list[tuple[str, dict[str, Any]]] = []
     for spec in specs:
-        names = set(defense_registry.create(spec).get_params())
+        names = set(defense_registry.create(spec).flat_params())
         steps = spec.split("+")
         mine: dict[str, list[Any]] = {}
         for key, vals in params.items():
@@ -313,11 +293,16 @@ def defense_grid(specs: list[str], params: dict[str, list[Any]]) -> list[tuple[s
             rows.append((spec, row))
     unused = [k for k in params if k not in used]
     if unused:
-        known = {s: sorted(defense_registry.create(s).get_params()) for s in specs}
+        known = {s: sorted(defense_registry.create(s).flat_params()) for s in specs}
         raise ParameterError(
             f"--param {', '.join(unused)}: no listed defense has it; parameters: "
             + "; ".join(f"{s}: {', '.join(p) or '(none)'}" for s, p in known.items()) + ".")
     return rows
+
+
+def judge_specs(spec: str | None) -> list[str | None]:
+    """``--judge dlib,sface,onnx:PATH`` -> its entries (the first is the headline judge); none -> [None]."""
+    return list(spec_list(spec, "--judge")) or [None]
 
 
 def parse_size(text: str | int) -> int:

@@ -10,6 +10,14 @@ from __future__ import annotations
 import inspect
 import sys
 
+import attacks  # noqa: F401  (registers the built-in attacks)
+import defenses  # noqa: F401  (registers the built-in defenses)
+from attacks.facemodel import BUDGETS
+from facepii.gate import RULES
+from facepii.registry import attacks as areg
+from facepii.registry import defenses as dreg
+from facepii.registry import encoders as ereg
+
 
 def _params(cls) -> list[tuple[str, str]]:
     sig = inspect.signature(cls.__init__)
@@ -48,13 +56,6 @@ def _entries(registry) -> list[str]:
 
 
 def reference() -> str:
-    import attacks  # noqa: F401
-    import defenses  # noqa: F401
-    from attacks.facemodel import BUDGETS
-    from facepii.gate import RULES
-    from facepii.registry import attacks as areg
-    from facepii.registry import defenses as dreg
-    from facepii.registry import encoders as ereg
 
     lines = ["# Reference", "",
              "Generated from the registries by `python -m facepii.docgen`; do not edit by hand.", ""]

@@ -36,3 +36,7 @@ class UnknownNameError(FacepiiError):
 
 class ConfigError(FacepiiError):
     """A gate/evaluate configuration file is wrong."""
+
+
+class ReportError(ConfigError):
+    """A report file whose content is not what facepii writes."""

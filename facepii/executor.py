@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from facepii.errors import ParameterError
+from facepii.encoders import get_encoder
+from facepii.errors import ImageError, ParameterError
+from facepii.faces import align, default_aligner, read_image
 
 _MODELS: dict[str, Any] = {}  # per worker process: spec -> encoder (and "aligner")
 
@@ -100,8 +102,6 @@ def open_executor(spec: str | None) -> DaskExecutor | None:
 
 def _model(spec: str):
     if spec not in _MODELS:
-        from facepii.encoders import get_encoder
-
         enc = get_encoder(spec)
         if hasattr(enc, "n_jobs"):
             enc.n_jobs = 1  # one worker process per core already
@@ -111,8 +111,6 @@ def _model(spec: str):
 
 def _aligner():
     if "aligner" not in _MODELS:
-        from facepii.faces import default_aligner
-
         _MODELS["aligner"] = default_aligner()
     return _MODELS["aligner"]
 
@@ -121,8 +119,6 @@ def embed_batch(task: dict) -> dict:
     """One batch of photos on a worker: decode, detect (where the landmarks are not known), align,
     embed with each encoder the batch needs. Returns positions, new landmarks (or the reason a
     photo is unusable) and embeddings; never the pixels."""
-    from facepii.errors import ImageError
-    from facepii.faces import align, read_image
 
     idx, faces, new_lm = [], [], {}
     for i, src, lm in task["items"]:

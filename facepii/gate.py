@@ -34,8 +34,12 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from facepii.errors import ConfigError
-from facepii.report import row_label
+import numpy as np
+
+from attacks import DEFAULT_ATTACKS
+from facepii.config import EvaluateConfig
+from facepii.errors import ConfigError, ReportError
+from facepii.labels import LEAKAGE, PRIVACY_ORACLE, RANK1, SAR_1E3, TAR_1E3, label_of, tar_key
 
 RULES = {
     "max_leakage_ratio": "upper 95% bound of the leakage ratio (rank-1 / random) <= value",
@@ -62,9 +66,9 @@ UPPER_RULES = {
     "max_dsys": (("iso30136", "unlinkability"), "dsys", "ISO/IEC 30136 unlinkability"),
     "max_renewal_match": (("iso30136", "renewability"), "old_template_match@fmr=1e-3", "ISO/IEC 30136 renewability"),
     "max_isr": (("iso30136", "irreversibility"), "isr@fmr=1e-3", "ISO/IEC 30136 irreversibility"),
-    "max_sar_type1": (("iso30136", "irreversibility", "faces", "type1"), "sar@fmr=1e-3", "SAR type I"),
-    "max_sar_type2": (("iso30136", "irreversibility", "faces", "type2"), "sar@fmr=1e-3", "SAR type II"),
-    "max_oracle_rank1": (("privacy_oracle",), "rank1", "score oracle"),
+    "max_sar_type1": (("iso30136", "irreversibility", "faces", "type1"), SAR_1E3, "SAR type I"),
+    "max_sar_type2": (("iso30136", "irreversibility", "faces", "type2"), SAR_1E3, "SAR type II"),
+    "max_oracle_rank1": ((PRIVACY_ORACLE,), RANK1, "score oracle"),
 }
 
 TOL = 1e-9  # rates are compared with this slack for floating-point rounding (0.80 - 0.65 != 0.15)
@@ -128,9 +132,6 @@ def _type_ok(v: Any, t) -> bool:
 def check_evaluate(ev: dict, where: Path | str = "config"):
     """The [evaluate] table as an EvaluateConfig: the CLI's option names, the CLI's defaults, except
     that attacks run unless ``attacks = []`` (a gate on leakage needs them)."""
-    from attacks import DEFAULT_ATTACKS
-    from facepii.config import EvaluateConfig
-
     if not isinstance(ev, dict):
         raise ConfigError(f"{where}: [evaluate] must be a table.")
     ev = {"attacks": list(DEFAULT_ATTACKS), **ev}
@@ -171,10 +172,6 @@ def evaluate_config(ev: dict):
 # ---------------------------------------------------------------- judging
 
 
-class ReportError(ConfigError):
-    """A report file whose content is not what facepii writes."""
-
-
 def _num(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
 
@@ -208,7 +205,7 @@ def _no_interval(label: str, rule: str, figure: str, v: float, threshold) -> Ver
 
 
 def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> Verdict:
-    label = row_label(row)
+    label = label_of(row)
     priv = row.get("privacy") or {}
     if not isinstance(priv, dict):
         raise ReportError(f"row {label!r}: privacy is not a table.")
@@ -218,7 +215,7 @@ def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> 
             raise ReportError(f"row {label!r}: privacy.worst_judge names no judge of privacy.judges.")
         priv = {**worst, "judge": priv.get("worst_judge")}
     if rule in ("max_leakage_ratio", "max_sar", "max_rank1", "max_worst_judge_rank1"):
-        key = {"max_leakage_ratio": "leakage_ratio", "max_sar": "sar@fmr=1e-3"}.get(rule, "rank1")
+        key = {"max_leakage_ratio": LEAKAGE, "max_sar": SAR_1E3}.get(rule, RANK1)
         v, ci = _est(priv.get(key), f"row {label!r} privacy.{key}")
         if v is None:
             return Verdict(label, rule, False, None, None, None, threshold,
@@ -240,7 +237,7 @@ def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> 
         if v is None:
             return Verdict(label, rule, False, None, None, None, threshold,
                            f"no {what} figure '{key}' in the report (run evaluate with attacks"
-                           f"{' and --oracle' if path[0] == 'privacy_oracle' else ''})")
+                           f"{' and --oracle' if path[0] == PRIVACY_ORACLE else ''})")
         if ci is None:
             return _no_interval(label, rule, key, v, threshold)
         ok = ci[1] <= float(threshold) + TOL
@@ -254,7 +251,7 @@ def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> 
         raise ReportError(f"row {label!r}: utility is not a table.")
     if rule == "min_tar_at_far":
         far, want = float(threshold["far"]), float(threshold["value"])
-        key = f"tar@far={far:.0e}".replace("e-0", "e-")
+        key = tar_key(far)
         v, ci = _est(utility.get(key), f"row {label!r} utility.{key}")
         if v is None:
             return Verdict(label, rule, False, None, None, None, want, f"no {key} in the report")
@@ -265,7 +262,7 @@ def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> 
         return Verdict(label, rule, ok, v, ci, end, want,
                        f"TAR@FAR={far:g} lower bound {end:.4g} {'>=' if ok else '<'} {want:g}  ({_show(v, ci)})")
     if rule == "max_utility_drop":
-        v, ci = _est(utility.get("tar@far=1e-3"), f"row {label!r} utility.tar@far=1e-3")
+        v, ci = _est(utility.get(TAR_1E3), f"row {label!r} utility.{TAR_1E3}")
         if v is None or base_tar is None:
             return Verdict(label, rule, False, None, None, None, threshold, "no TAR@1e-3 to compare")
         if ci is None:
@@ -281,10 +278,8 @@ def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> 
 def _oracle_queries(label: str, row: dict, want: float) -> Verdict:
     """Lower 95% bound (bootstrap over victims) of the median queries to a match; a victim not matched
     within the budget counts as needing more than the budget."""
-    import numpy as np
-
     rule = "min_oracle_queries_to_match"
-    o = row.get("privacy_oracle")
+    o = row.get(PRIVACY_ORACLE)
     q = ((o or {}).get("oracle") or {}) if isinstance(o, dict) else {}
     per = (q.get("queries_to_match") or {}).get("per_victim") if isinstance(q, dict) else None
     budget = q.get("budget_per_victim") if isinstance(q, dict) else None
@@ -324,18 +319,18 @@ def check_rows(report: dict, what: str = "the report") -> list[dict]:
 def run_gate(report: dict, gate: dict, baseline: dict | None = None) -> list[Verdict]:
     """Every rule on every row it applies to, plus the baseline comparison."""
     rows = check_rows(report)
-    labels = [row_label(r) for r in rows]
+    labels = [label_of(r) for r in rows]
     scoped = gate.get("rows", {})
     for label in scoped:
         if label not in labels:
             raise ConfigError(f'[gate.rows."{label}"]: no such row in the report; rows: {", ".join(labels)}.')
     general = {k: v for k, v in gate.items() if k != "rows"}
     protected = [r for r in rows if r["defense"] != "none"] or rows
-    base_tar = _est((rows[0].get("utility") or {}).get("tar@far=1e-3"), "unprotected row")[0] \
+    base_tar = _est((rows[0].get("utility") or {}).get(TAR_1E3), "unprotected row")[0] \
         if rows[0]["defense"] == "none" else None
     verdicts = []
     for r in rows:
-        label = row_label(r)
+        label = label_of(r)
         if label in scoped:
             rules = scoped[label]
         elif r in protected:
@@ -352,23 +347,23 @@ def run_gate(report: dict, gate: dict, baseline: dict | None = None) -> list[Ver
 def compare_baseline(report: dict, baseline: dict) -> list[Verdict]:
     """Regression check against an earlier release's report: flag a row whose leakage interval lies
     wholly above the baseline's, or whose TAR@1e-3 interval lies wholly below."""
-    old = {row_label(r): r for r in check_rows(baseline, "the baseline report")}
+    old = {label_of(r): r for r in check_rows(baseline, "the baseline report")}
     out = []
     for r in check_rows(report):
-        label = row_label(r)
+        label = label_of(r)
         if label not in old:
             continue
         o = old[label]
-        v, ci = _est((r.get("privacy") or {}).get("leakage_ratio"), f"row {label!r} leakage_ratio")
-        ov, oci = _est((o.get("privacy") or {}).get("leakage_ratio"), f"baseline row {label!r} leakage_ratio")
+        v, ci = _est((r.get("privacy") or {}).get(LEAKAGE), f"row {label!r} {LEAKAGE}")
+        ov, oci = _est((o.get("privacy") or {}).get(LEAKAGE), f"baseline row {label!r} {LEAKAGE}")
         if ci is not None and oci is not None:
             rose = ci[0] > oci[1]
             what = "rose beyond the intervals" if rose else "no rise beyond the intervals"
             out.append(Verdict(label, "baseline_leakage", not rose, v, ci, ci[0], oci[1],
                                f"leakage {v:.4g} [{ci[0]:.4g}, {ci[1]:.4g}] vs baseline {ov:.4g} "
                                f"[{oci[0]:.4g}, {oci[1]:.4g}]: {what}"))
-        v, ci = _est((r.get("utility") or {}).get("tar@far=1e-3"), f"row {label!r} tar@far=1e-3")
-        ov, oci = _est((o.get("utility") or {}).get("tar@far=1e-3"), f"baseline row {label!r} tar@far=1e-3")
+        v, ci = _est((r.get("utility") or {}).get(TAR_1E3), f"row {label!r} {TAR_1E3}")
+        ov, oci = _est((o.get("utility") or {}).get(TAR_1E3), f"baseline row {label!r} {TAR_1E3}")
         if ci is not None and oci is not None:
             fell = ci[1] < oci[0]
             what = "fell beyond the intervals" if fell else "no fall beyond the intervals"
@@ -381,8 +376,8 @@ def compare_baseline(report: dict, baseline: dict) -> list[Verdict]:
     return out
 
 
-def junit_xml(verdicts: list[Verdict], path: str | Path, name: str = "facepii.gate") -> Path:
-    """One test case per rule (classname = row, name = rule); failures carry the message."""
+def junit_text(verdicts: list[Verdict], name: str = "facepii.gate") -> str:
+    """JUnit XML, one test case per rule (classname = row, name = rule); failures carry the message."""
     suite = ET.Element("testsuite", name=name, tests=str(len(verdicts)),
                        failures=str(sum(not v.passed for v in verdicts)), errors="0", skipped="0")
     for v in verdicts:
@@ -394,10 +389,7 @@ def junit_xml(verdicts: list[Verdict], path: str | Path, name: str = "facepii.ga
             ET.SubElement(case, "system-out").text = v.line()
     root = ET.Element("testsuites")
     root.append(suite)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(root).write(p, encoding="utf-8", xml_declaration=True)
-    return p
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
 def verdicts_to_dict(verdicts: list[Verdict]) -> list[dict]:

@@ -34,13 +34,10 @@ from __future__ import annotations
 import numpy as np
 
 from facepii import metrics
+from facepii.estimates import Irreversibility, SarLevels
+from facepii.labels import fmr_text, isr_key
 
 FMRS = (1e-2, 1e-3, 1e-4)
-
-
-def fmr_text(f: float) -> str:
-    return f"{f:.0e}".replace("e-0", "e-")
-
 
 ISR_FMRS = (1e-3, 1e-4)
 CURVE_FMRS = tuple(float(x) for x in np.logspace(-4, -1, 13))
@@ -63,66 +60,46 @@ def accept_share(scores: np.ndarray, probe_labels: np.ndarray, gallery_labels: n
 
 
 def isr(recovered: np.ndarray, victims: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
-        score_fn, raw_impostor: np.ndarray, n_boot: int, seed: int) -> dict:
+        score_fn, raw_impostor: np.ndarray, n_boot: int, seed: int) -> dict[str, metrics.Estimate]:
     """Inversion success rates of recovered raw embeddings against the unprotected system."""
     sc = np.asarray(score_fn(recovered, gallery), np.float64)
     out: dict = {}
     for f in ISR_FMRS:
         op = operating_point(raw_impostor, f)
-        out[f"isr@fmr={fmr_text(f)}"] = metrics.bootstrap_mean(
-            accept_share(sc, victims, gallery_labels, op["threshold"]), n_boot, seed).to_dict()
+        out[isr_key(f)] = metrics.bootstrap_mean(accept_share(sc, victims, gallery_labels, op["threshold"]),
+                                                 n_boot, seed)
     return out
 
 
 def sar_levels(scores: np.ndarray, victims: np.ndarray, gallery_labels: np.ndarray, impostor: np.ndarray,
-               n_boot: int, seed: int) -> dict:
+               n_boot: int, seed: int) -> SarLevels:
     """SAR at FMRS with each operating point, plus the SAR-vs-FMR curve."""
-    out: dict = {}
+    sar, ops = {}, {}
     for f in FMRS:
         op = operating_point(impostor, f)
         k = fmr_text(f)
-        out[f"sar@fmr={k}"] = metrics.bootstrap_mean(
-            accept_share(scores, victims, gallery_labels, op["threshold"]), n_boot, seed).to_dict()
-        out[f"operating_point@fmr={k}"] = op
-    out["curve"] = {"fmr": list(CURVE_FMRS), "sar": [
+        sar[k] = metrics.bootstrap_mean(accept_share(scores, victims, gallery_labels, op["threshold"]), n_boot, seed)
+        ops[k] = op
+    curve = {"fmr": list(CURVE_FMRS), "sar": [
         float(accept_share(scores, victims, gallery_labels, metrics.threshold_at_far(impostor, f)).mean())
         for f in CURVE_FMRS]}
-    return out
+    return SarLevels(sar, ops, curve)
 
 
-def template_inversion(ctx, view, T_aux: np.ndarray, T_vic: np.ndarray,
-                       victims: np.ndarray) -> dict[str, np.ndarray]:
-    """method -> recovered raw embeddings of the victims (``learned``; ``solver`` where it applies;
-    the solver's results are the ones the row's attacks used, when they used it)."""
-    from attacks.base import learned_raw, solved_raw
-    from attacks.facemodel import to_unit
-    from attacks.solver import can_solve
-
-    learned = to_unit(learned_raw(ctx, T_aux, T_vic, victims))
-    out = {"learned": learned}
-    if view.key == "disclosed" and can_solve(view.defense):
-        out["solver"] = solved_raw(ctx, T_vic, victims, learned)
-    return out
-
-
-def irreversibility_block(ctx, view, T_aux, T_vic, victims, sources_raw, gallery_raw, gallery_labels, score_fn,
-                          raw_impostor, n_boot: int, seed: int) -> dict:
-    """The row's template-level figures: ISR per method, the better method up front."""
+def inversion(recovered: dict[str, np.ndarray], victims, sources_raw, gallery_raw, gallery_labels, score_fn,
+              raw_impostor, n_boot: int, seed: int) -> tuple[dict, dict]:
+    """Per inversion method (the attacker stage's recovered embeddings): ISR and cosine to the source;
+    and the unprotected system's operating points."""
     methods = {}
-    for name, E in template_inversion(ctx, view, T_aux, T_vic, victims).items():
+    for name, E in recovered.items():
         block = isr(E, victims, gallery_raw, gallery_labels, score_fn, raw_impostor, n_boot, seed)
-        block["cosine_to_source"] = metrics.bootstrap_mean(
-            np.sum(E * _unit(sources_raw), axis=1), n_boot, seed).to_dict()
+        block["cosine_to_source"] = metrics.bootstrap_mean(np.sum(E * _unit(sources_raw), axis=1), n_boot, seed)
         methods[name] = block
-    key = f"isr@fmr={fmr_text(ISR_FMRS[0])}"
-    key2 = f"isr@fmr={fmr_text(ISR_FMRS[1])}"
-    best = max(methods, key=lambda m: (methods[m][key]["value"], methods[m][key2]["value"]))
-    return {"method": best, "key": view.key, **{k: v for k, v in methods[best].items()},
-            "per_method": methods,
-            "thresholds": {fmr_text(f): operating_point(raw_impostor, f) for f in ISR_FMRS}}
+    return methods, {fmr_text(f): operating_point(raw_impostor, f) for f in ISR_FMRS}
 
 
-def face_sar(faces: np.ndarray, victims: np.ndarray, judges: dict, system: dict, n_boot: int, seed: int) -> dict:
+def face_sar(faces: np.ndarray, victims: np.ndarray, judges: dict, system: dict, n_boot: int,
+             seed: int) -> tuple[SarLevels, SarLevels]:
     """Type I (target system, protected) and type II (independent judge) SAR of one set of faces."""
     j = judges["judge"]
     emb = j.encoder.embed(faces)
@@ -131,7 +108,7 @@ def face_sar(faces: np.ndarray, victims: np.ndarray, judges: dict, system: dict,
     probe = d.transform(system["encoder"].embed(faces), victims)
     type1 = sar_levels(d.score(probe, system["gallery"]), victims, system["gallery_labels"], system["impostor"],
                        n_boot, seed)
-    return {"type1": type1, "type2": type2, "judge": j.encoder.name}
+    return type1, type2
 
 
 def _unit(E: np.ndarray) -> np.ndarray:
@@ -150,19 +127,19 @@ def system_view(embedded, t, split, target) -> dict:
             "threshold": metrics.threshold_at_far(imp, 1e-3)}
 
 
-def row_irreversibility(embedded, t, split, recon, faces: np.ndarray, judges: dict, system: dict,
-                        raw_impostor: np.ndarray, n_boot: int, seed: int) -> dict:
-    """The row's irreversibility block: template inversion (ISR) and face-level SAR type I / II."""
+def row_irreversibility(embedded, split, recovered: dict[str, np.ndarray], key: str, faces: np.ndarray,
+                        judges: dict, system: dict, raw_impostor: np.ndarray, n_boot: int,
+                        seed: int) -> Irreversibility:
+    """The row's irreversibility: template inversion (ISR of the attacker's recovered embeddings) and
+    face-level SAR type I / II of its worst reconstructions."""
     labels = embedded.labels
     E = embedded.embeddings["target"]
     victims = labels[split.source_pos]
     score_fn = metrics.comparator(embedded.encoders["target"]["comparator"])
-    view = t.attacker[recon.key]
-    block = irreversibility_block(recon.context, view, recon.aux_templates, t.templates[split.source_pos], victims,
-                                  E[split.source_pos], E[split.gallery_pos], labels[split.gallery_pos], score_fn,
-                                  raw_impostor, n_boot, seed)
-    block["faces"] = face_sar(faces, victims, judges, system, n_boot, seed)
-    return block
+    methods, thresholds = inversion(recovered, victims, E[split.source_pos], E[split.gallery_pos],
+                                    labels[split.gallery_pos], score_fn, raw_impostor, n_boot, seed)
+    type1, type2 = face_sar(faces, victims, judges, system, n_boot, seed)
+    return Irreversibility(key, methods, thresholds, type1, type2, judges["judge"].encoder.name)
 
 
 def oracle_summary(res, embedded, split, raw_impostor: np.ndarray, n_boot: int, seed: int) -> dict:
@@ -181,6 +158,7 @@ def oracle_summary(res, embedded, split, raw_impostor: np.ndarray, n_boot: int, 
                                 "per_victim": [int(x) for x in res.queries_to_match]},
            "cosine_to_source": metrics.bootstrap_mean(
                np.sum(res.estimates * _unit(E[split.source_pos]), axis=1), n_boot, seed).to_dict()}
-    out.update(isr(res.estimates, victims, E[split.gallery_pos], labels[split.gallery_pos], score_fn, raw_impostor,
-                   n_boot, seed))
+    out.update({k: v.to_dict() for k, v in isr(res.estimates, victims, E[split.gallery_pos],
+                                                labels[split.gallery_pos], score_fn, raw_impostor, n_boot,
+                                                seed).items()})
     return out

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from facepii import metrics
-from facepii.encoders import Encoder, encoder_id
+from facepii.config import judge_specs
+from facepii.encoders import Encoder, encoder_id, file_digest, get_encoder
 from facepii.errors import ParameterError
+from facepii.estimates import AttackFigures, JudgeFigures, PrivacyEstimates
 from facepii.stages import EmbeddedSet, Split
-
-SUMMARY_KEYS = ("rank1", "rank5", "leakage_ratio", "sar@fmr=1e-3")
 
 
 def default_judge(target: str) -> str:
@@ -33,17 +33,8 @@ def same_model(a: Encoder, b: Encoder) -> bool:
         return True
     pa, pb = getattr(a, "path", None), getattr(b, "path", None)
     if pa and pb:
-        from facepii.encoders import file_digest
-
         return file_digest(pa) == file_digest(pb)
     return False
-
-
-def judge_specs(spec: str | None) -> list[str | None]:
-    """``--judge dlib,sface,onnx:PATH`` -> its entries (the first is the headline judge); none -> [None]."""
-    from facepii.encoders import spec_list
-
-    return list(spec_list(spec, "--judge")) or [None]
 
 
 def resolve_judges(spec: str | None, target: Encoder) -> tuple[list[Encoder], list[str]]:
@@ -81,8 +72,6 @@ def judge_role(i: int) -> str:
 def resolve_judge(spec: str | None, target: Encoder) -> Encoder:
     """The independent judge: ``spec``, or the default for the target (never the target's own model
     when chosen by default, e.g. ``onnx:PATH`` pointing at SFace's own file)."""
-    from facepii.encoders import get_encoder
-
     enc = get_encoder(spec or default_judge(target.name))
     if spec is None and same_model(enc, target):
         enc = get_encoder("dlib")
@@ -103,10 +92,11 @@ class Judge:
     def score(self):
         return metrics.comparator(self.encoder.comparator)
 
-    def judge(self, faces: np.ndarray, victims: np.ndarray, n_boot: int, seed: int) -> dict:
+    def judge(self, faces: np.ndarray, victims: np.ndarray, n_boot: int, seed: int) -> JudgeFigures:
         emb = self.encoder.embed(faces)
-        return metrics.reidentification(emb, victims, self.gallery, self.gallery_labels, self.score,
-                                        self.threshold, n_boot=n_boot, seed=seed)
+        r = metrics.reidentification(emb, victims, self.gallery, self.gallery_labels, self.score,
+                                     self.threshold, n_boot=n_boot, seed=seed)
+        return JudgeFigures(r["rank1"], r["rank5"], r["leakage_ratio"], r["sar@fmr=1e-3"], r["baseline_rank1"])
 
 
 def make_judge(enc: Encoder, real_emb: np.ndarray, real_labels: np.ndarray, gallery_mask: np.ndarray) -> Judge:
@@ -135,47 +125,24 @@ def independent(judges: dict[str, Judge]) -> list[str]:
     return [r for r in judges if r != "target"]
 
 
-def summary(r: dict) -> dict:
-    out = {k: r[k].to_dict() for k in SUMMARY_KEYS}
-    out["baseline_rank1"] = r["baseline_rank1"]
-    return out
-
-
 def judge_faces(judges: dict[str, Judge], faces: np.ndarray, victims: np.ndarray, sources: np.ndarray,
-                n_boot: int, seed: int) -> dict:
-    """One attack's figures: the independent judge's, the target's as judge, and SSIM to the source."""
-    out = summary(judges["judge"].judge(faces, victims, n_boot, seed))
-    out["ssim"] = metrics.bootstrap_mean(metrics.ssim(faces, sources), n_boot, seed).to_dict()
-    out["target_judge"] = summary(judges["target"].judge(faces, victims, n_boot, seed))
+                n_boot: int, seed: int) -> AttackFigures:
+    """One attack's figures: the independent judges', the target's as judge, and SSIM to the source."""
+    head = judges["judge"].judge(faces, victims, n_boot, seed)
+    ssim = metrics.bootstrap_mean(metrics.ssim(faces, sources), n_boot, seed)
+    target = judges["target"].judge(faces, victims, n_boot, seed)
     roles = independent(judges)
+    every = None
     if len(roles) > 1:
-        out["judges"] = {judges["judge"].encoder.name: {k: out[k] for k in SUMMARY_KEYS}}
+        every = {judges["judge"].encoder.name: head}
         for r in roles[1:]:
-            out["judges"][judges[r].encoder.name] = summary(judges[r].judge(faces, victims, n_boot, seed))
-    return out
+            every[judges[r].encoder.name] = judges[r].judge(faces, victims, n_boot, seed)
+    return AttackFigures(head, ssim, target, every)
 
 
-def _key(fig: dict) -> tuple:
-    return fig["rank1"]["value"], fig["sar@fmr=1e-3"]["value"]
-
-
-def privacy_block(judges: dict[str, Judge], per_attack: dict[str, dict], key: str | None) -> dict:
-    """A row's privacy figures: the worst attack's (highest rank-1, then SAR) up front, every attack's below."""
-    worst = max(per_attack, key=lambda a: _key(per_attack[a]))
-    block = {"attack": worst, "judge": judges["judge"].encoder.name, **per_attack[worst], "per_attack": per_attack}
-    if key is not None:
-        block["key"] = key
-    block.pop("judges", None)
-    names = list(per_attack[worst].get("judges", {}))
-    if names:
-        # per judge: its own worst attack; the worst judge: the highest of those (rank-1, then SAR)
-        every = {}
-        for j in names:
-            a = max(per_attack, key=lambda x: _key(per_attack[x]["judges"][j]))
-            every[j] = {"attack": a, **per_attack[a]["judges"][j]}
-        block["judges"] = every
-        block["worst_judge"] = max(every, key=lambda j: _key(every[j]))
-    return block
+def privacy_block(judges: dict[str, Judge], per_attack: dict[str, AttackFigures], key: str | None) -> PrivacyEstimates:
+    """A row's privacy figures (the worst attack, each judge's worst and the worst judge follow from them)."""
+    return PrivacyEstimates(judges["judge"].encoder.name, per_attack, key)
 
 
 def baselines(judges: dict[str, Judge], aux_faces: np.ndarray, victims: np.ndarray, n_boot: int,
@@ -185,5 +152,5 @@ def baselines(judges: dict[str, Judge], aux_faces: np.ndarray, victims: np.ndarr
     n = len(victims)
     rand = aux_faces[rng.choice(len(aux_faces), size=n, replace=True)]
     mean = np.repeat(aux_faces.mean(axis=0).round().astype(np.uint8)[None], n, axis=0)
-    return {name: {j: summary(judges[j].judge(faces, victims, n_boot, seed)) for j in ("judge", "target")}
+    return {name: {j: judges[j].judge(faces, victims, n_boot, seed).to_dict() for j in ("judge", "target")}
             for name, faces in (("random_face", rand), ("mean_face", mean))}

@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tabulate import tabulate
 
 from facepii import metrics
 from facepii.errors import FacepiiError, ParameterError
-from facepii.report import row_label
+from facepii.labels import fmt_est
+from facepii.report import Report, read_json
 
 MATERIAL_SCHEMA = "facepii.lineup-material/1"
 KEY_SCHEMA = "facepii.lineup-key/1"
@@ -52,13 +54,13 @@ def material(evaluation) -> dict | None:
             images[files[-1]] = img
         gallery.append(files)
     rows = []
-    for r, (label, faces) in enumerate(evaluation.reconstructions.items()):
+    for r, (n, faces) in enumerate(sorted(evaluation.reconstructions.items())):
         files = []
         for i, img in enumerate(faces):
             files.append(f"recon/r{r:02d}_v{i:03d}.png")
             images[files[-1]] = img
-        row = next((x for x in evaluation.report.rows if row_label(x) == label), {})
-        rows.append({"label": label, "attack": (row.get("privacy") or {}).get("attack"), "files": files})
+        row = evaluation.report.rows[n]
+        rows.append({"label": row.label, "attack": row.privacy.attack if row.privacy else None, "files": files})
     manifest = {"schema": MATERIAL_SCHEMA, "victims": [str(v) for v in evaluation.victims], "gallery": gallery,
                 "rows": rows, "note": "Personal data: victims' photos and reconstructions of their faces."}
     return {"manifest": manifest, "images": images}
@@ -70,8 +72,6 @@ MATERIAL_FILE = re.compile(r"^(gallery|recon)/[A-Za-z0-9_.-]{1,100}\.png$")
 def read_manifest(lineup_dir: Path) -> dict:
     """A lineup folder's manifest, checked: its schema and shape, and every file it names is a plain
     file inside that folder (a manifest is untrusted input: it never makes facepii read elsewhere)."""
-    from facepii.report import read_json
-
     mpath = lineup_dir / "manifest.json"
     m = read_json(mpath, "lineup manifest")
     bad = FacepiiError(f"{mpath}: not facepii lineup material (schema {MATERIAL_SCHEMA}).")
@@ -195,18 +195,6 @@ def plan_study(report_dir: str | Path, size: int = 5, trials_per_row: int = 20, 
                      [r["label"] for r in manifest["rows"]])
 
 
-def build_study(report_dir: str | Path, study_dir: str | Path, size: int = 5, trials_per_row: int = 20,
-                seed: int = 0) -> dict:
-    """Plan a study and write it (index.html + assets, share.zip, key.json); returns a summary."""
-    from facepii.outputs import check_study_dir, write_study
-
-    check_study_dir(study_dir)
-    plan = plan_study(report_dir, size, trials_per_row, seed)
-    write_study(plan, study_dir)
-    return {"study": plan.study, "trials": len(plan.trials), "attention_checks": sum(t.attention for t in plan.trials),
-            "rows": len(plan.rows), "size": size, "dir": str(study_dir)}
-
-
 def page_template() -> str:
     from importlib.resources import files
 
@@ -219,8 +207,6 @@ def page_template() -> str:
 def load_answers(paths: list[str | Path], study: str, size: int, trial_ids: set[str]) -> list[dict]:
     """Raters' answer files, checked: this study's, one answer per trial at most, each choice a
     lineup position (0..size-1) or "cant_tell". Anything else is refused, never scored."""
-    from facepii.report import read_json
-
     out = []
     for p in paths:
         p = Path(p)
@@ -250,8 +236,6 @@ def load_answers(paths: list[str | Path], study: str, size: int, trial_ids: set[
 
 
 def read_key(study_dir: Path) -> dict:
-    from facepii.report import read_json
-
     kpath = study_dir / "key.json"
     if not kpath.is_file():
         raise FacepiiError(f"{study_dir}: no key.json (the study's answers); pass the folder `lineup build` wrote.")
@@ -338,38 +322,26 @@ def score_study(study_dir: str | Path, answer_files: list[str | Path], min_atten
 
 
 def score_table(result: dict) -> str:
-    from tabulate import tabulate
-
-    from facepii.report import fmt_est
-
     body = [[r["row"], r["trials"], r["responses"], fmt_est(r["accuracy"]), f"{r['chance']:.3f}",
              f"{r['cant_tell_rate']:.2f}"] for r in result["rows"]]
     return tabulate(body, headers=["row", "trials", "responses", "human top-1 [95%]", "chance", "can't tell"],
                     tablefmt="simple", disable_numparse=True)
 
 
-def add_to_report(result: dict, report_dir: str | Path) -> Path:
-    """Add ``privacy.human`` to the report's rows and rewrite report.json/.md/.html."""
-    from facepii.outputs import write_outputs
-    from facepii.pipeline import Evaluation
-    from facepii.report import Report
-
-    path = Path(report_dir) / "report.json"
-    rep = Report.from_json(path)
+def add_human_figures(report: Report, result: dict, where: str = "report") -> int:
+    """Put a scored study's figures into the report: ``privacy.human`` of every row in the study and the
+    study's summary (``human_study``). Returns how many rows got figures (0 is an error)."""
     by_label = {r["row"]: r for r in result["rows"]}
     n = 0
-    for row in rep.rows:
-        h = by_label.get(row_label(row))
-        if h and row.get("privacy") is not None:
-            row["privacy"]["human"] = {"accuracy": h["accuracy"], "chance": h["chance"],
-                                       "cant_tell_rate": h["cant_tell_rate"], "responses": h["responses"],
-                                       "trials": h["trials"], "raters": result["raters_kept"],
-                                       "study": result["study"]}
+    for row in report.rows:
+        h = by_label.get(row.label)
+        if h and row.privacy is not None:
+            row.privacy.human = {"accuracy": h["accuracy"], "chance": h["chance"],
+                                 "cant_tell_rate": h["cant_tell_rate"], "responses": h["responses"],
+                                 "trials": h["trials"], "raters": result["raters_kept"], "study": result["study"]}
             n += 1
     if n == 0:
-        raise FacepiiError(f"{path}: no row of this report is in the study ({result['study']}).")
-    rep.extra["human_study"] = {k: result[k] for k in ("study", "size", "raters", "raters_kept", "min_attention")}
-    rep.extra["human_study"]["raters_excluded"] = len(result["raters_excluded"])
-    gate = rep.extra.get("gate")
-    write_outputs(Evaluation(rep), report_dir, gate)
-    return path
+        raise FacepiiError(f"{where}: no row of this report is in the study ({result['study']}).")
+    report.extra["human_study"] = {k: result[k] for k in ("study", "size", "raters", "raters_kept", "min_attention")}
+    report.extra["human_study"]["raters_excluded"] = len(result["raters_excluded"])
+    return n

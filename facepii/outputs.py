@@ -23,7 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from facepii import lineup
 from facepii.errors import FacepiiError
+from facepii.gate import junit_text
+from facepii.plots import close, irreversibility_figure, linkability_figure, reconstruction_figure, tradeoff_figure
+from facepii.report import Evaluation, Report
+from facepii.report.render import markdown, page
 
 REPORT_FILES = ("report.json", "report.md", "report.html", "tradeoff.png", "reconstructions.png", "linkability.png")
 LINEUP = "lineup"
@@ -100,10 +105,8 @@ def own_lineup_files(root: Path, option: str = "--out") -> list[Path]:
     if root.is_symlink() or not root.is_dir():
         raise OutputError(f"{option}: {root} is there but is not a plain folder (a link or a file); "
                           "move it or choose another --out (nothing was written).")
-    from facepii.lineup import read_manifest
-
     try:
-        m = read_manifest(root)
+        m = lineup.read_manifest(root)
     except FacepiiError:
         raise OutputError(f"{option}: {root} holds no facepii lineup material; facepii will not replace a folder it "
                           "did not write: move it or choose another --out.") from None
@@ -142,8 +145,6 @@ def write_text(path: Path, text: str) -> Path:
 def write_figure(fig, path: Path) -> Path:
     import io
 
-    from facepii.plots import close
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     close(fig)
@@ -160,28 +161,28 @@ def png_bytes(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_json(report, path: str | Path) -> Path:
+def write_json(report: Report, path: str | Path) -> Path:
     return write_text(Path(path), report.to_json() + "\n")
 
 
-def write_outputs(evaluation, out_dir: str | Path, verdicts: list[dict] | None = None) -> list[Path]:
+def write_junit(verdicts, path: str | Path) -> Path:
+    return write_text(Path(path), junit_text(verdicts))
+
+
+def write_outputs(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
     """report.json, report.md, report.html and, with privacy, tradeoff.png, reconstructions.png and
     the lineup material."""
-    from facepii.html import render
-    from facepii.plots import irreversibility_figure, linkability_figure, reconstruction_figure, tradeoff_figure
-
     out = check_out_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rep = evaluation.report
-    if verdicts is not None:
-        rep.extra["gate"] = verdicts
-    paths = [write_json(rep, out / "report.json"), write_text(out / "report.md", rep.markdown())]
+    paths = [write_json(rep, out / "report.json"), write_text(out / "report.md", markdown(rep))]
     images: dict[str, Path | None] = {}
-    if rep.has_iso:
+    if rep.has_unlinkability:
         fig = linkability_figure(rep)
         if fig is not None:
             images["linkability"] = write_figure(fig, out / "linkability.png")
             paths.append(images["linkability"])
+    if rep.has_irreversibility:
         fig = irreversibility_figure(rep)
         if fig is not None:
             images["irreversibility"] = write_figure(fig, out / "irreversibility.png")
@@ -190,25 +191,23 @@ def write_outputs(evaluation, out_dir: str | Path, verdicts: list[dict] | None =
         images["tradeoff"] = write_figure(tradeoff_figure(rep), out / "tradeoff.png")
         paths.append(images["tradeoff"])
         if evaluation.reconstructions:
+            recon = {rep.rows[n].label: f for n, f in sorted(evaluation.reconstructions.items())}
             images["reconstructions"] = write_figure(
-                reconstruction_figure(evaluation.sources, evaluation.gallery, evaluation.reconstructions),
-                out / "reconstructions.png")
+                reconstruction_figure(evaluation.sources, evaluation.gallery, recon), out / "reconstructions.png")
             paths.append(images["reconstructions"])
             material = write_material(evaluation, out)
             if material is not None:
                 paths.append(material)
         elif (out / "reconstructions.png").is_file():  # a report rewritten later (gate, lineup score)
             images["reconstructions"] = out / "reconstructions.png"
-    paths.append(write_text(out / "report.html", render(rep, images, verdicts)))
+    paths.append(write_text(out / "report.html", page(rep, images)))
     return paths
 
 
 def write_material(evaluation, out: Path) -> Path | None:
     """The lineup material under ``out/lineup``: written to a fresh folder, then swapped in place of
     an earlier one (whose files, all facepii's, are removed one by one)."""
-    from facepii.lineup import material
-
-    m = material(evaluation)
+    m = lineup.material(evaluation)
     if m is None:
         return None
     out.mkdir(parents=True, exist_ok=True)
@@ -241,15 +240,13 @@ def check_study_dir(study_dir: str | Path) -> Path:
 
 def write_study(plan, study_dir: str | Path) -> Path:
     """index.html + assets/ (a page that works from disk), share.zip (what raters get), key.json."""
-    from facepii.lineup import page_template
-
     d = check_study_dir(study_dir)
     lineup_dir = plan.report_dir / LINEUP
     files: dict[str, bytes] = {}
     for material_file, asset in plan.assets.items():
         files[asset] = (lineup_dir / material_file).read_bytes()  # paths checked by read_manifest
-    page = page_template().replace("/*STUDY*/null", json.dumps(plan.page_data()))
-    files["index.html"] = page.encode("utf-8")
+    rater_page = lineup.page_template().replace("/*STUDY*/null", json.dumps(plan.page_data()))
+    files["index.html"] = rater_page.encode("utf-8")
     for name, data in files.items():
         write_bytes(d / name, data)
     write_text(d / "key.json", json.dumps(plan.key(), indent=1))
@@ -258,3 +255,22 @@ def write_study(plan, study_dir: str | Path) -> Path:
         for name in sorted(files):
             z.writestr(f"study/{name}", files[name])
     return d
+
+
+def build_study(report_dir: str | Path, study_dir: str | Path, size: int = 5, trials_per_row: int = 20,
+                seed: int = 0) -> dict:
+    """Plan a lineup study from a report folder and write it (index.html + assets, share.zip, key.json)."""
+    check_study_dir(study_dir)
+    plan = lineup.plan_study(report_dir, size, trials_per_row, seed)
+    write_study(plan, study_dir)
+    return {"study": plan.study, "trials": len(plan.trials), "attention_checks": sum(t.attention for t in plan.trials),
+            "rows": len(plan.rows), "size": size, "dir": str(study_dir)}
+
+
+def add_human_figures(result: dict, report_dir: str | Path) -> Path:
+    """Add a scored study's ``privacy.human`` to a report folder and rewrite report.json/.md/.html."""
+    path = Path(report_dir) / "report.json"
+    rep = Report.from_json(path)
+    lineup.add_human_figures(rep, result, str(path))
+    write_outputs(Evaluation(rep), report_dir)
+    return path

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from facepii.report import row_label
-
 
 def _plt():
     import matplotlib
@@ -30,17 +28,17 @@ def tradeoff_figure(report):
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     pts = []
     for r in report.rows:
-        u = (r.get("utility") or {}).get("tar@far=1e-3") or {}
-        p = (r.get("privacy") or {}).get("leakage_ratio") or {}
-        if u.get("value") is None or p.get("value") is None:
+        u = r.utility.tar_1e3
+        p = r.privacy.headline.leakage_ratio if r.privacy is not None and r.privacy.headline else None
+        if u is None or p is None or u.value != u.value or p.value != p.value:
             continue
-        x, y = p["value"], u["value"]
-        xe = [[x - p["ci95"][0]], [p["ci95"][1] - x]] if None not in (p.get("ci95") or [None]) else None
-        ye = [[y - u["ci95"][0]], [u["ci95"][1] - y]] if None not in (u.get("ci95") or [None]) else None
-        color = "tab:red" if r["defense"] == "none" else ("tab:green" if r.get("pareto") else "tab:blue")
+        x, y = p.value, u.value
+        xe = [[x - p.ci95[0]], [p.ci95[1] - x]] if p.ci95[0] == p.ci95[0] else None
+        ye = [[y - u.ci95[0]], [u.ci95[1] - y]] if u.ci95[0] == u.ci95[0] else None
+        color = "tab:red" if r.defense == "none" else ("tab:green" if r.pareto else "tab:blue")
         ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="o", color=color, capsize=3, alpha=0.85)
-        ax.annotate(row_label(r), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        pts.append((x, y, r.get("pareto")))
+        ax.annotate(r.label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        pts.append((x, y, r.pareto))
     front = sorted((x, y) for x, y, p in pts if p)
     if len(front) > 1:
         ax.plot([f[0] for f in front], [f[1] for f in front], "--", color="tab:green", lw=1, label="Pareto front")
@@ -49,8 +47,7 @@ def tradeoff_figure(report):
     if rf and (rf.get("leakage_ratio") or {}).get("value") is not None:
         ax.axvline(rf["leakage_ratio"]["value"], color="tab:orange", lw=1, ls=":",
                    label="random face through the judge")
-    judge = next((r["privacy"].get("judge", "judge") for r in report.rows if r.get("privacy")), "judge")
-    ax.set_xlabel(f"leakage: rank-1 re-identification by {judge} / random (x)")
+    ax.set_xlabel(f"leakage: rank-1 re-identification by {report.judge} / random (x)")
     ax.set_ylabel("utility: TAR @ FAR 1e-3")
     ax.set_title("privacy-utility trade-off (red: unprotected; green: Pareto-optimal)")
     ax.set_xlim(left=0)
@@ -87,7 +84,7 @@ def reconstruction_figure(sources: np.ndarray, gallery: np.ndarray, recon: dict[
 def linkability_figure(report):
     """Per row: mated and non-mated score distributions (old vs re-issued templates) and D<->(s)."""
     plt = _plt()
-    rows = [r for r in report.rows if (r.get("iso30136") or {}).get("unlinkability", {}).get("histogram")]
+    rows = [r for r in report.rows if r.unlinkability is not None and r.unlinkability.histogram]
     if not rows:
         return None
     cols = min(3, len(rows))
@@ -96,8 +93,8 @@ def linkability_figure(report):
     for ax in axes.ravel()[len(rows):]:
         ax.axis("off")
     for ax, r in zip(axes.ravel(), rows):
-        u = r["iso30136"]["unlinkability"]
-        h = u["histogram"]
+        u = r.unlinkability
+        h = u.histogram
         x = np.asarray(h["score"])
         width = (x[1] - x[0]) if len(x) > 1 else 1.0
         ax.bar(x, h["nonmated"], width=width, alpha=0.5, color="tab:blue", label="non-mated")
@@ -106,7 +103,7 @@ def linkability_figure(report):
         seen = (np.asarray(h["mated"]) > 0) | (np.asarray(h["nonmated"]) > 0)  # no line through empty bins
         ax2.plot(x, np.where(seen, h["d_local"], np.nan), color="black", lw=1, label="D<->(s)")
         ax2.set_ylim(0, 1.05)
-        ax.set_title(f"{row_label(r)}: D_sys {u['dsys']['value']:.2f}", fontsize=8)
+        ax.set_title(f"{r.label}: D_sys {u.dsys.value:.2f}", fontsize=8)
         ax.set_xlabel("score (old vs re-issued template)", fontsize=7)
         ax.tick_params(labelsize=6)
         ax2.tick_params(labelsize=6)
@@ -119,16 +116,16 @@ def linkability_figure(report):
 def irreversibility_figure(report):
     """SAR against FMR (log axis) per row: type I (target system) and type II (independent judge)."""
     plt = _plt()
-    rows = [r for r in report.rows if (r.get("iso30136") or {}).get("irreversibility")]
+    rows = [r for r in report.rows if r.irreversibility is not None]
     if not rows:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110, sharey=True)
     for ax, kind, title in ((axes[0], "type1", "type I: target system"),
                             (axes[1], "type2", "type II: independent judge")):
         for r in rows:
-            c = ((r["iso30136"]["irreversibility"].get("faces") or {}).get(kind) or {}).get("curve")
+            c = getattr(r.irreversibility, kind).curve
             if c:
-                ax.plot(c["fmr"], c["sar"], marker="o", ms=3, lw=1.2, label=row_label(r))
+                ax.plot(c["fmr"], c["sar"], marker="o", ms=3, lw=1.2, label=r.label)
         ax.plot([1e-4, 1e-1], [1e-4, 1e-1], color="grey", lw=0.8, ls="--", label="SAR = FMR (chance)")
         ax.set_xscale("log")
         ax.set_xlabel("FMR (threshold calibrated on real impostor pairs)", fontsize=7)

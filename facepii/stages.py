@@ -6,7 +6,7 @@
 
 Each stage is a function of its inputs and the seed; its artifact can be
 pickled to another process (encoders and caches stay outside the artifacts).
-The later stages (Reconstructions, Estimates) are in :mod:`facepii.attacker`
+The later stages (Reconstructions, Estimates) are in :mod:`facepii.reconstructions`
 and :mod:`facepii.judging`; :func:`facepii.pipeline.run` chains them.
 """
 
@@ -17,11 +17,14 @@ from typing import Any
 
 import numpy as np
 
+import defenses as registry
 from facepii.cache import Cache
 from facepii.config import EvaluateConfig
 from facepii.datasets import FaceSet, load_dataset, select
 from facepii.encoders import Encoder, encoder_id
 from facepii.errors import DatasetError, ParameterError
+from facepii.extract import Extraction, aligned_faces, extract
+from facepii.labels import row_label
 
 ATTACKER_RANDOMNESS = 7_654_321  # offset of the attacker's own seeds (keys and noise)
 
@@ -54,8 +57,6 @@ class EmbeddedSet:
 
     def aligned(self, positions) -> np.ndarray:
         """Aligned 112 x 112 RGB faces of the given items (decoded again from the photos)."""
-        from facepii.extract import aligned_faces
-
         return aligned_faces(self.faceset, self.landmarks, positions)
 
 
@@ -74,8 +75,6 @@ def embed(cfg: EvaluateConfig, fs: FaceSet, encoders: dict[str, Encoder], cache:
     """One extraction pass over the photos for every role's encoder (a role sharing the target's
     model reuses its embeddings); identities left with fewer than --min-images usable photos are
     excluded, each photo listed with the reason."""
-    from facepii.extract import Extraction, extract
-
     unique = list({encoder_id(e): e for e in encoders.values()}.values())
     ex = extract(fs, unique, cache, executor=executor)
     min_images = cfg.data.min_images
@@ -210,13 +209,9 @@ class AttackerView:
 
 
 def attacker_view(fitted, key: str, seed: int) -> AttackerView:
-    own = fitted.with_randomness(seed + ATTACKER_RANDOMNESS)
     if not fitted.keyed or key == "disclosed":
-        return AttackerView(own, "disclosed")
-    for s in own.steps_():
-        if "seed" in s.get_params():
-            s.set_params(seed=int(s.seed) + ATTACKER_RANDOMNESS)
-    return AttackerView(own, "secret", "attacker-")
+        return AttackerView(fitted.with_randomness(seed + ATTACKER_RANDOMNESS), "disclosed")
+    return AttackerView(fitted.reissued(seed + ATTACKER_RANDOMNESS, ATTACKER_RANDOMNESS), "secret", "attacker-")
 
 
 @dataclass
@@ -245,16 +240,13 @@ def protect(embedded: EmbeddedSet, spec: str, params: dict[str, Any], fit_pos: n
             key: str, seed: int) -> Templates:
     """Fit the defense on the defender's enrolments (``fit_pos``; all photos by default), protect
     every embedding, and give the attacker its own view for each key scenario."""
-    import defenses as registry
-    from facepii.report import row_label
-
     E, labels = embedded.embeddings["target"], embedded.labels
     fit = slice(None) if fit_pos is None else fit_pos
     d = registry.create(spec, **params)
-    d.fit(E[fit], labels[fit], comparator=embedded.encoders["target"]["comparator"])
+    d.fit(E[fit], labels[fit], comparator=embedded.encoders["target"]["comparator"])  # users: the identities
     T = d.transform(E, labels)
     if not np.isfinite(np.asarray(T, np.float64)).all():
-        raise ParameterError(f"{row_label({'defense': spec, 'params': params})}: the defense produced NaN or "
+        raise ParameterError(f"{row_label(spec, params)}: the defense produced NaN or "
                              "infinite templates; choose parameters in a sane range.")
     views = {k: attacker_view(d, k, seed) for k in key_scenarios(d, key)}
     return Templates(spec, dict(params), d, T, views)

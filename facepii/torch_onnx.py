@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from facepii import onnx_graph
+from facepii.encoder_base import crop_margin
 from facepii.errors import EncoderError
 
 SUPPORTED = {"Conv", "BatchNormalization", "PRelu", "Relu", "Add", "Sub", "Mul", "Gemm", "MatMul",
@@ -38,7 +40,6 @@ def build(model, output: str | None = None):
     from torch import nn
     from torch.nn import functional as F
 
-    from facepii import onnx_graph
 
     m = onnx_graph.prepare(model)
     g = m.graph
@@ -165,7 +166,6 @@ class TorchEncoder:
                  size: tuple[int, int] = (112, 112), layout: str = "NCHW", crop: float = 1.0, source=None):
         import torch
 
-        from facepii import onnx_graph
 
         self.net = build(onnx_graph.load(path), output)
         self.mean = torch.as_tensor(np.asarray(mean, np.float32).reshape(1, -1, 1, 1))
@@ -181,8 +181,6 @@ class TorchEncoder:
         from torch.nn import functional as F
 
         if self.crop < 1.0:
-            from facepii.encoders import crop_margin
-
             m = crop_margin(x.shape[-1], self.crop)
             x = x[..., m:x.shape[-2] - m, m:x.shape[-1] - m]
         if tuple(x.shape[-2:]) != self.size:

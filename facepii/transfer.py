@@ -15,7 +15,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from facepii.encoders import spec_list  # noqa: F401  (the list syntax of --encoder and --judge)
+from tabulate import tabulate
+
+from facepii import progress
+from facepii.encoders import get_encoder, spec_list
+from facepii.labels import SAR_1E3, fmt_est
+from facepii.pipeline import run
 
 SCHEMA = "facepii.transfer/1"
 
@@ -45,8 +50,6 @@ class Transfer:
         return out
 
     def rows(self) -> tuple[list[str], list[list[str]]]:
-        from facepii.report import fmt_est
-
         headers = ["target \\ judge", *self.judges]
         body = []
         for t, row in self.matrix.items():
@@ -54,14 +57,12 @@ class Transfer:
             for j in self.judges:
                 c = row.get(j)
                 line.append("" if c is None else
-                            f"{fmt_est(c['rank1'])} / SAR {fmt_est(c['sar@fmr=1e-3'])}"
+                            f"{fmt_est(c['rank1'])} / SAR {fmt_est(c[SAR_1E3])}"
                             + (" (upper bound)" if c.get("upper_bound") else ""))
             body.append(line)
         return headers, body
 
     def table(self, fmt: str = "simple") -> str:
-        from tabulate import tabulate
-
         headers, body = self.rows()
         return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
 
@@ -87,43 +88,28 @@ class Transfer:
         return "\n".join(parts)
 
 
-def _best(per_attack: dict, pick) -> tuple[str, dict] | None:
-    """The attack with the highest (rank-1, SAR) under ``pick(attack figures) -> figures or None``."""
-    best = None
-    for name, a in per_attack.items():
-        f = pick(a)
-        if f is None:
-            continue
-        k = (f["rank1"]["value"], f["sar@fmr=1e-3"]["value"])
-        if best is None or k > best[0]:
-            best = (k, name, f)
-    return None if best is None else (best[1], best[2])
+def _figures(j) -> dict:
+    return {"rank1": j.rank1.to_dict(), "rank5": j.rank5.to_dict(), SAR_1E3: j.sar.to_dict()}
 
 
 def matrix_row(report, target_name: str) -> dict[str, dict]:
-    """One target's row of the matrix from its report's unprotected row."""
-    row = next((r for r in report.rows if r.get("defense") == "none" and r.get("privacy")), None)
+    """One target's row of the matrix from its report's unprotected row: per judge, the attack it
+    re-identifies best (rank-1, then SAR), and the target judging itself (the upper bound)."""
+    row = next((r for r in report.rows if r.defense == "none" and r.privacy is not None), None)
     if row is None:
         return {}
-    p = row["privacy"]
-    per = p.get("per_attack", {})
+    p = row.privacy
+    per = p.per_attack
     out: dict[str, dict] = {}
-    judges = p.get("judges") or {p.get("judge", "judge"): None}
-    for j in judges:
-        b = _best(per, lambda a, j=j: (a.get("judges") or {}).get(j) or (a if j == p.get("judge") else None))
-        if b:
-            out[j] = {"attack": b[0], **{k: b[1][k] for k in ("rank1", "rank5", "sar@fmr=1e-3")}}
-    b = _best(per, lambda a: a.get("target_judge"))
-    if b:
-        out[target_name] = {"attack": b[0], "upper_bound": True,
-                            **{k: b[1][k] for k in ("rank1", "rank5", "sar@fmr=1e-3")}}
+    for j, (attack, figures) in (p.judges() or {p.judge: (p.attack, p.headline)}).items():
+        out[j] = {"attack": attack, **_figures(figures)}
+    best = max(per, key=lambda a: per[a].target_judge.order)
+    out[target_name] = {"attack": best, "upper_bound": True, **_figures(per[best].target_judge)}
     return out
 
 
 def plan(cfg) -> list[tuple[str, Any, list[str]]]:
     """Per target: (spec, its config, notes). Judges: the other targets, then ``--judge``'s models."""
-    from facepii.encoders import get_encoder
-
     targets = spec_list(cfg.data.encoder, "--encoder")
     user = spec_list(cfg.privacy.judge, "--judge")
     out = []
@@ -142,9 +128,6 @@ def plan(cfg) -> list[tuple[str, Any, list[str]]]:
 
 
 def run_transfer(cfg) -> Transfer:
-    from facepii import progress
-    from facepii.pipeline import run
-
     steps = plan(cfg)
     evaluations, notes, matrix = [], [], {}
     for t, c, n in steps:

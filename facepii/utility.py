@@ -13,8 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from sklearn.base import clone
 
-from facepii import metrics
+from defenses.base import shared_key
+from facepii import metrics, progress
+from facepii.estimates import RowEstimates, UtilityEstimates
+from facepii.metrics._pairs import genuine_pairs, pair_counts
 from facepii.stages import EmbeddedSet, Templates
 
 
@@ -26,16 +30,13 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def estimates(u: dict) -> dict:
-    return {k: v.to_dict() for k, v in u.items() if isinstance(v, metrics.Estimate)}
+def estimates(u: dict) -> UtilityEstimates:
+    return UtilityEstimates({k: v for k, v in u.items() if isinstance(v, metrics.Estimate)})
 
 
 def utility_row(embedded: EmbeddedSet, t: Templates, fit_pos: np.ndarray | None, n_boot: int, seed: int,
-                max_memory: int | None = None) -> dict:
-    """The utility part of a report row for one defense setting."""
-    import defenses as registry
-    from defenses.base import shared_key
-
+                max_memory: int | None = None) -> RowEstimates:
+    """A report row for one defense setting, with its utility."""
     labels = embedded.labels
     d = t.defense
     he = None
@@ -45,26 +46,18 @@ def utility_row(embedded: EmbeddedSet, t: Templates, fit_pos: np.ndarray | None,
         u = metrics.utility(t.templates, labels, d.score, n_boot=n_boot, seed=seed, max_memory=max_memory,
                             inner_product=d.cosine_scores, paired_fn=d.paired_score)
     budget = d.privacy_budget() or {}
-    row = {
-        "defense": t.spec,
-        "params": {k: _plain(v) for k, v in t.params.items()},
-        "epsilon": budget.get("epsilon"),
-        "delta": budget.get("delta"),
-        "template_bytes": d.template_nbytes(),
-        "all_params": {k: _plain(v) for k, v in d.get_params().items()},
-        "utility": estimates(u),
-        "pairs": {"genuine": u["n_genuine"], "impostor": u["n_impostor"]},
-        **({"impostor_sampling": u["impostor_sampling"]} if "impostor_sampling" in u else {}),
-        "key_mode": "user" if d.per_user else ("system" if d.keyed else None),
-    }
-    if he is not None:
-        row["encrypted_matching"] = he
+    row = RowEstimates(
+        defense=t.spec, params={k: _plain(v) for k, v in t.params.items()}, utility=estimates(u),
+        epsilon=budget.get("epsilon"), delta=budget.get("delta"), template_bytes=d.template_nbytes(),
+        all_params={k: _plain(v) for k, v in d.flat_params().items()},
+        pairs={"genuine": u["n_genuine"], "impostor": u["n_impostor"]}, impostor_sampling=u.get("impostor_sampling"),
+        key_mode="user" if d.per_user else ("system" if d.keyed else None), encrypted_matching=he)
     if d.per_user:
         E = embedded.embeddings["target"]
         fit = slice(None) if fit_pos is None else fit_pos
-        d2 = shared_key(registry.create(t.spec, **t.params))
+        d2 = shared_key(clone(d))
         d2.fit(E[fit], labels[fit], comparator=embedded.encoders["target"]["comparator"])
-        row["utility_stolen_token"] = estimates(
+        row.utility_stolen_token = estimates(
             metrics.utility(d2.transform(E, labels), labels, d2.score, n_boot=n_boot, seed=seed,
                             max_memory=max_memory, inner_product=d2.cosine_scores, paired_fn=d2.paired_score))
     return row
@@ -74,9 +67,6 @@ def encrypted_utility(E: np.ndarray, labels: np.ndarray, d, n_boot: int, seed: i
     """Verification through real encrypted matching: every genuine pair and a seeded uniform sample
     of ``d.impostor_pairs`` impostor pairs (identification would need every pair: not measured).
     Also the HE scores' error against the plaintext scores of the same pairs."""
-    from facepii import progress
-    from facepii.metrics._large import genuine_pairs, pair_counts
-
     labels = np.asarray(labels)
     gen = genuine_pairs(labels)
     imp = metrics.sample_impostor_pairs(labels, int(d.impostor_pairs), seed)
@@ -94,10 +84,11 @@ def encrypted_utility(E: np.ndarray, labels: np.ndarray, d, n_boot: int, seed: i
     g = scores[:len(gen)]
     u = metrics.verification_pairs(g, labels[gen[:, 0]], scores[len(gen):], labels[imp], n_boot=n_boot, seed=seed)
     u["rank1"] = metrics.Estimate(float("nan"), (float("nan"), float("nan")))
-    info = {"scheme": "CKKS (TenSEAL / Microsoft SEAL)", "poly_modulus_degree": int(d.poly_modulus_degree),
-            "scale_bits": int(d.scale_bits), "genuine_pairs": int(len(gen)), "impostor_pairs_sampled": int(len(imp)),
+    scheme = d.encryption_info()
+    info = {"scheme": scheme["scheme"], "poly_modulus_degree": scheme["poly_modulus_degree"],
+            "scale_bits": scheme["scale_bits"], "genuine_pairs": int(len(gen)), "impostor_pairs_sampled": int(len(imp)),
             "impostor_pairs_total": pair_counts(labels)[1], "abs_error_vs_plaintext": {
                 "max": float(err.max()), "mean": float(err.mean())},
-            "ms_per_comparison": d.ms_per_comparison(), "templates_per_ciphertext": int(d.per_ct_),
+            "ms_per_comparison": d.ms_per_comparison(), "templates_per_ciphertext": scheme["templates_per_ciphertext"],
             "rank1": "not measured: identification through encrypted matching needs every pair"}
     return u, info

@@ -7,7 +7,7 @@ import pytest
 
 import attacks
 import defenses
-from attacks.base import AttackContext
+from attacks.base import RowCache, ThreatModel
 from attacks.facemodel import BUDGETS, FaceModel
 from facepii.encoders import SFaceEncoder
 
@@ -42,29 +42,32 @@ def world(sface):
 
 
 def context(world, sface, defense_spec="none", knowledge="white", key="disclosed", seed=0, **params):
-    from defenses.base import user_keyed
+    """(the attacker's threat model, its auxiliary templates, the fitted defense)."""
     from facepii.stages import attacker_view as _view
 
     faces, E, users, tenc, fm = world
     d = defenses.create(defense_spec, **params).fit(E, users)
     protect = _view(d, key, seed)
-    ctx = AttackContext(encoder=sface, defense=d, face_model=fm, aux_embeddings=E, aux_users=users,
-                        protect=protect, budget=TINY, knowledge=knowledge, key=protect.key,
-                        per_user_keys=user_keyed(d), torch_encoder=tenc if knowledge == "white" else None,
-                        seed=seed, victim_users=np.array(["v0", "v1", "v2"]))
-    return ctx, protect(E, users), d
+    tm = ThreatModel(encoder=sface, defense=d, face_model=fm, aux_embeddings=E, aux_users=users,
+                     protect=protect, budget=TINY, knowledge=knowledge, key=protect.key,
+                     torch_encoder=tenc if knowledge == "white" else None,
+                     seed=seed, victim_users=np.array(["v0", "v1", "v2"]))
+    return tm, protect(E, users), d
+
+
+def fitted(name, T, faces, tm, cache=None):
+    return attacks.create(name).fit(T, faces, threat=tm, cache=RowCache() if cache is None else cache)
 
 
 @pytest.mark.parametrize("name", ["nearest", "inverse", "decoder", "optimize"])
 @pytest.mark.parametrize("defense", ["none", "noise", "biohash"])
 def test_contract_shapes(world, sface, name, defense):
     faces, E, users, _, _ = world
-    ctx, T, d = context(world, sface, defense)
-    atk = attacks.create(name).fit(T, faces, context=ctx)
+    tm, T, d = context(world, sface, defense)
+    atk = fitted(name, T, faces, tm)
     victims = np.array(["v0", "v1", "v2"])
     out = atk.reconstruct(d.transform(E[:3], victims), users=victims)
     assert out.shape == (3, 112, 112, 3) and out.dtype == np.uint8
-    assert isinstance(atk.get_params(), dict)
 
 
 @pytest.mark.parametrize("name", ["nearest", "decoder", "optimize"])
@@ -72,8 +75,8 @@ def test_same_seed_same_reconstructions(world, sface, name):
     faces, E, users, _, _ = world
     outs = []
     for _ in range(2):
-        ctx, T, d = context(world, sface, "noise", sigma=0.05)
-        atk = attacks.create(name).fit(T, faces, context=ctx)
+        tm, T, d = context(world, sface, "noise", sigma=0.05)
+        atk = fitted(name, T, faces, tm)
         outs.append(atk.reconstruct(T[:4]))
     np.testing.assert_array_equal(outs[0], outs[1])
 
@@ -93,16 +96,15 @@ def test_cached_face_model_computes_exactly_what_the_trained_one_does(world, sfa
     import torch
 
     faces, E, users, tenc, fm = world
-    fm.save(tmp_path / "fm.safetensors")
-    loaded = FaceModel.load(tmp_path / "fm.safetensors")
+    loaded = FaceModel.from_bytes(fm.to_bytes())
     with torch.no_grad():
         e = torch.from_numpy(E[:6] / np.linalg.norm(E[:6], axis=1, keepdims=True))
         np.testing.assert_array_equal(fm.decoder(e).numpy(), loaded.decoder(e).numpy())
     np.testing.assert_array_equal(fm.space.encode(faces[:6]), loaded.space.encode(faces[:6]))
     outs = []
     for model in (fm, loaded):
-        ctx, T, d = context((faces, E, users, tenc, model), sface, "noise", sigma=0.05)
-        outs.append([attacks.create(n).fit(T, faces, context=ctx).reconstruct(T[:4]) for n in ("decoder", "optimize")])
+        tm, T, d = context((faces, E, users, tenc, model), sface, "noise", sigma=0.05)
+        outs.append([fitted(n, T, faces, tm).reconstruct(T[:4]) for n in ("decoder", "optimize")])
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
     np.testing.assert_array_equal(outs[0][1], outs[1][1])
 
@@ -110,8 +112,8 @@ def test_cached_face_model_computes_exactly_what_the_trained_one_does(world, sfa
 @pytest.mark.parametrize("defense", ["none", "projection", "quantize"])
 def test_nearest_is_exact_on_templates_it_saw(world, sface, defense):
     faces, E, users, _, _ = world
-    ctx, T, _ = context(world, sface, defense)
-    atk = attacks.create("nearest").fit(T, faces, context=ctx)
+    tm, T, _ = context(world, sface, defense)
+    atk = fitted("nearest", T, faces, tm)
     np.testing.assert_array_equal(atk.reconstruct(T[[5, 17, 30]]), faces[[5, 17, 30]])
 
 
@@ -125,9 +127,9 @@ def test_secret_key_attacker_uses_other_keys(world, sface):
 
 def test_black_box_optimize_runs_queries_only(world, sface):
     faces, E, users, _, _ = world
-    ctx, T, _ = context(world, sface, "none", knowledge="black")
-    assert ctx.torch_encoder is None
-    out = attacks.create("optimize").fit(T, faces, context=ctx).reconstruct(T[:2])
+    tm, T, _ = context(world, sface, "none", knowledge="black")
+    assert tm.torch_encoder is None
+    out = fitted("optimize", T, faces, tm).reconstruct(T[:2])
     assert out.shape == (2, 112, 112, 3)
 
 
@@ -144,7 +146,7 @@ def test_mapper_inverts_a_disclosed_projection(world, sface):
 
 
 def test_unknown_attack_cli(tmp_path, capsys):
-    from clihelp import run_cli
+    from helpers import run_cli
 
     rng = np.random.default_rng(0)
     p = tmp_path / "e.npz"
@@ -170,10 +172,11 @@ def test_torch_sface_matches_onnxruntime_on_real_faces(celeba, session_cache, sf
 @pytest.mark.slow
 @pytest.mark.integration
 def test_reidentification_beats_random_and_strong_noise_lowers_leakage(celeba, session_cache, tmp_path):
-    from tinymodel import tiny_face_model
-
     from facepii.config import EvaluateConfig
     from facepii.pipeline import run
+    from facepii.report import render
+
+    from helpers import tiny_face_model
 
     # 100 identities (seeded): 50 victims, 50 auxiliary; the judge embeds every photo in the one
     # extraction pass, so the whole subset would cost ~4 more minutes of dlib on a cold cache
@@ -186,7 +189,7 @@ def test_reidentification_beats_random_and_strong_noise_lowers_leakage(celeba, s
                                       max_identities=100, cache_dir=str(session_cache), bootstrap=500, seed=0)
     ev = run(cfg)
     rep = ev.report
-    none, noisy = rep.rows
+    none, noisy = rep.to_dict()["rows"]
     base = rep.extra["privacy_baselines"]["random_guess_rank1"]
     dec = none["privacy"]["per_attack"]["decoder"]
     assert none["privacy"]["judge"] == "dlib"
@@ -194,10 +197,10 @@ def test_reidentification_beats_random_and_strong_noise_lowers_leakage(celeba, s
     assert none["privacy"]["leakage_ratio"]["ci95"][0] > 1
     assert noisy["privacy"]["rank1"]["value"] < none["privacy"]["rank1"]["value"]
     assert rep.extra["split"]["victims"] == 50 and "OTHER people" in rep.extra["threat_model"]
-    assert set(ev.reconstructions) == {"none", "noise sigma=0.4"}
-    assert ev.reconstructions["none"].shape == (50, 112, 112, 3)
+    assert set(ev.reconstructions) == {0, 1} and [r.label for r in rep.rows] == ["none", "noise sigma=0.4"]
+    assert ev.reconstructions[0].shape == (50, 112, 112, 3)
     judged = none["privacy"]["judges"]
     assert set(judged) == {"dlib", "onnx:tiny.onnx"} and judged["dlib"]["rank1"] == none["privacy"]["rank1"]
     assert none["privacy"]["worst_judge"] == "dlib"  # the random network re-identifies less than dlib
     assert set(rep.extra["judges"]["threshold@fmr=1e-3"]) == {"judge", "judge2", "target"}
-    assert "## Every judge" in rep.markdown()
+    assert "## Every judge" in render.markdown(rep)

@@ -6,7 +6,7 @@ from facepii.cache import Cache
 from facepii.datasets import load_folder
 from facepii.extract import extract
 
-from conftest import CountingEncoder, FixedAligner, write_folder_dataset
+from helpers import CountingEncoder, FixedAligner, write_folder_dataset
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from clihelp import run_cli
+from helpers import run_cli
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import pytest
 from facepii import datasets as ds
 from facepii.errors import DatasetError
 
-from conftest import write_folder_dataset
+from helpers import write_folder_dataset
 
 
 def test_folder_layout(tmp_path):

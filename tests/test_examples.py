@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clihelp import run_cli
-from conftest import ROOT
+from helpers import ROOT, run_cli
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from PIL import Image
 from facepii import faces
 from facepii.errors import ImageError
 
-from conftest import face_photo
+from helpers import face_photo
 
 
 def test_similarity_transform_recovers_known_transform():

@@ -6,26 +6,11 @@ import pytest
 from facepii import gate as g
 from facepii.errors import ConfigError
 
-from clihelp import run_cli
+from helpers import make_report, run_cli
 
 
 def est(v, lo, hi):
     return {"value": v, "ci95": [lo, hi]}
-
-
-def make_report(leak=(5.0, 3.0, 8.0), sar=(0.02, 0.01, 0.04), tar=(0.70, 0.65, 0.75), base_tar=0.80,
-                privacy=True):
-    def row(defense, params, t, lk, s):
-        r = {"defense": defense, "params": params,
-             "utility": {"tar@far=1e-3": est(*t), "tar@far=1e-2": est(0.9, 0.85, 0.95)}}
-        if privacy:
-            r["privacy"] = {"attack": "optimize", "judge": "dlib", "leakage_ratio": est(*lk),
-                            "sar@fmr=1e-3": est(*s), "rank1": est(lk[0] / 50, lk[1] / 50, lk[2] / 50)}
-        return r
-
-    return {"schema": "facepii.report/1", "rows": [
-        row("none", {}, (base_tar, base_tar - 0.03, base_tar + 0.03), (30.0, 25.0, 35.0), (0.4, 0.3, 0.5)),
-        row("noise", {"sigma": 0.05}, tar, leak, sar)]}
 
 
 def verdict(rule, threshold, **kw):
@@ -108,7 +93,10 @@ def test_baseline_flags_a_worse_release_and_passes_an_equal_one():
 def test_junit_one_case_per_rule(tmp_path):
     vs = g.run_gate(make_report(), {"max_leakage_ratio": 1.0, "max_sar": 1.0,
                                     "min_tar_at_far": {"far": 1e-3, "value": 0.1}})
-    p = g.junit_xml(vs, tmp_path / "j.xml")
+    from facepii.outputs import write_junit
+
+    p = write_junit(vs, tmp_path / "j.xml")
+    assert p.read_text().startswith("<?xml")
     suite = ET.parse(p).getroot().find("testsuite")
     cases = suite.findall("testcase")
     assert len(cases) == 3 and suite.get("failures") == "1"

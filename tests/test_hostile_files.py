@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_lineup import fake_evaluation
 
 from facepii import datasets as ds
 from facepii.errors import FacepiiError
 from facepii.outputs import OutputError, check_out_dir, write_outputs
 
-from conftest import write_folder_dataset
+from helpers import fake_evaluation, write_folder_dataset
 
 MARKER = Path("/tmp/facepii-hostile-marker")
 
@@ -37,8 +36,8 @@ def _no_marker():
 @pytest.mark.parametrize("name", ["facemodel-{k}.pt", "facemodel-{k}.safetensors"])
 def test_planted_cache_file_never_runs_and_is_retrained(tmp_path, monkeypatch, name):
     from attacks.facemodel import BUDGETS, FaceModel
-    from facepii.attacker import AttackerKit, _face_model
     from facepii.cache import Cache
+    from facepii.reconstructions import AttackerKit, _face_model
 
     kit = AttackerKit(target=type("T", (), {"name": "t", "version": "1", "embed": None})(), knowledge="white",
                       budget=BUDGETS["quick"], aux_faces=np.zeros((2, 112, 112, 3), np.uint8),
@@ -50,41 +49,44 @@ def test_planted_cache_file_never_runs_and_is_retrained(tmp_path, monkeypatch, n
     planted.parent.mkdir(parents=True)
     planted.write_bytes(pickle.dumps(Payload()))
     class Trained:
-        def save(self, path):
-            Path(path).write_bytes(b"new")
+        def to_bytes(self):
+            return b"new"
 
     trained = Trained()
     monkeypatch.setattr(FaceModel, "train", classmethod(lambda cls, *a, **k: trained))
     fm, source = _face_model(kit, ["k1", "k2"], cache)
     assert fm is trained
-    assert source == "trained" if name.endswith(".pt") else source.startswith("retrained (cache entry unusable")
+    if name.endswith(".pt"):
+        assert source == "trained"
+    else:  # a file facepii did not write (no digest of its own): never read as a model
+        assert source.startswith("retrained (cache entry unusable: no digest recorded for it")
+        assert cache.get_model(f"facemodel-{key}") == (b"new", None)  # the new model replaced it, digest recorded
+        planted.write_bytes(b"edited")  # the right name, a digest on record, other content: refused
+        assert cache.get_model(f"facemodel-{key}") == (None, "content does not match the digest facepii recorded")
 
 
 @pytest.mark.parametrize("content", [pickle.dumps(Payload()), b"", b"\x00" * 100, b'{"__metadata__":1}'])
 def test_face_model_loader_refuses_anything_but_its_own_tensors(tmp_path, content):
     from attacks.facemodel import FaceModel
 
-    p = tmp_path / "m.safetensors"
-    p.write_bytes(content)
     with pytest.raises(ValueError):
-        FaceModel.load(p)
+        FaceModel.from_bytes(content)
 
 
 def test_face_model_loader_refuses_wrong_shapes(tmp_path):
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     from attacks.facemodel import FACEMODEL_VERSION, FaceModel
 
-    p = tmp_path / "m.safetensors"
-    save_file({"space.mean": np.zeros(10, np.float32), "space.components": np.zeros((2, 10), np.float32),
-               "space.scale": np.ones(2, np.float32)}, str(p), metadata={"format": FACEMODEL_VERSION, "d_in": "8"})
+    data = save({"space.mean": np.zeros(10, np.float32), "space.components": np.zeros((2, 10), np.float32),
+                 "space.scale": np.ones(2, np.float32)}, metadata={"format": FACEMODEL_VERSION, "d_in": "8"})
     with pytest.raises(ValueError, match="shape"):
-        FaceModel.load(p)
+        FaceModel.from_bytes(data)
 
 
 @pytest.mark.parametrize("bad", ["../../../../etc/passwd", "/etc/passwd", "gallery/../../x.png", "recon/evil.sh"])
 def test_manifest_cannot_pull_files_from_outside(tmp_path, bad):
-    from facepii.lineup import build_study
+    from facepii.outputs import build_study
 
     report = tmp_path / "report"
     write_outputs(fake_evaluation(), report)
@@ -97,7 +99,7 @@ def test_manifest_cannot_pull_files_from_outside(tmp_path, bad):
 
 
 def test_manifest_symlink_out_of_the_folder_is_refused(tmp_path):
-    from facepii.lineup import build_study
+    from facepii.outputs import build_study
 
     report = tmp_path / "report"
     write_outputs(fake_evaluation(), report)

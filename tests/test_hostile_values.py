@@ -12,8 +12,7 @@ from PIL import Image
 from facepii import datasets as ds
 from facepii.errors import DatasetError, EncoderError
 
-from clihelp import run_cli
-from conftest import CountingEncoder, FixedAligner, write_folder_dataset
+from helpers import CountingEncoder, FixedAligner, run_cli, write_folder_dataset
 
 
 def npz(tmp_path, emb, labels=None, **extra):

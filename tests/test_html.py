@@ -5,13 +5,13 @@ import re
 
 import numpy as np
 import pytest
-from test_gate import make_report
 
 from facepii.browser import find_chromium, screenshot
-from facepii.html import render
 from facepii.outputs import write_outputs
-from facepii.pipeline import Evaluation
-from facepii.report import Report
+from facepii.report import Evaluation, Report
+from facepii.report.render import page as render
+
+from helpers import make_report
 
 
 def full_report():
@@ -35,10 +35,11 @@ def full_report():
 def test_html_is_self_contained_and_complete(tmp_path):
     rep = full_report()
     rng = np.random.default_rng(0)
-    recon = {"none": rng.integers(0, 255, (3, 112, 112, 3), dtype=np.uint8)}
+    recon = {0: rng.integers(0, 255, (3, 112, 112, 3), dtype=np.uint8)}
     faces = rng.integers(0, 255, (3, 112, 112, 3), dtype=np.uint8)
     verdicts = [{"row": "noise sigma=0.05", "rule": "max_sar", "passed": False, "message": "upper bound 0.04 > 0.01"}]
-    paths = write_outputs(Evaluation(rep, recon, faces, faces, np.array(["a", "b", "c"])), tmp_path, verdicts)
+    rep.extra["gate"] = verdicts
+    paths = write_outputs(Evaluation(rep, recon, faces, faces, np.array(["a", "b", "c"])), tmp_path)
     names = {p.name for p in paths}
     assert {"report.json", "report.md", "report.html", "tradeoff.png", "reconstructions.png"} <= names
     page = (tmp_path / "report.html").read_text()
@@ -54,7 +55,7 @@ def test_html_is_self_contained_and_complete(tmp_path):
 def test_render_utility_only_report():
     rep = full_report()
     for r in rep.rows:
-        r.pop("privacy")
+        r.privacy = None
     page = render(rep)
     assert "<h2>Utility</h2>" in page and "Trade-off" not in page
 

@@ -8,7 +8,7 @@ import pytest
 from facepii.config import EvaluateConfig
 from facepii.pipeline import evaluate
 
-from clihelp import run_cli
+from helpers import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ def sface_report(celeba, session_cache):
 def test_sface_recognises_real_faces(sface_report):
     r = sface_report
     assert r.dataset["n_identities"] == 20 and r.dataset["n_used"] > 300
-    u = r.rows[0]["utility"]
+    u = r.to_dict()["rows"][0]["utility"]
     # measured on all 200 identities: TAR@1e-2 0.90, TAR@1e-3 0.84, EER 6.2%
     assert u["tar@far=1e-2"]["value"] > 0.8
     assert u["eer"]["value"] < 0.12
@@ -37,7 +37,7 @@ def test_dlib_gives_similar_figures(celeba, session_cache, sface_report):
     cfg = EvaluateConfig.from_options(dataset=f"celeba:{celeba}", encoder="dlib", max_identities=20, seed=0,
                          cache_dir=str(session_cache), bootstrap=300)
     r = evaluate(cfg)
-    u, s = r.rows[0]["utility"], sface_report.rows[0]["utility"]
+    u, s = r.to_dict()["rows"][0]["utility"], sface_report.to_dict()["rows"][0]["utility"]
     assert u["tar@far=1e-2"]["value"] > 0.8
     assert abs(u["eer"]["value"] - s["eer"]["value"]) < 0.06
     assert r.dataset["n_used"] == sface_report.dataset["n_used"]  # same faces, same alignment
@@ -49,7 +49,7 @@ def test_warm_cache_recomputes_nothing(celeba, session_cache, sface_report):
     r = evaluate(cfg)
     stats = r.dataset["embedding_stats"]
     assert stats["computed"] == 0 and stats["detected"] == 0
-    assert r.rows == sface_report.rows
+    assert r.to_dict()["rows"] == sface_report.to_dict()["rows"]
 
 
 def test_cli_done_when_command(celeba, session_cache, tmp_path, capsys):

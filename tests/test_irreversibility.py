@@ -68,9 +68,9 @@ def test_accept_share_and_isr_on_hand_made_scores():
     imp = np.linspace(-1, 0.5, 10_000)
     G = np.eye(4, dtype=np.float32)
     out = isr(G[[0, 1]], np.array([0, 1]), G, np.array([0, 1, 2, 3]), metrics.cosine_similarity, imp, 200, 0)
-    assert out["isr@fmr=1e-3"]["value"] == 1.0 and out["isr@fmr=1e-4"]["value"] == 1.0
+    assert out["isr@fmr=1e-3"].value == 1.0 and out["isr@fmr=1e-4"].value == 1.0
     out = isr(G[[2, 3]], np.array([0, 1]), G, np.array([0, 1, 2, 3]), metrics.cosine_similarity, imp, 200, 0)
-    assert out["isr@fmr=1e-3"]["value"] == 0.0  # recovered someone else: a failure
+    assert out["isr@fmr=1e-3"].value == 0.0  # recovered someone else: a failure
 
 
 def test_sar_levels_grow_with_fmr_and_carry_the_curve():
@@ -78,9 +78,9 @@ def test_sar_levels_grow_with_fmr_and_carry_the_curve():
     imp = rng.normal(size=50_000)
     scores = rng.normal(size=(40, 40)) + np.diag(rng.normal(loc=2.5, size=40))  # genuine on the diagonal
     out = sar_levels(scores, np.arange(40), np.arange(40), imp, 200, 0)
-    vals = [out[f"sar@fmr={k}"]["value"] for k in ("1e-2", "1e-3", "1e-4")]
+    vals = [out.sar[k].value for k in ("1e-2", "1e-3", "1e-4")]
     assert vals[0] >= vals[1] >= vals[2]
-    assert len(out["curve"]["fmr"]) == len(out["curve"]["sar"]) and np.all(np.diff(out["curve"]["sar"]) >= 0)
+    assert len(out.curve["fmr"]) == len(out.curve["sar"]) and np.all(np.diff(out.curve["sar"]) >= 0)
 
 
 # ---------------------------------------------------------------- oracles
@@ -194,7 +194,7 @@ def test_iso_and_oracle_figures_on_real_faces(celeba, session_cache, tmp_path):
                                       budget="quick", max_identities=100, cache_dir=str(session_cache),
                                       bootstrap=200, seed=0, oracle="score")
     ev = run(cfg)
-    rows = {r["defense"]: r for r in ev.report.rows}
+    rows = {r["defense"]: r for r in ev.report.to_dict()["rows"]}
     none, he, proj = rows["none"], rows["he"], rows["projection"]
     # he: utility through real encryption equals the plaintext row within its interval
     info = he["encrypted_matching"]
@@ -225,31 +225,38 @@ def test_iso_and_oracle_figures_on_real_faces(celeba, session_cache, tmp_path):
 
 def _row(defense, params, rank1, leak, tar, oracle=None):
     e = lambda v, lo, hi: {"value": v, "ci95": [lo, hi]}  # noqa: E731
+    fig = {"rank1": e(*rank1), "leakage_ratio": e(*leak)}
     r = {"defense": defense, "params": params, "utility": {"tar@far=1e-3": e(tar, tar - 0.02, tar + 0.02)},
-         "privacy": {"rank1": e(*rank1), "leakage_ratio": e(*leak), "judge": "dlib"}}
+         "privacy": {"judge": "dlib", "per_attack": {"optimize": fig}}}
     if oracle:
-        r["privacy_oracle"] = {"rank1": e(*oracle), "oracle": {"kind": "score", "budget_per_victim": 200,
-                                                              "queries_to_match": {"median": 35.0}}}
+        r["privacy_oracle"] = {"judge": "dlib", "per_attack": {"optimize": {"rank1": e(*oracle)}},
+                               "oracle": {"kind": "score", "budget_per_victim": 200,
+                                          "queries_to_match": {"median": 35.0}}}
     return r
 
 
-def test_executive_summary_names_the_leak_the_best_protection_and_the_4x_line():
-    from facepii.sections import executive_summary
+def _summary(rows, victims=50):
+    from facepii.report import Report
+    from facepii.report.tables import executive_summary
 
+    return " ".join(executive_summary(Report.from_dict({"rows": rows, "split": {"victims": victims}})))
+
+
+def test_executive_summary_names_the_leak_the_best_protection_and_the_4x_line():
     rows = [_row("none", {}, (0.7, 0.6, 0.8), (35, 30, 40), 0.84),
             _row("noise", {"sigma": 0.1}, (0.44, 0.3, 0.6), (22, 15, 30), 0.25),
             _row("biohash", {}, (0.06, 0.0, 0.07), (3, 0, 3.5), 0.64, oracle=(0.3, 0.2, 0.4))]
-    text = " ".join(executive_summary(rows, {"split": {"victims": 50}}))
+    text = _summary(rows)
     assert "rank-1 0.700 [0.600, 0.800] among 50 victims" in text and "personal data" in text
     assert "biohash leaks least" in text and "+0.200 in TAR@FMR1e-3" in text
     assert "1 of 2 keep leakage below 4 times random" in text and "biohash." in text
     assert "200 queries per victim" in text and "median queries to a match 35" in text
-    rows[2]["privacy"]["leakage_ratio"]["ci95"] = [0, 5.0]  # upper end above the line: no longer below it
-    assert "None of the tested protections" in " ".join(executive_summary(rows, {"split": {"victims": 50}}))
+    rows[2]["privacy"]["per_attack"]["optimize"]["leakage_ratio"]["ci95"] = [0, 5.0]  # upper end above the line
+    assert "None of the tested protections" in _summary(rows)
 
 
 def test_the_attacks_use_the_solver_when_the_attacker_finds_it_better_on_its_own_faces():
-    from attacks.base import AttackContext, estimate_raw, learned_raw
+    from attacks.base import RowCache, ThreatModel, estimate_raw, learned_raw
 
     E, lab = clustered(n_ids=16)
     aux = lab >= 6
@@ -258,16 +265,16 @@ def test_the_attacks_use_the_solver_when_the_attacker_finds_it_better_on_its_own
     d = defenses.create("projection", dim=192, key_mode="user").fit(E)
     T = d.transform(E, users)
 
-    def ctx(key):
-        return AttackContext(encoder=None, defense=d, face_model=None, aux_embeddings=E[aux], aux_users=users[aux],
-                             protect=lambda X, u=None: d.transform(X, u), budget=None, key=key,
-                             per_user_keys=True, seed=0)
+    def threat(key):
+        return ThreatModel(encoder=None, defense=d, face_model=None, aux_embeddings=E[aux], aux_users=users[aux],
+                           protect=lambda X, u=None: d.transform(X, u), budget=None, key=key, seed=0)
 
-    c = ctx("disclosed")
-    est = estimate_raw(c, T[aux], T[vic], users[vic])
-    learned = learned_raw(c, T[aux], T[vic], users[vic])
-    assert c.inversions["solver_better"] is True
+    c, cache = threat("disclosed"), RowCache()
+    est = estimate_raw(c, cache, T[aux], T[vic], users[vic])
+    learned = learned_raw(c, cache, T[aux], T[vic], users[vic])
+    assert cache.solver_better is True
     assert (est * E[vic]).sum(1).mean() > 0.999 >= (learned * E[vic]).sum(1).mean() - 1e-3
-    s = ctx("secret")  # without the key nothing can be solved: the learned inverse only
-    assert np.array_equal(estimate_raw(s, T[aux], T[vic], users[vic]), learned_raw(s, T[aux], T[vic], users[vic]))
-    assert "solver_better" not in s.inversions
+    s, cache = threat("secret"), RowCache()  # without the key nothing can be solved: the learned inverse only
+    assert np.array_equal(estimate_raw(s, cache, T[aux], T[vic], users[vic]),
+                          learned_raw(s, cache, T[aux], T[vic], users[vic]))
+    assert cache.solver_better is None

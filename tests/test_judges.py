@@ -8,7 +8,7 @@ from facepii.errors import EncoderError, FacepiiError, ParameterError
 
 onnx = pytest.importorskip("onnx")
 
-from tinymodel import tiny_face_model as _model  # noqa: E402
+from helpers import tiny_face_model as _model  # noqa: E402
 
 
 def _faces(n=6, seed=1):
@@ -160,50 +160,65 @@ def test_threshold_calibrated_on_the_judges_own_impostor_scores():
 
 
 def _fig(r1, sar):
-    est = lambda v: {"value": v, "ci95": [v, v]}  # noqa: E731
-    return {"rank1": est(r1), "rank5": est(r1), "leakage_ratio": est(r1 * 50), "sar@fmr=1e-3": est(sar)}
+    from facepii.estimates import JudgeFigures
+    from facepii.metrics import Estimate
+
+    est = lambda v: Estimate(v, (v, v))  # noqa: E731
+    return JudgeFigures(est(r1), est(r1), est(r1 * 50), est(sar), 0.02)
+
+
+def _attack(head, **others):
+    from facepii.estimates import AttackFigures
+    from facepii.metrics import Estimate
+
+    return AttackFigures(head, Estimate(0.3, (0.2, 0.4)), head, {"dlib": head, **others})
+
+
+class _J:
+    def __init__(self, name):
+        self.encoder = type("E", (), {"name": name})()
+
+
+JUDGES = {"judge": _J("dlib"), "target": _J("sface"), "judge2": _J("onnx:x")}
 
 
 def test_worst_judge_is_each_judges_worst_attack_then_the_highest():
     from facepii.judging import privacy_block
 
-    class J:
-        def __init__(self, name):
-            self.encoder = type("E", (), {"name": name})()
+    per_attack = {"inverse": _attack(_fig(0.5, 0.3), **{"onnx:x": _fig(0.66, 0.2)}),
+                  "optimize": _attack(_fig(0.7, 0.4), **{"onnx:x": _fig(0.6, 0.5)})}
+    b = privacy_block(JUDGES, per_attack, None)
+    d = b.to_dict()
+    assert d["attack"] == "optimize" and d["rank1"]["value"] == 0.7        # headline: the first judge
+    assert d["judges"]["dlib"]["attack"] == "optimize"
+    assert d["judges"]["onnx:x"]["attack"] == "inverse"                    # its own worst attack
+    assert d["worst_judge"] == "dlib"
+    per_attack["inverse"].judges["onnx:x"] = _fig(0.8, 0.1)
+    assert privacy_block(JUDGES, per_attack, None).worst_judge == "onnx:x"
+    # read back from JSON, the derived fields are recomputed, never believed
+    from facepii.estimates import PrivacyEstimates
 
-    judges = {"judge": J("dlib"), "target": J("sface"), "judge2": J("onnx:x")}
-    per_attack = {
-        "inverse": {**_fig(0.5, 0.3), "judges": {"dlib": _fig(0.5, 0.3), "onnx:x": _fig(0.66, 0.2)}},
-        "optimize": {**_fig(0.7, 0.4), "judges": {"dlib": _fig(0.7, 0.4), "onnx:x": _fig(0.6, 0.5)}},
-    }
-    b = privacy_block(judges, per_attack, None)
-    assert b["attack"] == "optimize" and b["rank1"]["value"] == 0.7        # headline: the first judge
-    assert b["judges"]["dlib"]["attack"] == "optimize"
-    assert b["judges"]["onnx:x"]["attack"] == "inverse"                    # its own worst attack
-    assert b["worst_judge"] == "dlib"
-    per_attack["inverse"]["judges"]["onnx:x"] = _fig(0.8, 0.1)
-    assert privacy_block(judges, per_attack, None)["worst_judge"] == "onnx:x"
+    d["worst_judge"], d["attack"] = "dlib", "inverse"
+    back = PrivacyEstimates.from_dict(d, "privacy")
+    assert back.attack == "optimize" and back.worst_judge == "dlib" and back.to_dict()["attack"] == "optimize"
 
 
 def test_report_shows_the_worst_judge_and_every_judge():
+    from facepii.estimates import RowEstimates, UtilityEstimates
     from facepii.judging import privacy_block
-    from facepii.report import Report
+    from facepii.report import Report, render
+    from facepii.report.tables import judge_table, tradeoff_table
 
-    class J:
-        def __init__(self, name):
-            self.encoder = type("E", (), {"name": name})()
-
-    judges = {"judge": J("dlib"), "target": J("sface"), "judge2": J("onnx:x")}
-    per_attack = {"optimize": {**_fig(0.7, 0.4), "judges": {"dlib": _fig(0.7, 0.4), "onnx:x": _fig(0.8, 0.5)}}}
-    row = {"defense": "none", "params": {}, "utility": {}, "privacy": privacy_block(judges, per_attack, None)}
+    per_attack = {"optimize": _attack(_fig(0.7, 0.4), **{"onnx:x": _fig(0.8, 0.5)})}
+    row = RowEstimates("none", {}, UtilityEstimates({}), privacy=privacy_block(JUDGES, per_attack, None))
     rep = Report(dataset={}, encoder={"name": "sface"}, seed=0, rows=[row], versions={}, settings={},
                  extra={"threat_model": "t", "split": {}})
     assert rep.has_judges
-    h, body = rep.tradeoff_rows()
+    h, body = tradeoff_table(rep)
     assert "worst judge: rank-1" in h and body[0][h.index("worst judge: rank-1")].endswith("(onnx:x)")
-    table = rep.judge_table()
-    assert "onnx:x (worst)" in table and "dlib" in table
-    assert "## Every judge" in rep.markdown()
+    h, body = judge_table(rep)
+    assert [b[3] for b in body] == ["dlib", "onnx:x (worst)"]
+    assert "## Every judge" in render.markdown(rep) and "every judge:" in render.text(rep)
 
 
 def test_a_linked_toml_beside_the_model_is_refused(tmp_path):

@@ -3,31 +3,16 @@
 import json
 import time
 
-import numpy as np
 import pytest
 
 from facepii import lineup as L
 from facepii.browser import find_chromium
 from facepii.errors import FacepiiError, ParameterError
-from facepii.pipeline import Evaluation
-from facepii.report import Report
+from facepii.outputs import add_human_figures, build_study
+
+from helpers import fake_evaluation
 
 N_VICTIMS = 8
-
-
-def fake_evaluation(n=N_VICTIMS, seed=0):
-    rng = np.random.default_rng(seed)
-
-    def faces(k):
-        return rng.integers(0, 255, (k, 112, 112, 3), dtype=np.uint8)
-
-    rows = [{"defense": "none", "params": {}, "privacy": {"attack": "optimize"}, "utility": {}},
-            {"defense": "noise", "params": {"sigma": 0.1}, "privacy": {"attack": "decoder"}, "utility": {}}]
-    rep = Report(dataset={}, encoder={}, seed=0, rows=rows)
-    recon = {"none": faces(n), "noise sigma=0.1": faces(n)}
-    gallery_sets = [faces(1 + i % 3) for i in range(n)]
-    victims = np.array([f"id{i}" for i in range(n)])
-    return Evaluation(rep, recon, faces(n), np.stack([g[0] for g in gallery_sets]), victims, gallery_sets)
 
 
 @pytest.fixture
@@ -70,7 +55,7 @@ def test_lineups_are_built_right_and_seeded(report_dir):
 
 
 def test_build_study_files_and_errors(report_dir, tmp_path):
-    s = L.build_study(report_dir, tmp_path / "study", size=4, trials_per_row=5, seed=1)
+    s = build_study(report_dir, tmp_path / "study", size=4, trials_per_row=5, seed=1)
     study = tmp_path / "study"
     page = (study / "index.html").read_text()
     key = json.loads((study / "key.json").read_text())
@@ -83,11 +68,11 @@ def test_build_study_files_and_errors(report_dir, tmp_path):
     names = zipfile.ZipFile(study / "share.zip").namelist()
     assert "study/index.html" in names and not any("key" in n for n in names)
     with pytest.raises(FacepiiError, match="already there"):
-        L.build_study(report_dir, study)
+        build_study(report_dir, study)
     with pytest.raises(ParameterError, match="only 8 victims"):
-        L.build_study(report_dir, tmp_path / "s2", size=9)
+        build_study(report_dir, tmp_path / "s2", size=9)
     with pytest.raises(FacepiiError, match="no lineup material"):
-        L.build_study(tmp_path, tmp_path / "s3")
+        build_study(tmp_path, tmp_path / "s3")
 
 
 def answers_file(path, study, rater, choices):
@@ -97,7 +82,7 @@ def answers_file(path, study, rater, choices):
 
 
 def test_scoring_hand_made_answers(report_dir, tmp_path):
-    L.build_study(report_dir, tmp_path / "study", size=4, trials_per_row=6, seed=2)
+    build_study(report_dir, tmp_path / "study", size=4, trials_per_row=6, seed=2)
     key = json.loads((tmp_path / "study/key.json").read_text())
     trials = key["trials"]
     none_t = [t for t in trials if t["row"] == "none"]
@@ -128,14 +113,14 @@ def test_scoring_hand_made_answers(report_dir, tmp_path):
 
 
 def test_scoring_errors_and_report_update(report_dir, tmp_path):
-    L.build_study(report_dir, tmp_path / "study", size=3, trials_per_row=4, seed=0)
+    build_study(report_dir, tmp_path / "study", size=3, trials_per_row=4, seed=0)
     key = json.loads((tmp_path / "study/key.json").read_text())
     bad = answers_file(tmp_path / "x.json", "another-study", "r", {})
     with pytest.raises(FacepiiError, match="not this study"):
         L.score_study(tmp_path / "study", [bad])
     ok = answers_file(tmp_path / "ok.json", key["study"], "r", {t["id"]: t["answer"] for t in key["trials"]})
     res = L.score_study(tmp_path / "study", [ok], n_boot=100)
-    L.add_to_report(res, report_dir)
+    add_human_figures(res, report_dir)
     rep = json.loads((report_dir / "report.json").read_text())
     assert rep["rows"][0]["privacy"]["human"]["accuracy"]["value"] == 1.0
     assert "human top-1" in (report_dir / "report.md").read_text()
@@ -153,7 +138,7 @@ def test_study_page_in_headless_chromium(report_dir, tmp_path):
     from facepii.browser import FLAGS
 
     study = tmp_path / "study"
-    L.build_study(report_dir, study, size=4, trials_per_row=4, seed=5)
+    build_study(report_dir, study, size=4, trials_per_row=4, seed=5)
     key = json.loads((study / "key.json").read_text())
     downloads = tmp_path / "downloads"
     downloads.mkdir()

@@ -76,13 +76,22 @@ def test_pair_scores_counts_and_chunking_agree():
 
 
 @pytest.mark.parametrize("noise", [0.8, 1.5])
-def test_bootstrap_interval_contains_point_and_is_sane(noise):
-    T, lab = _synthetic(noise=noise)
-    u = M.utility(T, lab, M.cosine_similarity, n_boot=300, seed=1)
-    for key in ("tar@far=1e-2", "eer", "auc", "rank1"):
-        e = u[key]
-        assert e.ci95[0] <= e.value <= e.ci95[1], key
-        assert 0 <= e.ci95[0] <= e.ci95[1] <= 1
+def test_bootstrap_interval_is_as_wide_as_the_figure_varies_between_studies(noise):
+    """The identity bootstrap must reflect how much a figure moves when the same experiment is run on
+    other identities: its 95% interval is about 2 x 1.96 sd of the figure over independent studies."""
+    keys = ("tar@far=1e-2", "eer", "auc", "rank1")
+    figures = {k: [] for k in keys}
+    widths = {k: [] for k in keys}
+    for study in range(24):
+        T, lab = _synthetic(n_id=30, per=4, noise=noise, seed=100 + study)
+        u = M.utility(T, lab, M.cosine_similarity, n_boot=200, seed=study)
+        for k in keys:
+            figures[k].append(u[k].value)
+            widths[k].append(u[k].ci95[1] - u[k].ci95[0])
+            assert 0 <= u[k].ci95[0] <= u[k].ci95[1] <= 1, k
+    for k in keys:
+        spread = 2 * 1.96 * np.std(figures[k], ddof=1)
+        assert 0.6 * spread < np.mean(widths[k]) < 2.2 * spread, (k, np.mean(widths[k]), spread)
 
 
 def test_grid_bootstrap_with_unit_weights_reproduces_exact_values(monkeypatch):
@@ -98,10 +107,14 @@ def test_grid_bootstrap_with_unit_weights_reproduces_exact_values(monkeypatch):
 
 
 def test_block_bootstrap_above_max_groups():
+    """Above max_groups identities are resampled in blocks: the point value is the same and the
+    interval about as wide as resampling every identity."""
     T, lab = _synthetic(n_id=50, per=4)
-    u = M.verification(T, lab, M.cosine_similarity, n_boot=200, max_groups=10)
-    e = u["eer"]
-    assert e.ci95[0] <= e.value <= e.ci95[1]
+    blocks = M.verification(T, lab, M.cosine_similarity, n_boot=400, max_groups=10)["eer"]
+    each = M.verification(T, lab, M.cosine_similarity, n_boot=400)["eer"]
+    assert blocks.value == each.value
+    w_blocks, w_each = blocks.ci95[1] - blocks.ci95[0], each.ci95[1] - each.ci95[0]
+    assert 0.5 * w_each < w_blocks < 2.0 * w_each
 
 
 def test_more_noise_means_worse_verification():

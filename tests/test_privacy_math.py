@@ -97,12 +97,17 @@ def test_random_reconstructions_sit_at_the_random_baseline():
 
 
 def test_pareto_marks_by_hand():
-    def row(tar, leak):
-        return {"utility": {"tar@far=1e-3": {"value": tar}}, "privacy": {"leakage_ratio": {"value": leak}}}
+    from facepii.estimates import RowEstimates, UtilityEstimates
 
-    rows = [row(0.9, 30), row(0.8, 10), row(0.7, 20), row(0.8, 12), row(0.5, 1), {"utility": {}}]
+    from helpers import typed_row
+
+    def row(tar, leak):
+        return typed_row("noise", {"sigma": tar}, tar=tar, rank1=leak / 50, n_victims=50)
+
+    rows = [row(0.9, 30), row(0.8, 10), row(0.7, 20), row(0.8, 12), row(0.5, 1),
+            RowEstimates("pca", {}, UtilityEstimates({}))]
     mark_pareto(rows)
-    assert [r["pareto"] for r in rows] == [True, True, False, False, True, False]
+    assert [r.pareto for r in rows] == [True, True, False, False, True, False]
 
 
 @pytest.mark.parametrize("p", [0.3, 0.7])

@@ -7,7 +7,7 @@ import pytest
 
 import defenses
 from facepii import metrics
-from facepii.metrics import _large
+from facepii.metrics import _identification, _pairs
 
 
 def clustered(n_ids=300, per=6, d=32, spread=1.2, seed=0):
@@ -19,13 +19,13 @@ def clustered(n_ids=300, per=6, d=32, spread=1.2, seed=0):
 
 def test_sampled_impostors_are_distinct_impostor_pairs_and_seeded():
     _, lab = clustered()
-    p = _large.sample_impostor_pairs(lab, 20_000, 3)
+    p = _pairs.sample_impostor_pairs(lab, 20_000, 3)
     assert len(p) == 20_000 and len(np.unique(p[:, 0] * len(lab) + p[:, 1])) == 20_000
     assert (p[:, 0] < p[:, 1]).all() and (lab[p[:, 0]] != lab[p[:, 1]]).all()
-    assert np.array_equal(p, _large.sample_impostor_pairs(lab, 20_000, 3))
-    assert not np.array_equal(p, _large.sample_impostor_pairs(lab, 20_000, 4))
+    assert np.array_equal(p, _pairs.sample_impostor_pairs(lab, 20_000, 3))
+    assert not np.array_equal(p, _pairs.sample_impostor_pairs(lab, 20_000, 4))
     tiny = np.repeat(np.arange(4), 2)  # 24 impostor pairs there are: asking for more gives all of them
-    assert len(_large.sample_impostor_pairs(tiny, 1000, 0)) == 24
+    assert len(_pairs.sample_impostor_pairs(tiny, 1000, 0)) == 24
 
 
 def test_a_small_memory_budget_samples_impostors_and_says_how_much_that_adds(monkeypatch):
@@ -33,11 +33,11 @@ def test_a_small_memory_budget_samples_impostors_and_says_how_much_that_adds(mon
     lab = lab.astype(str)  # text labels, as datasets give them
     exact = metrics.utility(E, lab, metrics.cosine_similarity, n_boot=200, seed=0)
     assert "impostor_sampling" not in exact
-    monkeypatch.setattr(_large, "IMPOSTOR_SAMPLE", 200_000)
+    monkeypatch.setattr(_pairs, "IMPOSTOR_SAMPLE", 200_000)
     sampled = metrics.utility(E, lab, metrics.cosine_similarity, n_boot=200, seed=0,
                               max_memory=1 << 20, paired_fn=metrics.ROWWISE["cosine"])
     s = sampled["impostor_sampling"]
-    _, total = _large.pair_counts(lab)
+    _, total = _pairs.pair_counts(lab)
     assert s["sampled"] == 200_000 and s["total"] == total == sampled["n_impostor"] + total - 200_000
     assert sampled["n_genuine"] == exact["n_genuine"]
     for k in ("tar@far=1e-2", "tar@far=1e-3", "eer"):
@@ -59,7 +59,7 @@ def test_ties_with_the_true_identity_count_against_it_in_faiss_too():
     pytest.importorskip("faiss")
     G = np.eye(3, dtype=np.float32)
     probes = np.array([[1, 1, 0], [1, 0, 0]], np.float32)  # first: tied between gallery 0 and 1
-    hits = _large.faiss_rank1(probes, G, np.array([0, 0]), block=10)
+    hits = _identification.faiss_rank1(probes, G, np.array([0, 0]), block=10)
     assert hits.tolist() == [0.0, 1.0]
 
 

@@ -21,11 +21,8 @@ def report(target, judge, cells, upper):
     from facepii.report import Report
 
     per = {a: {**fig(*c), "judges": {judge: fig(*c)}, "target_judge": fig(*upper[a])} for a, c in cells.items()}
-    worst = max(per, key=lambda a: per[a]["rank1"]["value"])
-    head = {k: v for k, v in per[worst].items() if k != "judges"}
-    row = {"defense": "none", "params": {}, "utility": {},
-           "privacy": {"attack": worst, "judge": judge, **head, "per_attack": per}}
-    return Report(dataset={}, encoder={"name": target}, seed=0, rows=[row], versions={}, settings={}, extra={})
+    row = {"defense": "none", "params": {}, "utility": {}, "privacy": {"judge": judge, "per_attack": per}}
+    return Report.from_dict({"dataset": {}, "encoder": {"name": target}, "seed": 0, "rows": [row]})
 
 
 def test_spec_list_and_slug():
@@ -79,15 +76,24 @@ def test_transfer_figure_draws(tmp_path):
 
     a = report("sface", "dlib", {"optimize": (0.7, 0.4)}, {"optimize": (0.9, 0.9)})
     tr = Transfer(["sface"], [], {"sface": matrix_row(a, "sface")})
-    p = write_figure(transfer_figure(tr), tmp_path / "transfer.png")
-    assert p.stat().st_size > 1000
+    fig = transfer_figure(tr)
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.images[0].get_array(), [[0.7, 0.9]])  # the cells are the matrix (dlib, sface)
+    texts = [t.get_text() for t in ax.texts]
+    assert "0.70\n[0.60, 0.80]" in texts and any("upper bound" in t for t in texts)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["dlib", "sface"]
+    from PIL import Image
+
+    p = write_figure(fig, tmp_path / "transfer.png")
+    assert Image.open(p).size[0] > 300
 
 
 def test_cli_prints_and_writes_the_matrix(tmp_path, monkeypatch, capsys):
+    import facepii.cli
     import facepii.transfer as T
-    from facepii.pipeline import Evaluation
+    from facepii.report import Evaluation
 
-    from clihelp import run_cli
+    from helpers import run_cli
 
     evs = [Evaluation(report("sface", "dlib", {"optimize": (0.7, 0.4)}, {"optimize": (0.9, 0.9)})),
            Evaluation(report("dlib", "sface", {"inverse": (0.3, 0.1)}, {"inverse": (0.8, 0.6)}))]
@@ -98,7 +104,7 @@ def test_cli_prints_and_writes_the_matrix(tmp_path, monkeypatch, capsys):
         return T.Transfer(names, evs, {n: T.matrix_row(e.report, n) for n, e in zip(names, evs)},
                           ["target dlib: queries only"])
 
-    monkeypatch.setattr(T, "run_transfer", fake)
+    monkeypatch.setattr(facepii.cli, "run_transfer", fake)
     npz = tmp_path / "e.npz"
     rng = np.random.default_rng(0)
     np.savez(npz, embeddings=rng.normal(size=(20, 8)).astype(np.float32), labels=np.repeat(np.arange(10), 2))
@@ -121,11 +127,11 @@ def test_pipeline_refuses_several_targets():
 
 
 def test_targets_sharing_an_output_folder_are_refused_before_the_work(tmp_path, monkeypatch, capsys):
-    import facepii.transfer as T
+    import facepii.cli
 
-    from clihelp import run_cli
+    from helpers import run_cli
 
-    monkeypatch.setattr(T, "run_transfer", lambda cfg: pytest.fail("the work started"))
+    monkeypatch.setattr(facepii.cli, "run_transfer", lambda cfg: pytest.fail("the work started"))
     npz = tmp_path / "e.npz"
     np.savez(npz, embeddings=np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32),
              labels=np.repeat(np.arange(10), 2))

@@ -14,8 +14,9 @@ from defenses.base import Defense, l2_normalize, per_key
 class Rotation(Defense):
     """Keyed random rotation of unit embeddings; cosine comparator; free to undo with the key."""
 
-    comparator = "cosine"
+    comparator = "cosine"              # capabilities, declared (facepii's contract test checks them)
     keyed = True
+    key_modes = ("system", "user")
 
     def __init__(self, key_mode: str = "system", seed: int = 0):
         self.key_mode = key_mode

@@ -35,7 +35,7 @@ from facepii.metrics._identification import (
     utility,
 )
 from facepii.metrics._image import ssim
-from facepii.metrics._large import paired_scores, sample_impostor_pairs
+from facepii.metrics._pairs import paired_scores, sample_impostor_pairs
 from facepii.metrics._verification import (
     FAR_LEVELS,
     eer,

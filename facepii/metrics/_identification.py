@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from facepii.metrics import _pairs
 from facepii.metrics._bootstrap import N_BOOT, Estimate, bootstrap_mean, bootstrap_ratio
 from facepii.metrics._comparators import ScoreFn
+from facepii.metrics._pairs import DEFAULT_MAX_MEMORY, exact_fits, sampled_verification
 from facepii.metrics._verification import verification
 
 
@@ -37,8 +39,6 @@ def identification(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn,
     and k = 1 the search is faiss's exact inner-product index where faiss is installed. The
     interval is a bootstrap over identities (probes grouped by identity; the gallery is held fixed).
     """
-    from facepii.metrics._large import faiss_rank1
-
     labels = np.asarray(labels)
     uniq, lab = np.unique(labels, return_inverse=True)
     rng = np.random.default_rng(seed + 104729)
@@ -71,17 +71,15 @@ def utility(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn, n_boot
     """The utility block of a report row: TAR@FAR, EER, AUC and rank-1, each an Estimate.
 
     Every impostor pair while their scores fit ``max_memory`` (default 4 GB); beyond, a seeded
-    sample of at least 10^7 impostor pairs (:mod:`facepii.metrics._large`, which says so in
+    sample of at least 10^7 impostor pairs (:mod:`facepii.metrics._pairs`, which says so in
     ``impostor_sampling``), scored by ``paired_fn`` (row-wise) when given. ``inner_product``: the
     scores are cosines, which faiss's exact inner-product index can search."""
-    from facepii.metrics._large import DEFAULT_MAX_MEMORY, IMPOSTOR_SAMPLE, exact_fits, sampled_verification
-
     mem = DEFAULT_MAX_MEMORY if max_memory is None else int(max_memory)
     labels = np.unique(np.asarray(labels), return_inverse=True)[1]  # integer codes: text labels cost 84 B each
     if exact_fits(labels, mem):
         out = verification(templates, labels, score_fn, n_boot=n_boot, seed=seed, max_bytes=min(mem, 1 << 30))
     else:
-        out = sampled_verification(templates, labels, score_fn, IMPOSTOR_SAMPLE, n_boot=n_boot, seed=seed,
+        out = sampled_verification(templates, labels, score_fn, _pairs.IMPOSTOR_SAMPLE, n_boot=n_boot, seed=seed,
                                    paired_fn=paired_fn)
     out["rank1"] = identification(templates, labels, score_fn, 1, n_boot, seed, max_memory=min(mem, 1 << 30),
                                   inner_product=inner_product)
@@ -136,3 +134,26 @@ def reidentification(probe_emb: np.ndarray, victims: np.ndarray, gallery_emb: np
     out["sar@fmr=1e-3"] = bootstrap_mean(passes, n_boot, seed)
     out["threshold@fmr=1e-3"] = float(threshold)
     return out
+
+
+def faiss_rank1(probes: np.ndarray, gallery: np.ndarray, true_col: np.ndarray, block: int) -> np.ndarray | None:
+    """Rank-1 hits by exact inner-product search (faiss IndexFlatIP on unit vectors); a tie with the true
+    gallery entry counts against it, as in :func:`rank_k_hits`. None when faiss is not installed."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    G = np.ascontiguousarray(gallery / np.maximum(np.linalg.norm(gallery, axis=1, keepdims=True), 1e-12),
+                             dtype=np.float32)
+    index = faiss.IndexFlatIP(G.shape[1])
+    index.add(G)
+    k = min(2, len(G))
+    hits = np.zeros(len(probes))
+    for s in range(0, len(probes), block):
+        P = np.asarray(probes[s:s + block], np.float32)
+        P = np.ascontiguousarray(P / np.maximum(np.linalg.norm(P, axis=1, keepdims=True), 1e-12))
+        D, Ind = index.search(P, k)
+        top_is_true = Ind[:, 0] == true_col[s:s + block]
+        unique_top = D[:, 1] < D[:, 0] if k == 2 else np.ones(len(P), bool)
+        hits[s:s + block] = top_is_true & unique_top
+    return hits

@@ -1,4 +1,5 @@
-"""Utility of galleries too large for every impostor pair (10^5 - 10^7 templates).
+"""Pairs of a labelled set: genuine pairs, counts, seeded impostor samples, and verification of galleries too
+large for every impostor pair (10^5 - 10^7 templates).
 
 Genuine pairs are always all scored (per identity). Impostor pairs are all scored while their
 scores fit the memory budget (``max_memory``: about 12 bytes per pair for the scores, their sorted
@@ -16,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from facepii.metrics._bootstrap import Estimate
-from facepii.metrics._comparators import ScoreFn
+from facepii.metrics._comparators import ScoreFn, diagonal_scores
 from facepii.metrics._verification import (
     FAR_LEVELS,
     _eer_sorted,
@@ -117,8 +118,6 @@ def sampled_verification(templates: np.ndarray, labels: np.ndarray, score_fn: Sc
     labels = np.asarray(labels)
     gen, gen_ids = genuine_scores(templates, labels, score_fn)
     pairs = sample_impostor_pairs(labels, n_impostors, seed)
-    from facepii.metrics._comparators import diagonal_scores
-
     imp = paired_scores(paired_fn or (lambda a, b: diagonal_scores(score_fn, a, b)), templates, pairs)
     out = verification_pairs(gen, gen_ids, imp, labels[pairs], far_levels, n_boot, seed)
     g_sorted = np.sort(gen)
@@ -137,26 +136,3 @@ def sampled_verification(templates: np.ndarray, labels: np.ndarray, score_fn: Sc
     out["impostor_sampling"] = {"sampled": int(len(imp)), "total": int(total), "seed": int(seed),
                                 "figures": sampling}
     return out
-
-
-def faiss_rank1(probes: np.ndarray, gallery: np.ndarray, true_col: np.ndarray, block: int) -> np.ndarray | None:
-    """Rank-1 hits by exact inner-product search (faiss IndexFlatIP on unit vectors); a tie with the true
-    gallery entry counts against it, as in :func:`rank_k_hits`. None when faiss is not installed."""
-    try:
-        import faiss
-    except ImportError:
-        return None
-    G = np.ascontiguousarray(gallery / np.maximum(np.linalg.norm(gallery, axis=1, keepdims=True), 1e-12),
-                             dtype=np.float32)
-    index = faiss.IndexFlatIP(G.shape[1])
-    index.add(G)
-    k = min(2, len(G))
-    hits = np.zeros(len(probes))
-    for s in range(0, len(probes), block):
-        P = np.asarray(probes[s:s + block], np.float32)
-        P = np.ascontiguousarray(P / np.maximum(np.linalg.norm(P, axis=1, keepdims=True), 1e-12))
-        D, Ind = index.search(P, k)
-        top_is_true = Ind[:, 0] == true_col[s:s + block]
-        unique_top = D[:, 1] < D[:, 0] if k == 2 else np.ones(len(P), bool)
-        hits[s:s + block] = top_is_true & unique_top
-    return hits

@@ -1,4 +1,4 @@
-"""The attacker's stage: its means (face model, differentiable target) and the Reconstructions.
+"""The Reconstructions stage: the attacker's means (face model, differentiable target) and its faces.
 
 Threat model (DESIGN.md): the attacker steals the protected templates of the
 victims; knows the target encoder F (white box: can differentiate it; black
@@ -11,15 +11,20 @@ the attacks are adaptive.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import attacks as attack_registry
+import defenses as defense_registry
+from attacks.base import RowCache, ThreatModel, recovered_embeddings
+from attacks.facemodel import BUDGETS, FaceModel
+from attacks.oracle import Oracle, Prior, calibrate, decision_search, score_solver
 from facepii.cache import Cache
 from facepii.config import PrivacyConfig
 from facepii.encoders import Encoder, encoder_id
-from facepii.stages import EmbeddedSet, Split, Templates
+from facepii.stages import EmbeddedSet, Split, Templates, attacker_view
+from facepii.torch_onnx import torch_encoder_for
 
 
 @dataclass
@@ -42,26 +47,23 @@ class AttackerKit:
 
 @dataclass
 class Reconstructions:
-    """One row and key scenario: each attack's faces for the victims' stolen templates (victim order)."""
+    """One row and key scenario: each attack's faces for the victims' stolen templates (victim order),
+    and the raw embeddings the attacker recovered from those templates (per inversion method: what
+    ISO/IEC 30136 irreversibility judges)."""
 
     key: str
-    faces: dict[str, np.ndarray]   # attack -> N x 112 x 112 x 3 uint8
-    context: Any = None            # the row's AttackContext (fitted maps the irreversibility stage reuses)
-    aux_templates: np.ndarray | None = None  # the auxiliary set's templates (the attacker's view)
+    faces: dict[str, np.ndarray]                  # attack -> N x 112 x 112 x 3 uint8
+    recovered: dict[str, np.ndarray] | None = None  # "learned" (and "solver") -> N x d unit embeddings
 
 
 def prepare_attacker(p: PrivacyConfig, seed: int, embedded: EmbeddedSet, split: Split, target: Encoder,
                      cache: Cache) -> AttackerKit:
-    from attacks.facemodel import BUDGETS
-
     budget = BUDGETS[p.budget]
     labels = embedded.labels
     E = embedded.embeddings["target"]
     aux_faces = embedded.aligned(split.aux_pos)
     torch_enc = None
     if p.knowledge == "white":
-        from facepii.torch_onnx import torch_encoder_for
-
         torch_enc = torch_encoder_for(target)
         if p.device != "cpu":
             torch_enc.net.to(p.device)
@@ -75,14 +77,14 @@ def prepare_attacker(p: PrivacyConfig, seed: int, embedded: EmbeddedSet, split: 
 def _face_model(kit: AttackerKit, aux_keys: list[str], cache: Cache):
     """Train the face model, or read it from the cache. A cache entry is data, never code
     (safetensors); one that does not read back as a face model of the right shape is retrained."""
-    from attacks.facemodel import FaceModel
-
     key = FaceModel.cache_key(aux_keys, encoder_id(kit.target), kit.knowledge, kit.budget, kit.seed)
-    path = Path(cache.folder) / "models" / f"facemodel-{key}.safetensors" if cache.enabled else None
     source = "trained"
-    if path is not None and path.is_file() and not path.is_symlink():
+    data, why = cache.get_model(f"facemodel-{key}")
+    if why:
+        source = f"retrained (cache entry unusable: {why})"
+    if data is not None:
         try:
-            fm = FaceModel.load(path)
+            fm = FaceModel.from_bytes(data)
             if fm.d_in == kit.aux_embeddings.shape[1]:
                 return fm, "cache"
             source = "retrained (cache entry unusable: wrong width)"
@@ -93,11 +95,7 @@ def _face_model(kit: AttackerKit, aux_keys: list[str], cache: Cache):
     query = kit.torch_encoder.embed if kit.torch_encoder is not None else kit.target.embed
     fm = FaceModel.train(kit.aux_embeddings, kit.aux_faces, kit.budget, kit.torch_encoder,
                          query=query, seed=kit.seed, device=kit.device)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        fm.save(tmp)
-        tmp.replace(path)
+    cache.put_model(f"facemodel-{key}", fm.to_bytes())
     return fm, source
 
 
@@ -106,31 +104,28 @@ def reconstruct(kit: AttackerKit, templates: Templates, key: str, split: Split, 
     """Fit every attack on the auxiliary set's templates (made with the attacker's own view of the
     defense) and reconstruct each victim's face from its stolen template."""
     view = templates.attacker[key]
-    defense = templates.defense
     T_aux = view(kit.aux_embeddings, kit.aux_users)
     victims = labels[split.source_pos]
-    ctx = _context(kit, defense, view, view.key, victims)
-    return Reconstructions(key, _run(ctx, kit, T_aux, templates.templates[split.source_pos], victims, attacks),
-                           ctx, T_aux)
+    threat = _threat(kit, templates.defense, view, view.key, victims)
+    cache = RowCache()
+    T_vic = templates.templates[split.source_pos]
+    faces = _run(threat, cache, kit, T_aux, T_vic, victims, attacks)
+    return Reconstructions(key, faces, recovered_embeddings(threat, cache, T_aux, T_vic, victims))
 
 
-def _context(kit: AttackerKit, defense, protect, key: str, victims: np.ndarray):
-    from attacks.base import AttackContext
-
-    return AttackContext(encoder=kit.target, defense=defense, face_model=kit.face_model,
-                         aux_embeddings=kit.aux_embeddings, aux_users=kit.aux_users, protect=protect,
-                         budget=kit.budget, knowledge=kit.knowledge, key=key, per_user_keys=defense.per_user,
-                         torch_encoder=kit.torch_encoder, seed=kit.seed, device=kit.device, victim_users=victims)
+def _threat(kit: AttackerKit, defense, protect, key: str, victims: np.ndarray) -> ThreatModel:
+    return ThreatModel(encoder=kit.target, defense=defense, face_model=kit.face_model,
+                       aux_embeddings=kit.aux_embeddings, aux_users=kit.aux_users, protect=protect,
+                       budget=kit.budget, knowledge=kit.knowledge, key=key, torch_encoder=kit.torch_encoder,
+                       seed=kit.seed, device=kit.device, victim_users=victims)
 
 
-def _run(ctx, kit: AttackerKit, T_aux: np.ndarray, T_vic: np.ndarray, victims: np.ndarray,
-         attacks: list[str]) -> dict[str, np.ndarray]:
-    import attacks as registry
-
+def _run(threat: ThreatModel, cache: RowCache, kit: AttackerKit, T_aux: np.ndarray, T_vic: np.ndarray,
+         victims: np.ndarray, attacks: list[str]) -> dict[str, np.ndarray]:
     faces = {}
     for name in attacks:
-        atk = registry.create(name)
-        atk.fit(T_aux, kit.aux_faces, context=ctx)
+        atk = attack_registry.create(name)
+        atk.fit(T_aux, kit.aux_faces, threat=threat, cache=cache)
         faces[name] = atk.reconstruct(T_vic, users=victims)
     return faces
 
@@ -139,10 +134,6 @@ def oracle_attack(kit: AttackerKit, templates: Templates, embedded: EmbeddedSet,
                   budget: int, threshold: float, attacks: list[str]):
     """The score / decision oracle against every victim (:mod:`attacks.oracle`), then faces from the
     recovered embeddings by the attacks on raw templates. Returns (Reconstructions, OracleResult)."""
-    import defenses as defense_registry
-    from attacks.oracle import Oracle, Prior, calibrate, decision_search, score_solver
-    from facepii.stages import attacker_view
-
     d = templates.defense
     labels = embedded.labels
     victims = labels[split.source_pos]
@@ -155,7 +146,7 @@ def oracle_attack(kit: AttackerKit, templates: Templates, embedded: EmbeddedSet,
     else:
         res = decision_search(oracle, kit.aux_embeddings, prior, budget, kit.seed)
     raw = defense_registry.create("none").fit(kit.aux_embeddings, comparator=kit.target.comparator)
-    ctx = _context(kit, raw, lambda E, users=None: np.asarray(E, np.float32), "disclosed", victims)
+    threat = _threat(kit, raw, lambda E, users=None: np.asarray(E, np.float32), "disclosed", victims)
     est = res.estimates.astype(np.float32)
-    faces = _run(ctx, kit, kit.aux_embeddings, est, victims, attacks)
-    return Reconstructions(f"{kind} oracle", faces, ctx, kit.aux_embeddings), res
+    faces = _run(threat, RowCache(), kit, kit.aux_embeddings, est, victims, attacks)
+    return Reconstructions(f"{kind} oracle", faces, {"oracle": est}), res

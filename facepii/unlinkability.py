@@ -1,4 +1,4 @@
-"""ISO/IEC 30136 estimates of a defense setting: unlinkability and renewability.
+"""ISO/IEC 30136 unlinkability and renewability of a defense setting (irreversibility: :mod:`facepii.irreversibility`).
 
 Protocol (Gomez-Barrero et al., IEEE TIFS 2018; formulas in :mod:`facepii.metrics._linkability`):
 for each identity with two or more photos, two distinct photos are drawn (seeded). The first is
@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from facepii import metrics
+from facepii.estimates import Unlinkability
 from facepii.metrics._linkability import dsys, local_linkability
 from facepii.stages import EmbeddedSet, Templates
 
@@ -28,11 +29,7 @@ MAX_IDENTITIES = 1000  # identities sampled for the n x n score matrix (its boot
 
 def reissued(defense, seed: int):
     """The defense re-issued after a revocation: new keys for keyed steps, fresh randomness."""
-    d = defense.with_randomness(seed + RENEW)  # a copy: the stored defense is untouched
-    for s in d.steps_():
-        if s.keyed:
-            s.set_params(seed=int(s.seed) + RENEW)
-    return d
+    return defense.reissued(seed + RENEW, RENEW)
 
 
 def scenario(defense) -> str:
@@ -58,8 +55,8 @@ def enrolment_pairs(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarr
     return pairs[:, 0], pairs[:, 1]
 
 
-def iso_row(embedded: EmbeddedSet, t: Templates, n_boot: int, seed: int) -> dict | None:
-    """The row's ``iso30136`` block (None with fewer than 3 identities of two photos)."""
+def unlinkability(embedded: EmbeddedSet, t: Templates, n_boot: int, seed: int) -> Unlinkability | None:
+    """The row's unlinkability and renewability (None with fewer than 3 identities of two photos)."""
     labels = embedded.labels
     old, new = enrolment_pairs(labels, seed)
     n = len(old)
@@ -81,13 +78,9 @@ def iso_row(embedded: EmbeddedSet, t: Templates, n_boot: int, seed: int) -> dict
         mask = idx[:, None] != idx[None, :]
         reps.append(dsys(mated[idx], S[np.ix_(idx, idx)][mask]))
     centres, local, pm, pn = local_linkability(mated, S[off])
-    return {
-        "scenario": scenario(d),
-        "unlinkability": {"dsys": metrics.Estimate(value, metrics.percentile_ci(np.array(reps))).to_dict(),
-                          "mated": int(n), "nonmated": int(off.sum()),
-                          "histogram": {"score": centres.tolist(), "mated": pm.tolist(), "nonmated": pn.tolist(),
-                                        "d_local": local.tolist()}},
-        "renewability": {"old_template_match@fmr=1e-3": metrics.bootstrap_mean(
-                             (mated >= threshold).astype(float), n_boot, seed).to_dict(),
-                         "threshold@fmr=1e-3": float(threshold), "impostor_pairs": int(imp_old.size)},
-    }
+    return Unlinkability(
+        scenario=scenario(d), dsys=metrics.Estimate(value, metrics.percentile_ci(np.array(reps))), mated=int(n),
+        nonmated=int(off.sum()), histogram={"score": centres.tolist(), "mated": pm.tolist(), "nonmated": pn.tolist(),
+                                            "d_local": local.tolist()},
+        renewal_match=metrics.bootstrap_mean((mated >= threshold).astype(float), n_boot, seed),
+        renewal_threshold=float(threshold), renewal_impostor_pairs=int(imp_old.size))

@@ -1,0 +1,458 @@
+"""Typed estimates: what the evaluation found for one defense setting (a report row).
+
+:func:`facepii.pipeline.evaluate_row` produces a :class:`RowEstimates`; the report holds them,
+its renderers read their fields, and they are serialised once, at the edge, by ``to_dict`` into
+report.json's schema ``facepii.report/1`` (``from_dict`` reads a report back, checking every
+figure: a report file is untrusted input). The JSON keys are written here and nowhere else.
+
+    RowEstimates
+      utility: UtilityEstimates (TAR@FAR, EER, AUC, rank-1), stolen-token utility
+      unlinkability: Unlinkability (ISO/IEC 30136 D_sys, renewability)
+      irreversibility: Irreversibility (ISR per inversion method, SAR type I / II)
+      privacy, privacy_key_secret, oracle: PrivacyEstimates
+          per attack: AttackFigures (every judge's JudgeFigures, SSIM); the worst attack, each
+          judge's worst attack and the worst judge are derived from them, never stored apart
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from facepii import labels as K
+from facepii.errors import ReportError
+from facepii.metrics import Estimate
+
+NAN = float("nan")
+
+
+def nan_estimate() -> Estimate:
+    return Estimate(NAN, (NAN, NAN))
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def est_to(e: Estimate | None) -> dict | None:
+    return None if e is None else e.to_dict()
+
+
+def est_from(d: Any, where: str) -> Estimate | None:
+    """An Estimate from its JSON form; None when absent; a one-line error when malformed."""
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise ReportError(f"{where}: not a figure ({{\"value\": ..., \"ci95\": [lo, hi]}}), got {d!r}.")
+    v, ci = d.get("value"), d.get("ci95")
+    if v is not None and not _num(v):
+        raise ReportError(f"{where}: value {v!r} is not a number.")
+    if ci is None:
+        ci = [None, None]
+    if not (isinstance(ci, list) and len(ci) == 2 and all(c is None or _num(c) for c in ci)):
+        raise ReportError(f"{where}: ci95 {ci!r} is not an interval [lo, hi].")
+    f = (lambda x: NAN if x is None else float(x))  # noqa: E731
+    return Estimate(f(v), (f(ci[0]), f(ci[1])))
+
+
+def _table(d: Any, where: str) -> dict:
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ReportError(f"{where}: not a table, got {type(d).__name__}.")
+    return d
+
+
+def value(e: Estimate | None) -> float | None:
+    """The point value, or None when absent or not estimable."""
+    return None if e is None or e.value != e.value else float(e.value)
+
+
+def upper(e: Estimate | None) -> float | None:
+    return None if e is None or e.ci95[1] != e.ci95[1] else float(e.ci95[1])
+
+
+# ---------------------------------------------------------------- utility
+
+
+UTILITY_KEYS = (*(K.tar_key(f) for f in K.FAR_LEVELS), "eer", "auc", "rank1")
+
+
+@dataclass
+class UtilityEstimates:
+    """Verification and identification of protected templates against protected templates."""
+
+    figures: dict[str, Estimate]   # tar@far=..., eer, auc, rank1 (keys of UTILITY_KEYS)
+
+    def tar(self, far: float) -> Estimate | None:
+        return self.figures.get(K.tar_key(far))
+
+    @property
+    def tar_1e3(self) -> Estimate | None:
+        return self.figures.get(K.TAR_1E3)
+
+    def get(self, key: str) -> Estimate | None:
+        return self.figures.get(key)
+
+    def to_dict(self) -> dict:
+        return {k: v.to_dict() for k, v in self.figures.items()}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> UtilityEstimates:
+        d = _table(d, where)
+        return cls({k: est_from(v, f"{where}.{k}") for k, v in d.items() if k in UTILITY_KEYS or isinstance(v, dict)})
+
+
+# ---------------------------------------------------------------- privacy
+
+
+@dataclass
+class JudgeFigures:
+    """One judge's re-identification of one attack's faces (rates over victims, with intervals)."""
+
+    rank1: Estimate
+    rank5: Estimate
+    leakage_ratio: Estimate
+    sar: Estimate                  # at the judge's FMR 1e-3 threshold
+    baseline_rank1: float | None = None
+
+    @property
+    def order(self) -> tuple[float, float]:
+        """How attacks and judges are ranked: rank-1, then SAR."""
+        return _key(self.rank1), _key(self.sar)
+
+    def to_dict(self, with_baseline: bool = True) -> dict:
+        out = {K.RANK1: self.rank1.to_dict(), "rank5": self.rank5.to_dict(), K.LEAKAGE: self.leakage_ratio.to_dict(),
+               K.SAR_1E3: self.sar.to_dict()}
+        if with_baseline:
+            out["baseline_rank1"] = self.baseline_rank1
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> JudgeFigures:
+        d = _table(d, where)
+        get = (lambda k: est_from(d.get(k), f"{where}.{k}") or nan_estimate())  # noqa: E731
+        b = d.get("baseline_rank1")
+        if b is not None and not _num(b):
+            raise ReportError(f"{where}.baseline_rank1: {b!r} is not a number.")
+        return cls(get(K.RANK1), get("rank5"), get(K.LEAKAGE), get(K.SAR_1E3), b)
+
+
+def _key(e: Estimate) -> float:
+    return -math.inf if e.value != e.value else e.value
+
+
+@dataclass
+class AttackFigures:
+    """One attack's faces, judged: by the headline judge, by every independent judge, by the target."""
+
+    judge: JudgeFigures                        # the headline (first) judge
+    ssim: Estimate
+    target_judge: JudgeFigures                 # the target model as judge: the white-box upper bound
+    judges: dict[str, JudgeFigures] | None = None  # every independent judge by name (several judges)
+
+    def to_dict(self) -> dict:
+        out = {**self.judge.to_dict(), "ssim": self.ssim.to_dict(), "target_judge": self.target_judge.to_dict()}
+        if self.judges is not None:
+            # the headline judge's entry repeats its rates (schema facepii.report/1: without the baseline)
+            out["judges"] = {n: j.to_dict(with_baseline=j is not self.judge) for n, j in self.judges.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str, headline: str) -> AttackFigures:
+        d = _table(d, where)
+        judge = JudgeFigures.from_dict(d, where)
+        judges = None
+        if d.get("judges") is not None:
+            js = _table(d["judges"], f"{where}.judges")
+            judges = {str(n): (judge if n == headline else JudgeFigures.from_dict(j, f"{where}.judges.{n}"))
+                      for n, j in js.items()}
+        return cls(judge, est_from(d.get("ssim"), f"{where}.ssim") or nan_estimate(),
+                   JudgeFigures.from_dict(d.get("target_judge"), f"{where}.target_judge"), judges)
+
+
+@dataclass
+class PrivacyEstimates:
+    """One row and key scenario (or the oracle attacker): every attack's figures; the worst derived."""
+
+    judge: str                               # the headline judge's name
+    per_attack: dict[str, AttackFigures]
+    key: str | None = None                   # the key scenario (keyed defenses)
+    oracle: dict | None = None               # the oracle's queries and recovered embeddings (oracle rows)
+    human: dict | None = None                # a lineup study's figures (facepii lineup score)
+    not_applicable: str | None = None        # why no attack applies (ciphertexts with a secret key)
+
+    @property
+    def attack(self) -> str | None:
+        """The worst attack: the highest rank-1 (then SAR) of the headline judge; the first on a tie."""
+        if not self.per_attack:
+            return None
+        return max(self.per_attack, key=lambda a: self.per_attack[a].judge.order)
+
+    @property
+    def headline(self) -> JudgeFigures | None:
+        a = self.attack
+        return None if a is None else self.per_attack[a].judge
+
+    @property
+    def worst(self) -> AttackFigures | None:
+        a = self.attack
+        return None if a is None else self.per_attack[a]
+
+    @property
+    def several_judges(self) -> bool:
+        w = self.worst
+        return w is not None and w.judges is not None
+
+    def judges(self) -> dict[str, tuple[str, JudgeFigures]]:
+        """Per independent judge: its own worst attack and figures (several judges only)."""
+        if not self.several_judges:
+            return {}
+        out = {}
+        for j in self.worst.judges:
+            a = max(self.per_attack, key=lambda x: self.per_attack[x].judges[j].order)
+            out[j] = (a, self.per_attack[a].judges[j])
+        return out
+
+    @property
+    def worst_judge(self) -> str | None:
+        every = self.judges()
+        return max(every, key=lambda j: every[j][1].order) if every else None
+
+    def to_dict(self) -> dict:
+        if self.not_applicable is not None:
+            return {"key": self.key, "not_applicable": self.not_applicable}
+        worst = self.worst
+        block = {"attack": self.attack, "judge": self.judge, **worst.judge.to_dict(), "ssim": worst.ssim.to_dict(),
+                 "target_judge": worst.target_judge.to_dict(),
+                 "per_attack": {a: f.to_dict() for a, f in self.per_attack.items()}}
+        if self.key is not None:
+            block["key"] = self.key
+        every = self.judges()
+        if every:
+            block["judges"] = {j: {"attack": a, **f.to_dict(with_baseline=f is not self.per_attack[a].judge)}
+                               for j, (a, f) in every.items()}
+            block["worst_judge"] = self.worst_judge
+        if self.oracle is not None:
+            block["oracle"] = self.oracle
+        if self.human is not None:
+            block["human"] = self.human
+        return block
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> PrivacyEstimates | None:
+        if d is None:
+            return None
+        d = _table(d, where)
+        if d.get("not_applicable") is not None:
+            return cls("", {}, d.get("key"), not_applicable=str(d["not_applicable"]))
+        judge = d.get("judge")
+        if not isinstance(judge, str):
+            raise ReportError(f"{where}.judge: not a judge's name, got {judge!r}.")
+        per = _table(d.get("per_attack"), f"{where}.per_attack")
+        if not per:
+            raise ReportError(f"{where}.per_attack: no attack's figures.")
+        for k in ("oracle", "human"):
+            if d.get(k) is not None and not isinstance(d[k], dict):
+                raise ReportError(f"{where}.{k}: not a table.")
+        per_attack = {str(a): AttackFigures.from_dict(f, f"{where}.per_attack.{a}", judge) for a, f in per.items()}
+        return cls(judge, per_attack, d.get("key"), d.get("oracle"), d.get("human"))
+
+
+# ---------------------------------------------------------------- ISO/IEC 30136
+
+
+@dataclass
+class Unlinkability:
+    """Unlinkability (D_sys) and renewability of one defense setting (ISO/IEC 30136)."""
+
+    scenario: str
+    dsys: Estimate
+    mated: int
+    nonmated: int
+    histogram: dict
+    renewal_match: Estimate               # old templates still matching the re-issued one, FMR 1e-3
+    renewal_threshold: float
+    renewal_impostor_pairs: int
+
+    def to_dict(self) -> dict:
+        return {"scenario": self.scenario,
+                "unlinkability": {"dsys": self.dsys.to_dict(), "mated": self.mated, "nonmated": self.nonmated,
+                                  "histogram": self.histogram},
+                "renewability": {"old_template_match@fmr=1e-3": self.renewal_match.to_dict(),
+                                 "threshold@fmr=1e-3": self.renewal_threshold,
+                                 "impostor_pairs": self.renewal_impostor_pairs}}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> Unlinkability | None:
+        u = _table(d.get("unlinkability"), f"{where}.unlinkability")
+        r = _table(d.get("renewability"), f"{where}.renewability")
+        if not u and not r:
+            return None
+        return cls(str(d.get("scenario", "")), est_from(u.get("dsys"), f"{where}.unlinkability.dsys") or nan_estimate(),
+                   u.get("mated"), u.get("nonmated"), _table(u.get("histogram"), f"{where}.unlinkability.histogram"),
+                   est_from(r.get("old_template_match@fmr=1e-3"), f"{where}.renewability") or nan_estimate(),
+                   r.get("threshold@fmr=1e-3"), r.get("impostor_pairs"))
+
+
+@dataclass
+class SarLevels:
+    """Success attack rates of reconstructions at several FMRs, each with its operating point, and the curve."""
+
+    sar: dict[str, Estimate]              # "1e-2" -> SAR
+    operating_points: dict[str, dict]     # "1e-2" -> {threshold, fmr_reached, impostor_pairs}
+    curve: dict                           # {"fmr": [...], "sar": [...]}
+
+    def to_dict(self) -> dict:
+        out: dict = {}
+        for k in self.sar:
+            out[f"sar@fmr={k}"] = self.sar[k].to_dict()
+            out[f"operating_point@fmr={k}"] = self.operating_points[k]
+        out["curve"] = self.curve
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> SarLevels:
+        d = _table(d, where)
+        sar, ops = {}, {}
+        for k, v in d.items():
+            if k.startswith("sar@fmr="):
+                sar[k.split("=", 1)[1]] = est_from(v, f"{where}.{k}")
+            elif k.startswith("operating_point@fmr="):
+                ops[k.split("=", 1)[1]] = _table(v, f"{where}.{k}")
+        return cls(sar, ops, _table(d.get("curve"), f"{where}.curve"))
+
+
+@dataclass
+class Irreversibility:
+    """ISO/IEC 30136 irreversibility: template inversion (ISR per method) and face-level SAR type I / II."""
+
+    key: str
+    per_method: dict[str, dict[str, Estimate]]   # method -> isr@fmr=..., cosine_to_source
+    thresholds: dict[str, dict]                  # the unprotected system's operating points
+    type1: SarLevels                             # through the target system and the defense
+    type2: SarLevels                             # through the independent judge
+    judge: str
+
+    @property
+    def method(self) -> str:
+        """The better inversion: the higher ISR at FMR 1e-3, then at 1e-4; the first on a tie."""
+        k1, k2 = K.isr_key(1e-3), K.isr_key(1e-4)
+        return max(self.per_method, key=lambda m: (_key(self.per_method[m][k1]), _key(self.per_method[m][k2])))
+
+    @property
+    def best(self) -> dict[str, Estimate]:
+        return self.per_method[self.method]
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "key": self.key, **{k: v.to_dict() for k, v in self.best.items()},
+                "per_method": {m: {k: v.to_dict() for k, v in f.items()} for m, f in self.per_method.items()},
+                "thresholds": self.thresholds,
+                "faces": {"type1": self.type1.to_dict(), "type2": self.type2.to_dict(), "judge": self.judge}}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> Irreversibility | None:
+        if d is None:
+            return None
+        d = _table(d, where)
+        per = {str(m): {k: est_from(v, f"{where}.per_method.{m}.{k}") for k, v in _table(f, where).items()}
+               for m, f in _table(d.get("per_method"), f"{where}.per_method").items()}
+        if not per:
+            raise ReportError(f"{where}.per_method: no inversion method's figures.")
+        faces = _table(d.get("faces"), f"{where}.faces")
+        return cls(str(d.get("key", "")), per, _table(d.get("thresholds"), f"{where}.thresholds"),
+                   SarLevels.from_dict(faces.get("type1"), f"{where}.faces.type1"),
+                   SarLevels.from_dict(faces.get("type2"), f"{where}.faces.type2"), str(faces.get("judge", "")))
+
+
+# ---------------------------------------------------------------- a row
+
+
+@dataclass
+class RowEstimates:
+    """Everything the evaluation found for one defense setting."""
+
+    defense: str
+    params: dict[str, Any]
+    utility: UtilityEstimates
+    epsilon: float | None = None
+    delta: float | None = None
+    template_bytes: int | None = None
+    all_params: dict[str, Any] = field(default_factory=dict)
+    pairs: dict[str, int] = field(default_factory=dict)       # genuine / impostor pairs behind the utility
+    impostor_sampling: dict | None = None                      # past --max-memory: the sample and its share
+    key_mode: str | None = None
+    encrypted_matching: dict | None = None
+    utility_stolen_token: UtilityEstimates | None = None
+    unlinkability: Unlinkability | None = None
+    irreversibility: Irreversibility | None = None
+    privacy: PrivacyEstimates | None = None                    # the headline key scenario
+    privacy_key_secret: PrivacyEstimates | None = None         # keyed rows with --key both: the secret key
+    oracle: PrivacyEstimates | None = None
+    utility_drop: float | None = None
+    pareto: bool | None = None
+    extras: dict[str, Any] = field(default_factory=dict)       # fields of a report read back that facepii
+    #                                                           does not know (kept, written back unchanged)
+
+    @property
+    def label(self) -> str:
+        return K.row_label(self.defense, self.params)
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"defense": self.defense, "params": self.params, "epsilon": self.epsilon,
+                               "delta": self.delta, "template_bytes": self.template_bytes,
+                               "all_params": self.all_params, "utility": self.utility.to_dict(), "pairs": self.pairs}
+        if self.impostor_sampling is not None:
+            out["impostor_sampling"] = self.impostor_sampling
+        out["key_mode"] = self.key_mode
+        if self.encrypted_matching is not None:
+            out["encrypted_matching"] = self.encrypted_matching
+        if self.utility_stolen_token is not None:
+            out["utility_stolen_token"] = self.utility_stolen_token.to_dict()
+        iso = None if self.unlinkability is None else self.unlinkability.to_dict()
+        if self.irreversibility is not None:
+            iso = {**(iso or {}), "irreversibility": self.irreversibility.to_dict()}
+        out["iso30136"] = iso
+        if self.privacy is not None:
+            out[K.PRIVACY] = self.privacy.to_dict()
+        if self.privacy_key_secret is not None:
+            out[K.PRIVACY_SECRET] = self.privacy_key_secret.to_dict()
+        if self.oracle is not None:
+            out[K.PRIVACY_ORACLE] = self.oracle.to_dict()
+        out["utility_drop"] = self.utility_drop
+        if self.pareto is not None:
+            out["pareto"] = self.pareto
+        out.update(self.extras)
+        return out
+
+    KNOWN = ("defense", "params", "epsilon", "delta", "template_bytes", "all_params", "utility", "pairs",
+             "impostor_sampling", "key_mode", "encrypted_matching", "utility_stolen_token", "iso30136", K.PRIVACY,
+             K.PRIVACY_SECRET, K.PRIVACY_ORACLE, "utility_drop", "pareto")
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> RowEstimates:
+        if not (isinstance(d, dict) and isinstance(d.get("defense"), str) and isinstance(d.get("params", {}), dict)):
+            raise ReportError(f"{where} is not a report row (a table with a 'defense' name and 'params').")
+        iso = _table(d.get("iso30136"), f"{where}.iso30136")
+        stolen = d.get("utility_stolen_token")
+        drop = d.get("utility_drop")
+        if drop is not None and not _num(drop):
+            raise ReportError(f"{where}.utility_drop: {drop!r} is not a number.")
+        return cls(
+            defense=d["defense"], params=d.get("params", {}),
+            utility=UtilityEstimates.from_dict(d.get("utility"), f"{where}.utility"),
+            epsilon=d.get("epsilon"), delta=d.get("delta"), template_bytes=d.get("template_bytes"),
+            all_params=_table(d.get("all_params"), f"{where}.all_params"),
+            pairs=_table(d.get("pairs"), f"{where}.pairs"),
+            impostor_sampling=d.get("impostor_sampling"), key_mode=d.get("key_mode"),
+            encrypted_matching=d.get("encrypted_matching"),
+            utility_stolen_token=None if stolen is None
+            else UtilityEstimates.from_dict(stolen, f"{where}.utility_stolen_token"),
+            unlinkability=Unlinkability.from_dict(iso, f"{where}.iso30136") if iso else None,
+            irreversibility=Irreversibility.from_dict(iso.get("irreversibility"), f"{where}.iso30136.irreversibility"),
+            privacy=PrivacyEstimates.from_dict(d.get(K.PRIVACY), f"{where}.privacy"),
+            privacy_key_secret=PrivacyEstimates.from_dict(d.get(K.PRIVACY_SECRET), f"{where}.privacy_key_secret"),
+            oracle=PrivacyEstimates.from_dict(d.get(K.PRIVACY_ORACLE), f"{where}.privacy_oracle"),
+            utility_drop=drop, pareto=d.get("pareto"),
+            extras={k: v for k, v in d.items() if k not in cls.KNOWN})

@@ -1,0 +1,351 @@
+"""The report's tables, lines and notes: each a function of the :class:`~facepii.report.Report` (typed rows).
+
+:mod:`facepii.report.sections` orders them into sections; the renderers turn them into text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from facepii.estimates import JudgeFigures, PrivacyEstimates, RowEstimates, upper
+from facepii.labels import (
+    FAR_LEVELS,
+    SAR_1E3,
+    fmr_text,
+    fmt_est,
+    fmt_queries,
+    format_eps,
+    format_params,
+    isr_key,
+    tar_key,
+)
+from facepii.report import Report, aux_identities
+
+FOUR_X = 4.0  # the seed paper's line: re-identified at up to 4x a random guess
+Table = tuple[list[str], list[list[str]]]
+
+
+def _p(r: RowEstimates) -> str:
+    return format_params(r.params)
+
+
+# ---------------------------------------------------------------- summary and data
+
+
+def executive_summary(report: Report) -> list[str]:
+    """A few plain sentences: what leaks unprotected, which protection leaks least at what cost, the 4x line."""
+    rows = report.rows
+    priv = [r for r in rows if r.privacy is not None and r.privacy.headline is not None]
+    out: list[str] = []
+    base = next((r for r in rows if r.defense == "none"), None)
+    n = (report.extra.get("split") or {}).get("victims")
+    if base is None or not priv:
+        if rows:
+            out.append(f"Utility only (no attack was run): the unprotected templates verify at TAR@FMR1e-3 "
+                       f"{fmt_est(rows[0].utility.tar_1e3)}.")
+        return out
+    h0 = base.privacy.headline if base.privacy is not None else None
+    if h0 is not None:
+        out.append(
+            f"Without protection, an attacker who steals the templates reconstructs faces that {base.privacy.judge} "
+            f"re-identifies at rank-1 {fmt_est(h0.rank1)} among {n} victims: "
+            f"{fmt_est(h0.leakage_ratio, 1)} times a random guess. These templates are personal data.")
+    prot = [r for r in priv if r is not base and r.privacy.headline.rank1.value == r.privacy.headline.rank1.value]
+    if prot:
+        best = min(prot, key=lambda r: (r.privacy.headline.rank1.value, r.privacy.headline.rank1.ci95[1]))
+        u0, u = base.utility.tar_1e3, best.utility.tar_1e3
+        cost = ""
+        if u is not None and u0 is not None and u.value == u.value and u0.value == u0.value:
+            cost = (f" at a utility cost of {u0.value - u.value:+.3f} in TAR@FMR1e-3 "
+                    f"({u.value:.3f} against {u0.value:.3f} unprotected)")
+        hb = best.privacy.headline
+        out.append(f"Of the {len(prot)} protected settings tested, {best.label} leaks least: rank-1 "
+                   f"{fmt_est(hb.rank1)}, {fmt_est(hb.leakage_ratio, 1)} times random{cost}.")
+        below = [r for r in prot if upper(r.privacy.headline.leakage_ratio) is not None
+                 and upper(r.privacy.headline.leakage_ratio) < FOUR_X]
+        if below:
+            out.append(f"{len(below)} of {len(prot)} keep leakage below {FOUR_X:g} times random even at the upper "
+                       f"end of the 95% interval: {', '.join(r.label for r in below)}.")
+        else:
+            out.append(f"None of the tested protections keeps leakage below the {FOUR_X:g}-times-random line "
+                       f"(upper end of the 95% interval).")
+    oracle = [r for r in rows if r.oracle is not None and r.oracle.headline is not None]
+    if oracle:
+        protected = [r for r in oracle if r.defense != "none"] or oracle
+        worst = max(protected, key=lambda r: r.oracle.headline.rank1.value)
+        o = worst.oracle
+        q = o.oracle or {}
+        out.append(
+            f"Without ever seeing a template, an attacker who reads the matcher's {q.get('kind', 'score')} answers "
+            f"({q.get('budget_per_victim')} queries per victim) re-identifies faces at rank-1 "
+            f"{fmt_est(o.headline.rank1)} against {worst.label}"
+            f"{' (the most leaking protected setting)' if len(protected) > 1 else ''}; median queries to a match "
+            f"{fmt_queries((q.get('queries_to_match') or {}).get('median'))}.")
+    for r in rows:
+        if r.encrypted_matching and r.oracle is not None and r.oracle.headline is not None:
+            out.append(f"Homomorphic encryption ({r.label}) keeps utility (TAR@FMR1e-3 "
+                       f"{fmt_est(r.utility.tar_1e3)}) and hides the stored templates, "
+                       f"but its decrypted scores leak: rank-1 {fmt_est(r.oracle.headline.rank1)} through the score "
+                       "oracle.")
+    return out
+
+
+def data_lines(report: Report) -> list[str]:
+    d, enc, st = report.dataset, report.encoder, report.settings
+    lines = [
+        f"dataset: {d.get('source')}  identities: {d.get('n_identities')}  images used: "
+        f"{d.get('n_used')} of {d.get('n_listed')}  skipped: {d.get('n_skipped')}  "
+        f"excluded: {len(d.get('excluded', []))}",
+        f"encoder: {enc.get('name')} ({enc.get('version')}, {enc.get('comparator')})  seed: {report.seed}  "
+        f"intervals: 95% bootstrap over identities ({st.get('bootstrap', st.get('n_boot'))} replicates)",
+    ]
+    sp = report.extra.get("split")
+    if sp:
+        lines.append(f"split (seed {sp.get('seed')}): {sp.get('victims')} victims, {aux_identities(sp)} auxiliary "
+                     f"identities ({sp.get('auxiliary_images')} photos), {sp.get('gallery_images')} gallery photos")
+    stats = d.get("embedding_stats") or {}
+    if stats.get("cache_rejected"):
+        lines.append(f"cache: {stats['cache_rejected']} entries failed their integrity checks and were recomputed")
+    fm = str((report.extra.get("attacker") or {}).get("face_model", ""))
+    if fm.startswith("retrained"):
+        lines.append(f"attacker's face model: {fm}")
+    reasons: dict[str, int] = {}
+    for s in d.get("skipped", []):
+        key = s["reason"].split(" (")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    if reasons:
+        lines.append("skipped: " + "; ".join(f"{n} x {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])))
+    return lines
+
+
+# ---------------------------------------------------------------- the trade-off and utility
+
+
+UTILITY_COLUMNS = [(tar_key(f), f"TAR@{fmr_text(f)}") for f in FAR_LEVELS] + \
+    [("eer", "EER"), ("auc", "AUC"), ("rank1", "rank-1")]
+
+
+def _few(key: str, n_impostor: int | None) -> str:
+    """'*' when a TAR@FAR figure rests on fewer than 10 impostor scores."""
+    if not key.startswith("tar@far=") or not n_impostor:
+        return ""
+    far = float(key.split("=", 1)[1])
+    return "*" if far * n_impostor < 10 else ""
+
+
+def utility_table(report: Report) -> Table:
+    stolen = any(r.utility_stolen_token is not None for r in report.rows)
+    headers = ["defense", "params", "eps"] + [h for _, h in UTILITY_COLUMNS] + ["drop", "bytes"]
+    if stolen:
+        headers.append("TAR@1e-3 stolen token")
+    body = []
+    for r in report.rows:
+        n_imp = r.pairs.get("impostor")
+        body.append([r.defense, _p(r), format_eps(r.epsilon, r.delta),
+                     *[fmt_est(r.utility.get(k)) + _few(k, n_imp) for k, _ in UTILITY_COLUMNS],
+                     "" if r.utility_drop is None else f"{r.utility_drop:+.3f}", str(r.template_bytes or "")]
+                    + ([fmt_est(r.utility_stolen_token.tar_1e3 if r.utility_stolen_token else None)] if stolen else []))
+    return headers, body
+
+
+def tradeoff_table(report: Report) -> Table:
+    secret = any(r.privacy_key_secret is not None for r in report.rows)
+    human = any(r.privacy is not None and r.privacy.human for r in report.rows)
+    several = report.has_judges
+    headers = ["", "defense", "params", "eps", "TAR@1e-3", "EER", f"rank-1 re-id ({report.judge})",
+               "leakage x random", "SAR@FMR1e-3", "worst attack"]
+    if several:
+        headers.append("worst judge: rank-1")
+    if secret:
+        headers.append("leakage, key secret")
+    if human:
+        headers.append("human top-1 (chance)")
+    body = []
+    for r in report.rows:
+        p = r.privacy
+        h = None if p is None else p.headline
+        line = ["*" if r.pareto else "", r.defense, _p(r), format_eps(r.epsilon, r.delta),
+                fmt_est(r.utility.tar_1e3), fmt_est(r.utility.get("eer")),
+                fmt_est(h and h.rank1), fmt_est(h and h.leakage_ratio, 1), fmt_est(h and h.sar),
+                (p.attack or "") if p else ""]
+        if several:
+            w = p.worst_judge if p else None
+            line.append(f"{fmt_est(p.judges()[w][1].rank1)} ({w})" if w else "")
+        if secret:
+            ps = r.privacy_key_secret
+            line.append("" if ps is None else "n/a: ciphertext" if ps.not_applicable
+                        else fmt_est(ps.headline.leakage_ratio, 1))
+        if human:
+            hu = p.human if p else None
+            line.append(f"{fmt_est(hu['accuracy'])} ({hu['chance']:.2f})" if hu else "")
+        body.append(line)
+    base = report.extra.get("privacy_baselines") or {}
+    if base:
+        pad = [""] * (int(several) + int(secret) + int(human))
+        g = base.get("random_guess_rank1")
+        body.append(["", "random guess", "", "", "", "", f"{g:.3f}", "1.0", "", ""] + pad)
+        for name in ("random_face", "mean_face"):
+            b = (base.get(name) or {}).get("judge")
+            if b:
+                body.append(["", name.replace("_", " "), "", "", "", "", fmt_est(b["rank1"]),
+                             fmt_est(b["leakage_ratio"], 1), fmt_est(b[SAR_1E3]), ""] + pad)
+    return headers, body
+
+
+def main_table(report: Report) -> Table:
+    return tradeoff_table(report) if report.has_privacy else utility_table(report)
+
+
+def footnotes(report: Report) -> list[str]:
+    if report.has_privacy:
+        notes = ["value [95% interval]. rank-1 re-id: share of victims whose reconstruction the judge "
+                 "ranks first among all victims; leakage x random = rank-1 / (1/N); SAR = share of "
+                 "reconstruction-vs-genuine comparisons passing the judge's threshold at FMR 1e-3; "
+                 "worst attack = the attack with the highest rank-1; * = Pareto-optimal "
+                 "(TAR@1e-3 up, leakage down)."]
+        if report.has_judges:
+            notes.append("worst judge: the highest rank-1 of the independent judges (each with its own worst "
+                         "attack); the rank-1 column is the first judge's.")
+        if any(r.privacy_key_secret is not None for r in report.rows):
+            notes.append("keyed rows: the headline privacy figures assume a disclosed key (stolen token); "
+                         "the last column keeps the key secret.")
+        return notes + [f"note: {n}" for n in report.extra.get("notes", [])]
+    notes = ["value [95% interval]; drop = unprotected TAR@1e-3 minus this row's; "
+             "bytes = storage per template."]
+    if any(r.utility_stolen_token is not None for r in report.rows):
+        notes.append("stolen token: per-user-key defenses measured again with every template made with "
+                     "one key (an impostor holding the victim's key), the honest worst case.")
+    if any(_few(k, r.pairs.get("impostor")) for r in report.rows for k, _ in UTILITY_COLUMNS):
+        notes.append("* this FAR rests on fewer than 10 impostor scores above the threshold: "
+                     "too few impostor pairs to measure it; use more identities.")
+    return notes + [f"note: {n}" for n in report.extra.get("notes", [])]
+
+
+# ---------------------------------------------------------------- privacy in detail
+
+
+def _blocks(r: RowEstimates, with_oracle: bool = False) -> list[tuple[str, PrivacyEstimates]]:
+    out = [(b.key or "", b) for b in (r.privacy, r.privacy_key_secret) if b is not None and not b.not_applicable]
+    if with_oracle and r.oracle is not None:
+        out.append(("oracle", r.oracle))
+    return out
+
+
+def judge_table(report: Report) -> Table:
+    headers = ["defense", "params", "key", "judge", "attack", "rank-1", "rank-5", "SAR@FMR1e-3", "leakage x random"]
+    body = []
+    for r in report.rows:
+        for key, block in _blocks(r, with_oracle=True):
+            every = block.judges()
+            worst = block.worst_judge
+            for name, (attack, j) in every.items():
+                mark = " (worst)" if name == worst and len(every) > 1 else ""
+                body.append([r.defense, _p(r), key, name + mark, attack, fmt_est(j.rank1), fmt_est(j.rank5),
+                             fmt_est(j.sar), fmt_est(j.leakage_ratio, 1)])
+    return headers, body
+
+
+def attack_table(report: Report) -> Table:
+    headers = ["defense", "params", "key", "attack", "rank-1 (judge)", "rank-5 (judge)", "SAR (judge)",
+               "rank-1 (target as judge)", "SSIM"]
+    body = []
+    for r in report.rows:
+        for key, block in _blocks(r):
+            for name, a in block.per_attack.items():
+                j: JudgeFigures = a.judge
+                body.append([r.defense, _p(r), key, name, fmt_est(j.rank1), fmt_est(j.rank5), fmt_est(j.sar),
+                             fmt_est(a.target_judge.rank1), fmt_est(a.ssim)])
+    return headers, body
+
+
+# ---------------------------------------------------------------- ISO/IEC 30136
+
+
+def unlinkability_table(report: Report) -> Table:
+    headers = ["defense", "params", "D_sys (linkability)", "old template still matches @FMR1e-3", "re-issue"]
+    body = [[r.defense, _p(r), fmt_est(r.unlinkability.dsys), fmt_est(r.unlinkability.renewal_match),
+             r.unlinkability.scenario] for r in report.rows if r.unlinkability is not None]
+    return headers, body
+
+
+FMR_KEYS = tuple(fmr_text(f) for f in (1e-2, 1e-3, 1e-4))
+
+
+def irreversibility_table(report: Report) -> Table:
+    headers = ["defense", "params", "inversion", "ISR@1e-3", "ISR@1e-4",
+               *[f"SAR I@{k}" for k in FMR_KEYS], *[f"SAR II@{k}" for k in FMR_KEYS]]
+    body = []
+    for r in report.rows:
+        ir = r.irreversibility
+        if ir is None:
+            continue
+        key = f" (key {ir.key})" if r.key_mode else ""  # unkeyed rows have no key to disclose
+        body.append([r.defense, _p(r), f"{ir.method}{key}", fmt_est(ir.best.get(isr_key(1e-3))),
+                     fmt_est(ir.best.get(isr_key(1e-4))), *[fmt_est(ir.type1.sar.get(k)) for k in FMR_KEYS],
+                     *[fmt_est(ir.type2.sar.get(k)) for k in FMR_KEYS]])
+    return headers, body
+
+
+def operating_points_table(report: Report) -> Table:
+    headers = ["defense", "params", "comparison", "FMR asked", "threshold", "FMR reached", "impostor pairs"]
+    body = []
+    for r in report.rows:
+        ir = r.irreversibility
+        if ir is None:
+            continue
+        for name, levels in (("type I (target system)", ir.type1), (f"type II ({ir.judge})", ir.type2)):
+            for k in FMR_KEYS:
+                op = levels.operating_points.get(k)
+                if op:
+                    body.append([r.defense, _p(r), name, k, f"{op['threshold']:.4g}", f"{op['fmr_reached']:.2e}",
+                                 str(op["impostor_pairs"])])
+        for k, op in ir.thresholds.items():
+            body.append([r.defense, _p(r), "ISR (unprotected system)", k, f"{op['threshold']:.4g}",
+                         f"{op['fmr_reached']:.2e}", str(op["impostor_pairs"])])
+    return headers, body
+
+
+def oracle_table(report: Report) -> Table:
+    judge = next((r.oracle.judge for r in report.rows if r.oracle is not None), "judge")
+    headers = ["defense", "params", "oracle", "queries/victim", "matched within budget", "median queries to match",
+               f"rank-1 re-id ({judge})", "leakage x random", "SAR@FMR1e-3", "ISR@1e-3", "attack"]
+    body = []
+    for r in report.rows:
+        o = r.oracle
+        if o is None:
+            continue
+        q, h = o.oracle or {}, o.headline
+        body.append([r.defense, _p(r), q.get("kind", ""), str(q.get("budget_per_victim", "")),
+                     fmt_est(q.get("matched_within_budget")),
+                     fmt_queries((q.get("queries_to_match") or {}).get("median")),
+                     fmt_est(h.rank1), fmt_est(h.leakage_ratio, 1), fmt_est(h.sar), fmt_est(q.get("isr@fmr=1e-3")),
+                     o.attack or ""])
+    return headers, body
+
+
+def dp_table(report: Report) -> Table:
+    return (["defense", "params", "epsilon (delta)", "mechanism"],
+            [[r.defense, _p(r), format_eps(r.epsilon, r.delta), r.all_params.get("mechanism", "")]
+             for r in report.rows if r.epsilon is not None])
+
+
+def listed_table(key: str) -> Callable[[Report], Table]:
+    return lambda rep: (["path", "reason"], [[s["path"], s["reason"]] for s in rep.dataset.get(key, [])])
+
+
+def settings_table(report: Report) -> Table:
+    return (["setting or package", "value"], [[k, str(v)] for k, v in sorted(report.settings.items())]
+            + [[k, str(v)] for k, v in sorted(report.versions.items())])
+
+
+def gate_table(report: Report) -> Table:
+    return (["verdict", "row", "rule", "detail"],
+            [["PASS" if v.get("passed") else "FAIL", v.get("row"), v.get("rule"), v.get("message")]
+             for v in report.extra.get("gate") or []])
+
+
+def gate_lines(report: Report) -> list[str]:
+    v = report.extra.get("gate") or []
+    failed = sum(not x.get("passed") for x in v)
+    head = f"FAIL: {failed} of {len(v)} rules failed" if failed else f"PASS: all {len(v)} rules passed"
+    return [f"{head}. Rates are judged on the pessimistic end of their 95% interval."]
