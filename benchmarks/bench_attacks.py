@@ -6,7 +6,7 @@
 On one seeded split (150 auxiliary identities, 50 victims, SFace target, no
 defense, dlib and SFace as judges) it measures:
 
-1. the naive reference decoder the attacks issue quotes: a plain upsampling
+1. a naive reference decoder (the field's baseline): a plain upsampling
    conv decoder trained with a pixel L1 loss only, ``--naive-epochs`` epochs;
 2. facepii's attacks (nearest, inverse, decoder, optimize) with the face
    decoder trained for each of ``--steps`` steps: training time and
@@ -67,8 +67,8 @@ def naive_decoder(E, faces, epochs, seed=0):
 
 
 def fmt(r):
-    return (f"rank-1 {r['rank1'].value:.2f} [{r['rank1'].ci95[0]:.2f}, {r['rank1'].ci95[1]:.2f}]  "
-            f"rank-5 {r['rank5'].value:.2f}  SAR {r['sar@fmr=1e-3'].value:.3f}")
+    return (f"rank-1 {r.rank1.value:.2f} [{r.rank1.ci95[0]:.2f}, {r.rank1.ci95[1]:.2f}]  "
+            f"rank-5 {r.rank5.value:.2f}  SAR {r.sar.value:.3f}")
 
 
 def main() -> None:
@@ -76,14 +76,14 @@ def main() -> None:
 
     import attacks as A
     import defenses
-    from attacks.base import AttackContext
+    from attacks.base import RowCache, ThreatModel
     from attacks.facemodel import BUDGETS, FaceModel
     from facepii import progress
-    from facepii.attacker import prepare_attacker
     from facepii.cache import Cache
     from facepii.config import EvaluateConfig
     from facepii.judging import make_judges, resolve_judge
     from facepii.pipeline import resolve_encoder
+    from facepii.reconstructions import prepare_attacker
     from facepii.stages import embed, load_selected, split_identities
 
     ap = argparse.ArgumentParser()
@@ -125,13 +125,14 @@ def main() -> None:
         fm = FaceModel.train(setup.aux_embeddings, setup.aux_faces, budget, setup.torch_encoder,
                              query=enc.embed, seed=0)
         t_train = time.perf_counter() - t
-        ctx = AttackContext(encoder=enc, defense=d, face_model=fm, aux_embeddings=setup.aux_embeddings,
-                            aux_users=setup.aux_users, protect=lambda E, u=None: E, budget=budget,
-                            torch_encoder=setup.torch_encoder)
+        threat = ThreatModel(encoder=enc, defense=d, face_model=fm, aux_embeddings=setup.aux_embeddings,
+                             aux_users=setup.aux_users, protect=lambda E, u=None: E, budget=budget,
+                             torch_encoder=setup.torch_encoder)
+        cache = RowCache()  # the row's shared pieces: optimize starts from the decoder attack's network
         for name in ("nearest", "inverse", "decoder", "optimize"):
             t = time.perf_counter()
-            atk = A.create(name)  # decoder registers itself in ctx.decoder; optimize starts from it
-            faces = atk.fit(setup.aux_embeddings, setup.aux_faces, context=ctx).reconstruct(E_vic)
+            atk = A.create(name)
+            faces = atk.fit(setup.aux_embeddings, setup.aux_faces, threat=threat, cache=cache).reconstruct(E_vic)
             r = judged(faces)
             print(f"decoder steps {steps:4d} (train {t_train:4.0f} s) {name:9s} ({time.perf_counter() - t:3.0f} s): "
                   f"dlib {fmt(r['judge'])} | sface {fmt(r['target'])}")
