@@ -10,7 +10,10 @@ for them with the defense's algorithm (the attack is adaptive) — and
   target encoder (queries; plus its differentiable copy for a white-box attacker), the fitted
   defense and the attacker's own way to protect faces with it, whether the key is secret or
   disclosed, the budget, the shared face model, the victims' user ids (their keys matter only
-  when per-user keys are disclosed).
+  when per-user keys are disclosed). A black-box attacker with surrogates (public face models of its
+  own) works in their embedding space (``space``: the surrogates' embeddings of its auxiliary faces;
+  ``torch_encoder``: the surrogates, differentiable): it maps stolen templates there, optimises
+  through the surrogates, and only then queries the target.
 - :class:`RowCache` (explicit, one per row and key scenario) holds what the attacks of a row fit
   once and share: the protected -> raw maps, the adaptive decoder (``optimize`` starts from it),
   the numerical solver's inversions and the attacker's choice between solver and learned inverse.
@@ -52,6 +55,16 @@ class ThreatModel:
     seed: int = 0
     device: str = "cpu"
     victim_users: np.ndarray | None = None  # the victims attacked (their keys, when disclosed per user)
+    space: np.ndarray | None = None    # surrogates' embeddings of the auxiliary faces (black box + surrogate)
+
+    @property
+    def work_embeddings(self) -> np.ndarray:
+        """The auxiliary faces in the space the attack works in: the surrogates', else the target's."""
+        return self.aux_embeddings if self.space is None else self.space
+
+    @property
+    def surrogate(self) -> bool:
+        return self.space is not None
 
     @property
     def per_user_keys(self) -> bool:
@@ -60,8 +73,13 @@ class ThreatModel:
 
     @property
     def raw_templates(self) -> bool:
-        """Templates are the raw embeddings (the defense declares it emits them unchanged)."""
+        """Templates are the target's raw embeddings (the defense declares it emits them unchanged)."""
         return self.defense.emits == "embedding"
+
+    @property
+    def templates_in_work_space(self) -> bool:
+        """Templates need no map to the attack's working space (raw templates, no surrogate)."""
+        return self.raw_templates and self.space is None
 
     @property
     def key_disclosed_per_user(self) -> bool:
@@ -72,19 +90,29 @@ class ThreatModel:
 class RowCache:
     """Fitted pieces the attacks of one row (and key scenario) share; filled as they are first needed."""
 
-    mappers: dict[tuple, Mapper] = field(default_factory=dict)  # protected -> raw maps, per key
+    mappers: dict[tuple, Mapper] = field(default_factory=dict)  # protected -> raw (or work space), per key
     decoder: Any = None  # the row's fitted ``decoder`` attack (fitted once; ``optimize`` starts from it)
     solved: dict[str, np.ndarray] = field(default_factory=dict)  # solver results per set of templates
     solver_better: bool | None = None                         # the attacker's out-of-sample choice
 
-    def mapper(self, threat: ThreatModel, T_aux: np.ndarray, key_user=None) -> Mapper:
-        """The protected -> raw mapping of this row (per disclosed user key when ``key_user`` is set)."""
+    def mapper(self, threat: ThreatModel, T_aux: np.ndarray, key_user=None, into: str = "work") -> Mapper:
+        """The protected -> raw mapping of this row (per disclosed user key when ``key_user`` is set), into
+        the attack's working space (``work``) or the target's raw embeddings (``raw``)."""
+        space = "raw" if into == "raw" or not threat.surrogate else "work"
         k = ("shared",) if key_user is None else ("user", str(key_user))
+        k = k if space == "raw" else (*k, "work")
         if k not in self.mappers:
             if key_user is not None:
                 T_aux = threat.protect(threat.aux_embeddings, np.full(len(threat.aux_embeddings), key_user))
-            self.mappers[k] = Mapper(threat.defense).fit(T_aux, threat.aux_embeddings)
+            Y = threat.aux_embeddings if space == "raw" else threat.work_embeddings
+            self.mappers[k] = Mapper(threat.defense).fit(T_aux, Y)
         return self.mappers[k]
+
+    def raw_to_work(self, threat: ThreatModel) -> Mapper:
+        """The target's raw embeddings -> the surrogates' space (ridge on the auxiliary faces)."""
+        if ("raw->work",) not in self.mappers:
+            self.mappers[("raw->work",)] = Mapper(_RAW).fit(threat.aux_embeddings, threat.work_embeddings)
+        return self.mappers[("raw->work",)]
 
     def solution(self, threat: ThreatModel, templates: np.ndarray, users, start: np.ndarray) -> np.ndarray:
         """The solver's recovered embeddings, computed once per set of templates."""
@@ -156,6 +184,13 @@ class Mapper:
         return self.model_.coef_, self.model_.intercept_
 
 
+class _Raw:
+    emits = "real"
+
+
+_RAW = _Raw()  # what Mapper needs to know of embeddings taken as they are
+
+
 def estimate_raw(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray, templates: np.ndarray,
                  users: np.ndarray | None) -> np.ndarray:
     """The attacker's estimate of each victim's raw embedding from its stolen template: the learned
@@ -167,6 +202,18 @@ def estimate_raw(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray, templa
     if threat.key == "disclosed" and solver_is_better(threat, cache, T_aux):
         return cache.solution(threat, templates, users, learned)
     return learned
+
+
+def estimate_work(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray, templates: np.ndarray,
+                  users: np.ndarray | None) -> np.ndarray:
+    """The estimate in the attack's working space: the raw estimate itself without a surrogate; with
+    surrogates, the template mapped into their space (a ridge map learned on the auxiliary faces), or,
+    where the raw estimate is exact or solved, that estimate carried across (raw -> surrogates)."""
+    if not threat.surrogate:
+        return estimate_raw(threat, cache, T_aux, templates, users)
+    if threat.raw_templates or (threat.key == "disclosed" and solver_is_better(threat, cache, T_aux)):
+        return to_unit(cache.raw_to_work(threat).predict(estimate_raw(threat, cache, T_aux, templates, users)))
+    return learned_raw(threat, cache, T_aux, templates, users, into="work")
 
 
 def recovered_embeddings(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray, templates: np.ndarray,
@@ -182,15 +229,18 @@ def recovered_embeddings(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray
 
 
 def learned_raw(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray, templates: np.ndarray,
-                users) -> np.ndarray:
-    if threat.raw_templates:  # the template is the embedding: nothing to learn
+                users, into: str = "raw") -> np.ndarray:
+    """The ridge inverse of the stolen templates, into the target's raw space (``raw``) or the attack's
+    working space (``work``: the surrogates')."""
+    if threat.raw_templates and into == "raw":  # the template is the embedding: nothing to learn
         return to_unit(templates)
+    width = (threat.aux_embeddings if into == "raw" else threat.work_embeddings).shape[1]
     if threat.key_disclosed_per_user and users is not None:
-        out = np.empty((len(templates), threat.aux_embeddings.shape[1]), np.float32)
+        out = np.empty((len(templates), width), np.float32)
         for i, u in enumerate(users):
-            out[i] = cache.mapper(threat, T_aux, u).predict(templates[i:i + 1])[0]
+            out[i] = cache.mapper(threat, T_aux, u, into).predict(templates[i:i + 1])[0]
         return out
-    return cache.mapper(threat, T_aux).predict(templates)
+    return cache.mapper(threat, T_aux, into=into).predict(templates)
 
 
 def solver_is_better(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray, n: int = 24) -> bool:

@@ -57,7 +57,7 @@ class Decoder(Attack):
         self.threat_ = threat
         cache.decoder = self  # the other attacks of this row (optimize) start from it
         T = np.asarray(templates)
-        if threat.raw_templates:
+        if threat.templates_in_work_space:
             self.net_ = None  # the shared raw decoder already is this row's decoder
             return self
         if threat.key_disclosed_per_user:
@@ -66,14 +66,14 @@ class Decoder(Attack):
             keys = threat.victim_users
             if keys is not None and len(keys):
                 T = threat.protect(threat.aux_embeddings, rng.choice(keys, size=len(T)))
-            m = Mapper(threat.defense).fit(T, threat.aux_embeddings)
+            m = Mapper(threat.defense).fit(T, threat.work_embeddings)
         else:
             m = cache.mapper(threat, T)
         w, b = m.linear
         net = _adaptive_net(threat.face_model, w, b)
         steps = self.steps if self.steps is not None else threat.budget.finetune_steps
         train_decoder(net, template_features(T, threat.defense), images, steps, threat.torch_encoder,
-                      id_targets=to_unit(threat.aux_embeddings), lr=self.lr, seed=threat.seed,
+                      id_targets=to_unit(threat.work_embeddings), lr=self.lr, seed=threat.seed,
                       device=threat.device, desc="fine-tuning decoder")
         self.net_ = net.cpu()
         return self

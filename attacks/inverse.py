@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.base import Attack, RowCache, estimate_raw, solver_is_better
+from attacks.base import Attack, RowCache, estimate_work, solver_is_better
 
 
 class Inverse(Attack):
@@ -25,7 +25,7 @@ class Inverse(Attack):
     def fit(self, templates, images, *, threat, cache=None):
         self.threat_, self.cache_ = threat, (RowCache() if cache is None else cache)
         self.templates_ = np.asarray(templates)
-        if not threat.raw_templates:  # fit what the row shares now: the map (per victim later) and the choice
+        if not threat.templates_in_work_space:  # fit what the row shares now: the map and the choice
             if not threat.key_disclosed_per_user:
                 self.cache_.mapper(threat, self.templates_)
             if threat.key == "disclosed":
@@ -33,5 +33,5 @@ class Inverse(Attack):
         return self
 
     def reconstruct(self, templates, users=None):
-        E = estimate_raw(self.threat_, self.cache_, self.templates_, np.asarray(templates), users)
+        E = estimate_work(self.threat_, self.cache_, self.templates_, np.asarray(templates), users)
         return self.threat_.face_model.reconstruct(E)

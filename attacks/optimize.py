@@ -14,7 +14,10 @@ template itself without a defense; the ridge inverse otherwise).
   of F, plus the prior;
 - black box (``--knowledge black``): the same objective by natural-evolution
   strategies (antithetic random directions in the top face-space components,
-  queries to F only, no gradients).
+  queries to F only, no gradients);
+- black box with surrogates (``--surrogate``): first white box through the
+  surrogates towards the template mapped into their space, then the queries to
+  F (NES) from there, towards the attacker's estimate of the raw embedding.
 
 Restricting the search to face space is what makes the result a face that
 other face-recognition models (the judge) also recognise, rather than
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.base import Attack, RowCache, estimate_raw
+from attacks.base import Attack, RowCache, estimate_raw, estimate_work
 from attacks.decoder import Decoder
 from attacks.facemodel import to_unit
 from facepii import progress
@@ -52,12 +55,21 @@ class Optimize(Attack):
 
     def reconstruct(self, templates, users=None):
         templates = np.asarray(templates, np.float32)
-        target = estimate_raw(self.threat_, self.cache_, self.templates_, templates, users)
+        tm = self.threat_
         _, c0, r0 = self.decoder_.decode(templates)
         r0 = np.zeros_like(r0)  # face space only (see the module docstring)
-        if self.threat_.knowledge == "white" and self.threat_.torch_encoder is not None:
-            return self._white(target, c0, r0)
-        return self._black(target, c0, r0)
+        if tm.torch_encoder is not None:  # white box on the target, or on the attacker's surrogates
+            c0 = self._white(estimate_work(tm, self.cache_, self.templates_, templates, users), c0, r0)
+            if tm.knowledge == "white":
+                return self._faces(c0, r0)
+        return self._black(estimate_raw(tm, self.cache_, self.templates_, templates, users), c0, r0)
+
+    def _faces(self, c: np.ndarray, r: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            x = self._render(torch.from_numpy(np.asarray(c, np.float32)), torch.from_numpy(r))
+        return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
 
     def _render(self, c, r):
         fm = self.threat_.face_model
@@ -86,9 +98,7 @@ class Optimize(Attack):
                 loss.backward()
                 opt.step()
                 b.update(info=f"1-cos {match.item():.3f}")
-        with torch.no_grad():
-            x = self._render(c, r)
-        return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        return c.detach().numpy()
 
     def _black(self, target, c0, r0):
         import torch

@@ -28,7 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = (0.62, 0.86)
-COMMAND = ["-m", "facepii", "evaluate", "--defense", "noise", "--param", "sigma=0.02,0.05,0.1"]
+COMMAND = ["-m", "facepii", "evaluate", "--defense", "noise", "--param", "sigma=0.02,0.05,0.1", "--judge",
+           f"dlib,onnx:{ROOT.parent / 'shared/models/mobilefacenet/model.onnx'}"]
 
 
 def run(label: str, tree: Path, data: Path, cache_file: Path, work: Path) -> dict:

@@ -130,7 +130,13 @@ def evaluate(
              "sface). The target is always also used as judge (white-box upper bound).")] = None,
     knowledge: Annotated[str, typer.Option(
         "--knowledge", metavar="white|black",
-        help="white: the attacker differentiates the target model; black: it can only query it.")] = "white",
+        help="white: the attacker differentiates the target model; black: it can only query it (every query "
+             "counted in the report).")] = "white",
+    surrogate: Annotated[str | None, typer.Option(
+        "--surrogate", metavar="MODEL[,MODEL...]",
+        help="With --knowledge black: public face models of the attacker's own (onnx:PATH, sface), which it "
+             "differentiates: it maps the stolen templates into their space, optimises through them, then "
+             "refines with queries to the target. Never also a judge.")] = None,
     key: Annotated[str, typer.Option(
         "--key", metavar="secret|disclosed|both",
         help="Keyed defenses: is the attacker's key the real one (disclosed, stolen token) or its "
@@ -174,7 +180,7 @@ def evaluate(
         max_memory=None if max_memory is None else parse_size(max_memory), executor=executor,
         bootstrap=bootstrap, epsilons=[_number(e, "--epsilon") for e in _split(epsilon)],
         attacks=[] if no_privacy else (_split(attack) or list(DEFAULT_ATTACKS)), judge=judge,
-        knowledge=knowledge, key=key, budget=budget, victims=_victims(victims), max_aux=max_aux,
+        knowledge=knowledge, surrogate=surrogate, key=key, budget=budget, victims=_victims(victims), max_aux=max_aux,
         device=device,
         oracle=oracle, oracle_queries=oracle_queries,
     ).validate()

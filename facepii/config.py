@@ -57,6 +57,7 @@ class PrivacyConfig:
     attacks: list[str] = field(default_factory=list)
     judge: str | None = None
     knowledge: str = "white"
+    surrogate: str | None = None   # black box: public face models of the attacker's own (onnx:PATH,...)
     key: str = "both"
     budget: str = "standard"
     victims: float | int | None = None
@@ -134,6 +135,9 @@ class EvaluateConfig:
             raise ParameterError(f"--attack lists an attack twice: {','.join(p.attacks)}.")
         if p.knowledge not in KNOWLEDGE:
             raise ParameterError(f"--knowledge must be white or black, got {p.knowledge!r}.")
+        if spec_list(p.surrogate, "--surrogate") and p.knowledge != "black":
+            raise ParameterError("--surrogate: surrogates are the tools of a black-box attacker (--knowledge black); "
+                                 "a white-box attacker differentiates the target itself.")
         if p.key not in KEY_SCENARIOS:
             raise ParameterError(f"--key must be secret, disclosed or both, got {p.key!r}.")
         if p.budget not in BUDGETS:

@@ -56,3 +56,11 @@ def crop_margin(size: int, crop: float) -> int:
     return int(round(size * (1 - crop) / 2))
 
 
+def same_model(a: Encoder, b: Encoder) -> bool:
+    """Whether two encoders run the same model (same name and version, or the same ONNX file)."""
+    if encoder_id(a) == encoder_id(b):
+        return True
+    pa, pb = getattr(a, "path", None), getattr(b, "path", None)
+    if pa and pb:
+        return file_digest(pa) == file_digest(pb)
+    return False

@@ -182,6 +182,7 @@ class PrivacyEstimates:
     oracle: dict | None = None               # the oracle's queries and recovered embeddings (oracle rows)
     human: dict | None = None                # a lineup study's figures (facepii lineup score)
     not_applicable: str | None = None        # why no attack applies (ciphertexts with a secret key)
+    queries: dict | None = None              # a black-box attacker's queries to the target
 
     @property
     def attack(self) -> str | None:
@@ -234,6 +235,8 @@ class PrivacyEstimates:
             block["judges"] = {j: {"attack": a, **f.to_dict(with_baseline=f is not self.per_attack[a].judge)}
                                for j, (a, f) in every.items()}
             block["worst_judge"] = self.worst_judge
+        if self.queries is not None:
+            block["queries"] = self.queries
         if self.oracle is not None:
             block["oracle"] = self.oracle
         if self.human is not None:
@@ -253,11 +256,11 @@ class PrivacyEstimates:
         per = _table(d.get("per_attack"), f"{where}.per_attack")
         if not per:
             raise ReportError(f"{where}.per_attack: no attack's figures.")
-        for k in ("oracle", "human"):
+        for k in ("oracle", "human", "queries"):
             if d.get(k) is not None and not isinstance(d[k], dict):
                 raise ReportError(f"{where}.{k}: not a table.")
         per_attack = {str(a): AttackFigures.from_dict(f, f"{where}.per_attack.{a}", judge) for a, f in per.items()}
-        return cls(judge, per_attack, d.get("key"), d.get("oracle"), d.get("human"))
+        return cls(judge, per_attack, d.get("key"), d.get("oracle"), d.get("human"), queries=d.get("queries"))
 
 
 # ---------------------------------------------------------------- ISO/IEC 30136

@@ -16,7 +16,8 @@ import numpy as np
 
 from facepii import metrics
 from facepii.config import judge_specs
-from facepii.encoders import Encoder, encoder_id, file_digest, get_encoder
+from facepii.encoder_base import same_model
+from facepii.encoders import Encoder, get_encoder
 from facepii.errors import ParameterError
 from facepii.estimates import AttackFigures, JudgeFigures, PrivacyEstimates
 from facepii.stages import EmbeddedSet, Split
@@ -27,23 +28,15 @@ def default_judge(target: str) -> str:
     return "dlib" if target.split(":")[0] == "sface" else "sface"
 
 
-def same_model(a: Encoder, b: Encoder) -> bool:
-    """Whether two encoders run the same model (same name and version, or the same ONNX file)."""
-    if encoder_id(a) == encoder_id(b):
-        return True
-    pa, pb = getattr(a, "path", None), getattr(b, "path", None)
-    if pa and pb:
-        return file_digest(pa) == file_digest(pb)
-    return False
-
-
-def resolve_judges(spec: str | None, target: Encoder) -> tuple[list[Encoder], list[str]]:
+def resolve_judges(spec: str | None, target: Encoder,
+                   attacker_models: list[Encoder] | tuple = ()) -> tuple[list[Encoder], list[str]]:
     """Every independent judge of ``--judge`` (headline first) and notes. A judge that runs the target's
     own model is not independent: listed first it stays the headline and is marked as the white-box upper
     bound (as with one judge); listed after the first it is dropped with a note (the target already
-    judges every reconstruction as the upper bound), as is a second entry running the same model."""
+    judges every reconstruction as the upper bound), as is a second entry running the same model. A model
+    the attacker used (a surrogate) is never a judge: named, it is refused; by default another is chosen."""
     specs = judge_specs(spec)
-    first = resolve_judge(specs[0], target)
+    first = resolve_judge(specs[0], target, attacker_models)
     out, notes = [first], []
     for s in specs[1:]:
         enc = resolve_judge(s, target)
@@ -61,6 +54,11 @@ def resolve_judges(spec: str | None, target: Encoder) -> tuple[list[Encoder], li
     if dup:
         raise ParameterError(f"--judge: two models are both named {dup[0]} (the target or another judge); "
                              "give one its own name, e.g. onnx:PATH?name=mine.")
+    for j in out:
+        used = next((m for m in attacker_models if same_model(j, m)), None)
+        if used is not None:
+            raise ParameterError(f"--judge {j.name}: the attacker uses this model (--surrogate {used.name}); a judge "
+                                 "must be independent of the attack: judge with another model.")
     return out, notes
 
 
@@ -69,11 +67,11 @@ def judge_role(i: int) -> str:
     return "judge" if i == 0 else f"judge{i + 1}"
 
 
-def resolve_judge(spec: str | None, target: Encoder) -> Encoder:
-    """The independent judge: ``spec``, or the default for the target (never the target's own model
-    when chosen by default, e.g. ``onnx:PATH`` pointing at SFace's own file)."""
+def resolve_judge(spec: str | None, target: Encoder, avoid: list[Encoder] | tuple = ()) -> Encoder:
+    """The independent judge: ``spec``, or the default for the target (never the target's own model or a
+    model the attacker uses when chosen by default, e.g. ``onnx:PATH`` pointing at SFace's own file)."""
     enc = get_encoder(spec or default_judge(target.name))
-    if spec is None and same_model(enc, target):
+    if spec is None and (same_model(enc, target) or any(same_model(enc, m) for m in avoid)):
         enc = get_encoder("dlib")
     return enc
 

@@ -24,6 +24,7 @@ from facepii import __version__, metrics, progress
 from facepii.cache import Cache, default_cache_dir
 from facepii.config import EvaluateConfig
 from facepii.datasets import FaceSet
+from facepii.encoder_base import same_model
 from facepii.encoders import Encoder, PrecomputedEncoder, get_encoder, spec_list
 from facepii.errors import ParameterError
 from facepii.estimates import AttackFigures, PrivacyEstimates, RowEstimates, value
@@ -37,10 +38,9 @@ from facepii.judging import (
     make_judges,
     privacy_block,
     resolve_judges,
-    same_model,
 )
 from facepii.labels import row_label
-from facepii.reconstructions import AttackerKit, oracle_attack, prepare_attacker, reconstruct
+from facepii.reconstructions import AttackerKit, oracle_attack, prepare_attacker, reconstruct, resolve_surrogates
 from facepii.report import Evaluation, Report, mark_pareto
 from facepii.stages import EmbeddedSet, Split, Templates, embed, encoder_dict, load_selected, protect, split_identities
 from facepii.threat import ORACLE_QUERIES, threat_model
@@ -102,19 +102,20 @@ def run(cfg: EvaluateConfig) -> Evaluation:
         notes.append("privacy not evaluated: an embeddings dataset has no photos to reconstruct or judge.")
         want_privacy = False
     encoders = {"target": target}
+    surrogates = resolve_surrogates(p.surrogate, target) if want_privacy else []
     if want_privacy:
-        judges, judge_notes = resolve_judges(p.judge, target)
+        judges, judge_notes = resolve_judges(p.judge, target, surrogates)
         notes += judge_notes
         encoders.update({judge_role(i): e for i, e in enumerate(judges)})
     executor = open_executor(cfg.data.executor)
     try:
-        return _run(cfg, fs, target, encoders, notes, want_privacy, executor)
+        return _run(cfg, fs, target, encoders, notes, want_privacy, executor, surrogates)
     finally:
         if executor is not None:
             executor.close()
 
 
-def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executor) -> Evaluation:
+def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executor, surrogates=()) -> Evaluation:
     p = cfg.privacy
     grid = cfg.grid()
     cache = open_cache(cfg)
@@ -132,7 +133,7 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executo
                 judges = make_judges(embedded, split, encoders["judge"], target,
                                      [e for r, e in encoders.items() if r not in ("target", "judge")])
             with progress.stage("attacker's face model"):
-                kit = prepare_attacker(p, cfg.seed, embedded, split, target, cache)
+                kit = prepare_attacker(p, cfg.seed, embedded, split, target, cache, list(surrogates))
             raw_impostor = metrics.pair_scores(embedded.embeddings["target"], labels,
                                                metrics.comparator(target.comparator))[1]
             attacked = Attacked(split, kit, judges, raw_impostor, labels[split.source_pos],
@@ -196,6 +197,7 @@ def evaluate_row(cfg: EvaluateConfig, embedded: EmbeddedSet, spec: str, params: 
             r = reconstruct(kit, t, key, split, labels, p.attacks)
         with progress.stage(f"row {label}: judging"):
             block = privacy_block(judges, _judge_all(judges, r.faces, attacked, cfg), key if t.defense.keyed else None)
+        block.queries = r.queries
         if i == 0:
             row.privacy = block
             worst_faces = r.faces[block.attack]
@@ -256,13 +258,15 @@ def _privacy_extra(cfg: EvaluateConfig, attacked: Attacked, labels, judge_is_tar
     return {
         "threat_model": threat_model(p.knowledge, p.key, len(np.unique(labels[split.aux_pos])),
                                      len(split.victim_ids), judges["judge"].encoder.name, judge_is_target,
-                                     p.oracle, p.oracle_queries or ORACLE_QUERIES.get(p.oracle)),
+                                     p.oracle, p.oracle_queries or ORACLE_QUERIES.get(p.oracle),
+                                     [s.name for s in kit.surrogates],
+                                     kit.aux_queries if kit.queries is not None else None),
         "split": split.to_dict(labels),
         "privacy_baselines": {"random_guess_rank1": 1.0 / len(split.victim_ids)},
         "judges": {**{r: encoder_dict(j.encoder) for r, j in judges.items() if r != "target"},
                    "target": encoder_dict(kit.target),
                    "threshold@fmr=1e-3": {k: j.threshold for k, j in judges.items()}},
-        "attacker": {"face_model": kit.face_model_source},
+        "attacker": {"face_model": kit.face_model_source, "models": kit.models()},
         "personal_data": "Reconstructions and victim photos are personal data: they are written only "
                          "under --out, never elsewhere.",
     }

@@ -10,7 +10,7 @@ the attacks are adaptive.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,9 +22,13 @@ from attacks.facemodel import BUDGETS, FaceModel
 from attacks.oracle import Oracle, Prior, calibrate, decision_search, score_solver
 from facepii.cache import Cache
 from facepii.config import PrivacyConfig
-from facepii.encoders import Encoder, encoder_id
-from facepii.stages import EmbeddedSet, Split, Templates, attacker_view
-from facepii.torch_onnx import torch_encoder_for
+from facepii.encoder_base import same_model
+from facepii.encoders import Encoder, encoder_id, get_encoder, spec_list
+from facepii.errors import ParameterError
+from facepii.stages import EmbeddedSet, Split, Templates, attacker_view, encoder_dict
+from facepii.torch_onnx import Ensemble, QueryCounter, torch_encoder_for
+
+CHECK_FACES = 16  # auxiliary faces on which a torch copy is checked against onnxruntime when it is built
 
 
 @dataclass
@@ -43,6 +47,21 @@ class AttackerKit:
     seed: int
     device: str
     face_model_source: str = "trained"   # "trained", "cache", or "retrained (cache entry unusable: ...)"
+    surrogates: list = field(default_factory=list)   # the black-box attacker's own face models (encoders)
+    space: np.ndarray | None = None      # the surrogates' embeddings of the auxiliary faces
+    queries: QueryCounter | None = None  # the target as a black-box attacker queries it
+    aux_queries: int = 0                 # queries spent before any row: the auxiliary photos (and mirrors)
+
+    def models(self) -> dict:
+        """Every model the attacker used, and how (the report names them)."""
+        how = "white box (its torch copy, differentiated)" if self.knowledge == "white" else "queries only"
+        out = {"target": {"name": self.target.name, "use": how}}
+        if self.torch_encoder is not None and getattr(self.torch_encoder, "check", None):
+            out["target"]["torch_copy_vs_onnxruntime"] = self.torch_encoder.check
+        for s, check in zip(self.surrogates, getattr(self.torch_encoder, "checks", {}).values()):
+            out.setdefault("surrogates", []).append({**encoder_dict(s), "use": "white box (its torch copy)",
+                                                     "torch_copy_vs_onnxruntime": check})
+        return out
 
 
 @dataclass
@@ -54,30 +73,63 @@ class Reconstructions:
     key: str
     faces: dict[str, np.ndarray]                  # attack -> N x 112 x 112 x 3 uint8
     recovered: dict[str, np.ndarray] | None = None  # "learned" (and "solver") -> N x d unit embeddings
+    queries: dict | None = None                   # a black-box attacker's queries to the target
+
+
+def resolve_surrogates(spec: str | None, target: Encoder) -> list[Encoder]:
+    """``--surrogate onnx:PATH,...``: face models the black-box attacker owns and runs white box."""
+    out: list[Encoder] = []
+    for s in spec_list(spec, "--surrogate"):
+        enc = get_encoder(s)
+        if getattr(enc, "path", None) is None:
+            raise ParameterError(f"--surrogate {s}: no ONNX graph to differentiate; a surrogate is a model the "
+                                 "attacker runs white box (sface or onnx:PATH).")
+        if same_model(enc, target):
+            raise ParameterError(f"--surrogate {s}: that is the target itself; an attacker who can differentiate it "
+                                 "is white box (--knowledge white).")
+        if any(same_model(enc, e) for e in out):
+            raise ParameterError(f"--surrogate {s}: the same model twice.")
+        out.append(enc)
+    return out
 
 
 def prepare_attacker(p: PrivacyConfig, seed: int, embedded: EmbeddedSet, split: Split, target: Encoder,
-                     cache: Cache) -> AttackerKit:
+                     cache: Cache, surrogates: list[Encoder] | None = None) -> AttackerKit:
+    """The attacker's means. White box: the torch copy of the target, checked against onnxruntime on its
+    auxiliary faces. Black box: the target behind a query counter (its auxiliary photos' embeddings are
+    queries too) and, with ``surrogates``, their torch copies, in whose space it works."""
     budget = BUDGETS[p.budget]
     labels = embedded.labels
     E = embedded.embeddings["target"]
     aux_faces = embedded.aligned(split.aux_pos)
-    torch_enc = None
+    check = aux_faces[:CHECK_FACES]
+    torch_enc, space, queries = None, None, None
     if p.knowledge == "white":
-        torch_enc = torch_encoder_for(target)
+        torch_enc = torch_encoder_for(target, check)
         if p.device != "cpu":
             torch_enc.net.to(p.device)
+    else:
+        queries = QueryCounter(target)
+        if surrogates:
+            torch_enc = Ensemble([torch_encoder_for(s, check) for s in surrogates], [s.name for s in surrogates])
+            if p.device != "cpu":
+                torch_enc.to(p.device)
+            space = torch_enc.embed(aux_faces)
     kit = AttackerKit(target, p.knowledge, budget, aux_faces, E[split.aux_pos], labels[split.aux_pos], None,
-                      torch_enc, seed, p.device)
+                      torch_enc, seed, p.device, surrogates=list(surrogates or []), space=space, queries=queries)
     keys = [embedded.keys[int(i)] for i in split.aux_pos]
     kit.face_model, kit.face_model_source = _face_model(kit, keys, cache)
+    if queries is not None:  # the auxiliary photos' embeddings, and any mirrored faces the face model queried
+        kit.aux_queries = len(aux_faces) + queries.queries
+        queries.queries = 0
     return kit
 
 
 def _face_model(kit: AttackerKit, aux_keys: list[str], cache: Cache):
     """Train the face model, or read it from the cache. A cache entry is data, never code
     (safetensors); one that does not read back as a face model of the right shape is retrained."""
-    key = FaceModel.cache_key(aux_keys, encoder_id(kit.target), kit.knowledge, kit.budget, kit.seed)
+    ids = encoder_id(kit.target) + "".join(f"|surrogate:{encoder_id(s)}" for s in kit.surrogates)
+    key = FaceModel.cache_key(aux_keys, ids, kit.knowledge, kit.budget, kit.seed)
     source = "trained"
     data, why = cache.get_model(f"facemodel-{key}")
     if why:
@@ -91,10 +143,12 @@ def _face_model(kit: AttackerKit, aux_keys: list[str], cache: Cache):
         except ValueError as exc:
             source = f"retrained (cache entry unusable: {exc})"
     # the mirrored faces' embeddings: a white-box attacker runs its own copy of the model (the same
-    # function, about two thirds of onnxruntime's time); a black-box one queries the target
-    query = kit.torch_encoder.embed if kit.torch_encoder is not None else kit.target.embed
-    fm = FaceModel.train(kit.aux_embeddings, kit.aux_faces, kit.budget, kit.torch_encoder,
-                         query=query, seed=kit.seed, device=kit.device)
+    # function, about two thirds of onnxruntime's time), one with surrogates runs them; a black-box one
+    # queries the target
+    query = kit.torch_encoder.embed if kit.torch_encoder is not None else kit.queries.embed
+    E = kit.aux_embeddings if kit.space is None else kit.space
+    fm = FaceModel.train(E, kit.aux_faces, kit.budget, kit.torch_encoder, query=query, seed=kit.seed,
+                         device=kit.device)
     cache.put_model(f"facemodel-{key}", fm.to_bytes())
     return fm, source
 
@@ -109,15 +163,28 @@ def reconstruct(kit: AttackerKit, templates: Templates, key: str, split: Split, 
     threat = _threat(kit, templates.defense, view, view.key, victims)
     cache = RowCache()
     T_vic = templates.templates[split.source_pos]
+    start = kit.queries.queries if kit.queries is not None else 0
     faces = _run(threat, cache, kit, T_aux, T_vic, victims, attacks)
-    return Reconstructions(key, faces, recovered_embeddings(threat, cache, T_aux, T_vic, victims))
+    return Reconstructions(key, faces, recovered_embeddings(threat, cache, T_aux, T_vic, victims),
+                           _queries(kit, start, len(victims)))
+
+
+def _queries(kit: AttackerKit, start: int, n_victims: int) -> dict | None:
+    """A black-box attacker's queries to the target: for the auxiliary photos (once, shared by every row)
+    and, in this row, per victim."""
+    if kit.queries is None:
+        return None
+    row = kit.queries.queries - start
+    return {"auxiliary": int(kit.aux_queries), "row": int(row), "per_victim": row / max(n_victims, 1),
+            "total": int(kit.aux_queries + row)}
 
 
 def _threat(kit: AttackerKit, defense, protect, key: str, victims: np.ndarray) -> ThreatModel:
-    return ThreatModel(encoder=kit.target, defense=defense, face_model=kit.face_model,
-                       aux_embeddings=kit.aux_embeddings, aux_users=kit.aux_users, protect=protect,
-                       budget=kit.budget, knowledge=kit.knowledge, key=key, torch_encoder=kit.torch_encoder,
-                       seed=kit.seed, device=kit.device, victim_users=victims)
+    return ThreatModel(encoder=kit.target if kit.queries is None else kit.queries, defense=defense,
+                       face_model=kit.face_model, aux_embeddings=kit.aux_embeddings, aux_users=kit.aux_users,
+                       protect=protect, budget=kit.budget, knowledge=kit.knowledge, key=key,
+                       torch_encoder=kit.torch_encoder, seed=kit.seed, device=kit.device, victim_users=victims,
+                       space=kit.space)
 
 
 def _run(threat: ThreatModel, cache: RowCache, kit: AttackerKit, T_aux: np.ndarray, T_vic: np.ndarray,

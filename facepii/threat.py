@@ -34,10 +34,18 @@ THREAT_MODEL = (
 
 
 def threat_model(knowledge: str, key: str, n_aux: int, n_victims: int, judge: str, judge_is_target: bool,
-                 oracle: str = "none", queries: int | None = None) -> str:
+                 oracle: str = "none", queries: int | None = None, surrogates: list[str] | tuple = (),
+                 aux_queries: int | None = None) -> str:
     """The threat model paragraph every report with attacks states."""
     note = (" Note: the judge is the target model itself, not an independent system: its figures are the "
             "white-box upper bound.") if judge_is_target else ""
+    if knowledge == "black":
+        note += (f" A black-box attacker queries the target: {aux_queries} queries for its auxiliary photos, and "
+                 "each row's queries per victim are stated with its figures.") if aux_queries is not None else ""
+        if surrogates:
+            note += (f" It also owns public face models it can differentiate (surrogates: {', '.join(surrogates)}): "
+                     "it maps the stolen templates into their embedding space, trains its face model and optimises "
+                     "through them, then refines with queries to the target. No surrogate is a judge.")
     if oracle != "none":
         note += (f" Oracle attacker (a second threat): it never sees a victim's template; {ORACLES[oracle]}, "
                  f"for probes it chooses ({queries} queries per victim), and reconstructs the face from what it "

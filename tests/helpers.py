@@ -96,12 +96,12 @@ def write_folder_dataset(root: Path, n_ids: int = 4, per_id: int = 3, size: int 
     return root
 
 
-def tiny_face_model(path, size=None, two_outputs=True, relu_out=False):
+def tiny_face_model(path, size=None, two_outputs=True, relu_out=False, seed=0):
     """A small 'face model': Conv -> Relu -> GlobalAveragePool -> Gemm -> 16-d embedding (+ an 'age' output)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     inits = {"W": rng.normal(size=(8, 3, 3, 3)) / 50, "B": rng.normal(size=8), "G": rng.normal(size=(8, 16)),
              "g": rng.normal(size=16), "A": rng.normal(size=(8, 1)), "a": np.zeros(1)}
     nodes = [helper.make_node("Conv", ["data", "W", "B"], ["c"], pads=[1, 1, 1, 1]),

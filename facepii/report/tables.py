@@ -151,6 +151,7 @@ def utility_table(report: Report) -> Table:
 def tradeoff_table(report: Report) -> Table:
     secret = any(r.privacy_key_secret is not None for r in report.rows)
     human = any(r.privacy is not None and r.privacy.human for r in report.rows)
+    queried = any(r.privacy is not None and r.privacy.queries for r in report.rows)
     several = report.has_judges
     headers = ["", "defense", "params", "eps", "TAR@1e-3", "EER", f"rank-1 re-id ({report.judge})",
                "leakage x random", "SAR@FMR1e-3", "worst attack"]
@@ -160,6 +161,8 @@ def tradeoff_table(report: Report) -> Table:
         headers.append("leakage, key secret")
     if human:
         headers.append("human top-1 (chance)")
+    if queried:
+        headers.append("target queries per victim")
     body = []
     for r in report.rows:
         p = r.privacy
@@ -178,10 +181,13 @@ def tradeoff_table(report: Report) -> Table:
         if human:
             hu = p.human if p else None
             line.append(f"{fmt_est(hu['accuracy'])} ({hu['chance']:.2f})" if hu else "")
+        if queried:
+            q = p.queries if p else None
+            line.append(f"{q['per_victim']:g}" if q else "")
         body.append(line)
     base = report.extra.get("privacy_baselines") or {}
     if base:
-        pad = [""] * (int(several) + int(secret) + int(human))
+        pad = [""] * (int(several) + int(secret) + int(human) + int(queried))
         g = base.get("random_guess_rank1")
         body.append(["", "random guess", "", "", "", "", f"{g:.3f}", "1.0", "", ""] + pad)
         for name in ("random_face", "mean_face"):
