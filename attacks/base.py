@@ -109,9 +109,10 @@ class RowCache:
         return self.mappers[k]
 
     def raw_to_work(self, threat: ThreatModel) -> Mapper:
-        """The target's raw embeddings -> the surrogates' space (ridge on the auxiliary faces)."""
+        """The target's unit raw embeddings -> the surrogates' space (ridge on the auxiliary faces; unit inputs,
+        as the raw estimates it maps are)."""
         if ("raw->work",) not in self.mappers:
-            self.mappers[("raw->work",)] = Mapper(_RAW).fit(threat.aux_embeddings, threat.work_embeddings)
+            self.mappers[("raw->work",)] = Mapper(_RAW).fit(to_unit(threat.aux_embeddings), threat.work_embeddings)
         return self.mappers[("raw->work",)]
 
     def solution(self, threat: ThreatModel, templates: np.ndarray, users, start: np.ndarray) -> np.ndarray:

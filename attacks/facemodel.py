@@ -240,6 +240,18 @@ class FaceModel:
                       desc="training face decoder")
         return cls(space, net.cpu(), E.shape[1])
 
+    def problem(self, E: np.ndarray, faces: np.ndarray) -> str | None:
+        """Why this model (read back from a cache) is not a face model of these faces, or None: its faces
+        do not depend on the embedding, or they are further from the faces than the mean face is."""
+        out = self.reconstruct(E).astype(np.float32)
+        if float(out.reshape(len(out), -1).std(axis=0).mean()) < 1.0:
+            return "its faces do not depend on the embedding (a constant output)"
+        target = np.asarray(faces, np.float32)
+        mean = self.space.mean.reshape(112, 112, 3) * 255.0
+        if float(np.abs(out - target).mean()) > float(np.abs(mean - target).mean()):
+            return "its faces are further from the attacker's photos than the mean face"
+        return None
+
     def reconstruct(self, E: np.ndarray) -> np.ndarray:
         import torch
 

@@ -124,7 +124,8 @@ def score_solver(oracle: Oracle, pool: np.ndarray, calib, prior: Prior, budget: 
     to_match = np.full(n, -1)
     checkpoints = [c for c in (8 * 2 ** k for k in range(20)) if c < budget]
     checkpoints.append(budget - len(checkpoints) - 1)  # every solution is submitted once: all within the budget
-    checkpoints = sorted(c for c in set(checkpoints) if c > 0)
+    # probes are the attacker's own face embeddings: a pool smaller than the budget caps what it can submit
+    checkpoints = sorted({min(c, len(pool)) for c in checkpoints if c > 0})
     with progress.bar("score oracle: victims", n) as bar:
         for i in range(n):
             _solve_one(i, oracle, pool, rng, checkpoints, prior, iso, var, out, to_match)

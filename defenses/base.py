@@ -215,6 +215,12 @@ class Defense(BaseEstimator):
             return np.array([f"user:{u}" for u in users])
         return np.array(["system"] * n)
 
+    def check_params(self) -> Defense:
+        """Every parameter value checked, as fit would (before any data is read)."""
+        for s in self.steps_():
+            s._validate()
+        return self
+
     def _validate(self) -> None:
         """Check parameter values (called by fit, never by __init__)."""
         if self.keyed:
@@ -250,6 +256,8 @@ def l2_normalize(E: np.ndarray) -> np.ndarray:
 def per_key(defense: Defense, E: np.ndarray, users: np.ndarray | None, fn) -> np.ndarray:
     """Apply ``fn(E_subset, key_seed)`` once per key used (system key or each user's key)."""
     E = np.asarray(E, np.float32)
+    if len(E) == 0:  # no template to make: the transform's shape, from an empty batch
+        return fn(E, key_seed(defense.seed, "system"))
     keys = defense.key_ids(users, len(E))
     out = None
     for k in dict.fromkeys(keys):

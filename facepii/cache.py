@@ -15,6 +15,7 @@ folder (``platformdirs``), ``--cache-dir`` moves it, ``--no-cache`` disables it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -124,8 +125,9 @@ class Cache:
                 rows.append((k, b, None, checksum(k, b)))
             else:
                 rows.append((k, None, v, checksum(k, v)))
-        self._db.executemany("INSERT OR REPLACE INTO landmarks VALUES (?, ?, ?, ?)", rows)
-        self._db.commit()
+        with self._damage():
+            self._db.executemany("INSERT OR REPLACE INTO landmarks VALUES (?, ?, ?, ?)", rows)
+            self._db.commit()
 
     # embeddings ----------------------------------------------------------
     def get_embeddings(self, keys: list[str], dim: int | None = None) -> dict[str, np.ndarray]:
@@ -149,8 +151,9 @@ class Cache:
         for k, v in items.items():
             b = np.asarray(v, np.float32).tobytes()
             rows.append((k, b, checksum(k, b)))
-        self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows)
-        self._db.commit()
+        with self._damage():
+            self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows)
+            self._db.commit()
 
     # models ----------------------------------------------------------------
     def _model_path(self, name: str) -> Path:
@@ -166,7 +169,8 @@ class Cache:
         path = self._model_path(name)
         if not path.is_file() or path.is_symlink():
             return None, None
-        row = self._db.execute("SELECT sha256, size FROM models WHERE name = ?", (name,)).fetchone()
+        with self._damage():
+            row = self._db.execute("SELECT sha256, size FROM models WHERE name = ?", (name,)).fetchone()
         if row is None:
             return None, "no digest recorded for it (an older facepii's entry, or a file facepii did not write)"
         data = path.read_bytes()
@@ -189,24 +193,36 @@ class Cache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        self._db.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?)",
-                         (name, hashlib.sha256(data).hexdigest(), len(data)))
-        self._db.commit()
+        with self._damage():
+            self._db.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?)",
+                             (name, hashlib.sha256(data).hexdigest(), len(data)))
+            self._db.commit()
 
     def count(self, table: str = "embeddings") -> int:
         if self._db is None:
             return 0
-        return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+        with self._damage():
+            return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
     def _select(self, table: str, cols: str, keys: list[str]):
         if self._db is None or not keys:
             return []
         rows = []
-        for i in range(0, len(keys), 900):  # SQLite's bound-parameter limit
-            chunk = keys[i:i + 900]
-            q = f"SELECT key, {cols} FROM {table} WHERE key IN ({','.join('?' * len(chunk))})"
-            rows.extend(self._db.execute(q, chunk).fetchall())
+        with self._damage():
+            for i in range(0, len(keys), 900):  # SQLite's bound-parameter limit
+                chunk = keys[i:i + 900]
+                q = f"SELECT key, {cols} FROM {table} WHERE key IN ({','.join('?' * len(chunk))})"
+                rows.extend(self._db.execute(q, chunk).fetchall())
         return rows
+
+    @contextlib.contextmanager
+    def _damage(self):
+        """A database that opened but fails when read or written (pages corrupt, header intact): one line."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise CacheError(f"cache {self.folder}: the database is damaged ({exc}); move it away, or pass another "
+                             "--cache-dir or --no-cache (finished results elsewhere are not lost).") from None
 
     def close(self) -> None:
         if self._db is not None:

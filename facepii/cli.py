@@ -173,6 +173,8 @@ def evaluate(
 ) -> None:
     """``facepii evaluate``: the options into one EvaluateConfig, then :func:`facepii.pipeline.run`."""
     progress.set_enabled(not quiet)
+    if no_privacy and attack:
+        raise ParameterError("--attack has no effect with --no-privacy (utility only): drop one of the two.")
     cfg = EvaluateConfig.from_options(
         where="evaluate", dataset=dataset or ds.default_spec(), encoder=encoder,
         defenses=_split(defense) or ["none"], params=parse_param_options(param), max_identities=max_identities,
@@ -188,7 +190,7 @@ def evaluate(
     if json_out:
         outputs.check_output_file(json_out, "--json")
     if out:
-        outputs.check_out_dir(out)
+        outputs.check_out_dir(out, dataset=cfg.data.dataset)
     if cache_dir and not no_cache:
         outputs.check_cache_dir(cache_dir)
     targets = spec_list(cfg.data.encoder, "--encoder")
@@ -206,13 +208,16 @@ def evaluate(
 
 def _transfer(cfg, targets: list[str], out: Path | None, json_out: Path | None) -> None:
     """Several targets: each evaluated in turn (the others judge it), then the transfer matrix."""
+    if str(cfg.data.dataset or "").startswith("embeddings:"):
+        raise ParameterError("--encoder with several models: a transfer matrix needs photos to embed with each model; "
+                             "an embeddings file holds one model's vectors.")
     folders = [slug(t) for t in targets]
     if len(set(folders)) < len(folders):
         raise ParameterError(f"--encoder: two targets would share the output folder "
                              f"{next(f for f in folders if folders.count(f) > 1)!r}; copy or rename one model file.")
     if out:
         for f in folders:
-            outputs.check_out_dir(Path(out) / f)
+            outputs.check_out_dir(Path(out) / f, dataset=cfg.data.dataset)
     tr = run_transfer(cfg)
     for t, ev in zip(tr.targets, tr.evaluations):
         typer.echo(f"\n===== target {t} =====")
@@ -278,16 +283,17 @@ def gate(
     has_rules = any(k != "rows" for k in conf["gate"]) or bool(conf["gate"].get("rows"))
     if not has_rules:
         raise ConfigError(f"{config}: the [gate] table holds no rule; rules: {', '.join(g.RULES)}.")
-    base = read_report(baseline) if baseline else None
+    # report files are read, checked figure by figure (rates within [0, 1], intervals ordered) and their
+    # derived fields (worst attack, worst judge) recomputed from the figures, before any rule is judged
+    base = Report.from_dict(read_report(baseline), str(baseline)).to_dict() if baseline else None
     if junit:
         outputs.check_output_file(junit, "--junit")
     if out:
         outputs.check_out_dir(out)
     evaluation = rep = None
     if report is not None:
-        data = read_report(report)  # the gate judges the file's figures as they stand
-        if out:
-            rep = Report.from_dict(data, str(report))  # --out renders it: every figure checked first
+        rep = Report.from_dict(read_report(report), str(report))
+        data = rep.to_dict()
     else:
         evaluation = run(g.evaluate_config(conf["evaluate"]).validate())
         rep = evaluation.report

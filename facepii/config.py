@@ -147,6 +147,14 @@ class EvaluateConfig:
         q = p.oracle_queries
         if q is not None and (isinstance(q, bool) or not isinstance(q, int) or not 10 <= q <= 100_000):
             raise ParameterError(f"--oracle-queries must be an integer in 10..100000, got {q!r}.")
+        if q is not None and p.oracle == "none":
+            raise ParameterError("--oracle-queries without --oracle: say which oracle (score or decision), or drop it.")
+        if not p.attacks:  # utility only: an option of the attacks would be silently ignored
+            for name, given in (("--oracle", p.oracle != "none"), ("--judge", p.judge is not None),
+                                ("--surrogate", p.surrogate is not None)):
+                if given:
+                    raise ParameterError(f"{name} has no effect without attacks (--no-privacy, or attacks = [] in a "
+                                         "gate config): drop one of the two.")
         if p.device not in DEVICES:
             raise ParameterError(f"--device must be cpu or cuda, got {p.device!r}.")
         if p.device == "cuda":
@@ -293,7 +301,7 @@ def defense_grid(specs: list[str], params: dict[str, list[Any]]) -> list[tuple[s
         keys = list(mine)
         for combo in itertools.product(*(mine[k] for k in keys)) if keys else [()]:
             row = dict(zip(keys, combo))
-            defense_registry.create(spec, **row)  # type checks of the values
+            defense_registry.create(spec, **row).check_params()  # kinds and ranges of the values
             rows.append((spec, row))
     unused = [k for k in params if k not in used]
     if unused:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facepii.encoder_base import embedding_problem
 from facepii.errors import DatasetError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -211,6 +212,9 @@ def load_folder(path: str | os.PathLike, spec_prefix: str = "folder") -> FaceSet
         if d.name.startswith("."):
             skip(d, "hidden entry in the dataset root")
             continue
+        if d.is_dir() and not d.is_symlink() and is_facepii_output(d):
+            walk_extra(d, "facepii's own output (a report folder), never a person's photos")
+            continue
         if d.is_symlink() or not d.is_dir():
             why = _inside(real_root, d) if d.is_symlink() else None
             if d.is_symlink() and why is None and d.resolve().is_dir():
@@ -240,6 +244,29 @@ def load_folder(path: str | os.PathLike, spec_prefix: str = "folder") -> FaceSet
                 if loose else "")
         raise DatasetError(f"{spec_prefix}:{root}: no images in per-identity sub-folders.{hint}")
     return FaceSet(labels=np.array(labels), paths=paths, source=f"{spec_prefix}:{root}", excluded=excluded)
+
+
+def is_facepii_output(d: Path) -> bool:
+    """A folder facepii wrote (--out): its report.json or lineup manifest says so."""
+    for marker in ("report.json", "lineup/manifest.json"):
+        f = d / marker
+        try:
+            if f.is_file() and not f.is_symlink() and f.stat().st_size < (64 << 20):
+                head = f.read_bytes()[:4096].decode("utf-8", "replace")
+                if '"facepii.report/' in head or '"facepii.lineup-material/' in head:
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def dataset_root(spec: str | None) -> Path | None:
+    """The photo folder a dataset spec reads from, or None (lfw, or an embeddings file: a run reads that
+    one file, so an output folder beside it is never taken for data)."""
+    kind, _, arg = (spec or "").partition(":")
+    if kind not in ("folder", "celeba") or not arg:
+        return None
+    return Path(arg).expanduser().resolve()
 
 
 EMBEDDING_MEMBERS = ("embeddings", "labels", "paths", "encoder", "comparator")
@@ -282,19 +309,9 @@ def load_embeddings(path: str | os.PathLike) -> FaceSet:
             f"integer or text, got {labels.dtype} of shape {labels.shape}.")
     with np.errstate(over="ignore", invalid="ignore"):
         emb = emb.astype(np.float32)
-        norms = np.linalg.norm(emb.astype(np.float64), axis=1)
-    bad = ~np.isfinite(emb).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise DatasetError(
-            f"embeddings:{p}: {len(rows)} row(s) hold NaN or inf values, or values beyond float32's range "
-            f"(first: row {rows[0]}); remove or recompute them.")
-    if (norms == 0).any():
-        rows = np.flatnonzero(norms == 0)
-        raise DatasetError(f"embeddings:{p}: {len(rows)} row(s) are all zeros (first: row {rows[0]}); an "
-                           "all-zero embedding has no direction to compare; remove or recompute them.")
-    if len(emb) > 1 and np.all(emb == emb[0]):
-        raise DatasetError(f"embeddings:{p}: all {len(emb)} rows are identical: they carry no identity.")
+    why = embedding_problem(emb)
+    if why:
+        raise DatasetError(f"embeddings:{p}: {why}; remove or recompute them.")
     meta: dict = {"encoder": str(data["encoder"]) if "encoder" in data else None,
                   "comparator": str(data["comparator"]) if "comparator" in data else None}
     if "paths" in data:

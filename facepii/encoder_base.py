@@ -64,3 +64,31 @@ def same_model(a: Encoder, b: Encoder) -> bool:
     if pa and pb:
         return file_digest(pa) == file_digest(pb)
     return False
+
+
+NORM_RANGE = (1e-15, 1e15)  # embeddings whose length leaves this range over- or underflow float32 products
+
+
+def embedding_problem(E: np.ndarray) -> str | None:
+    """Why a matrix of embeddings carries no usable identity, or None: NaN or infinite values, a row of
+    zeros, lengths that leave :data:`NORM_RANGE` (float32 dot products overflow or vanish), or every row
+    the same (a constant output). Checked wherever embeddings enter: a model's output, a file, a cache."""
+    E = np.asarray(E)
+    if E.size == 0:
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not np.isfinite(E).all():
+            rows = np.flatnonzero(~np.isfinite(E).all(axis=1))
+            return f"{len(rows)} row(s) hold NaN or inf values, or values beyond float32's range (first: row {rows[0]})"
+        norms = np.linalg.norm(E.astype(np.float64), axis=1)
+    if (norms == 0).any():
+        rows = np.flatnonzero(norms == 0)
+        return f"{len(rows)} row(s) are all zeros (first: row {rows[0]}): an all-zero embedding has no direction"
+    if norms.min() < NORM_RANGE[0] or norms.max() > NORM_RANGE[1]:
+        return (f"embedding lengths from {norms.min():.3g} to {norms.max():.3g} leave [{NORM_RANGE[0]:g}, "
+                f"{NORM_RANGE[1]:g}]: scores of such vectors vanish or overflow in float32")
+    if len(E) > 1:
+        U = E / norms[:, None]
+        if float(np.abs(U - U[0]).max()) < 1e-6:
+            return f"all {len(E)} rows point the same way (a constant output): they carry no identity"
+    return None

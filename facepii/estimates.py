@@ -39,8 +39,15 @@ def est_to(e: Estimate | None) -> dict | None:
     return None if e is None else e.to_dict()
 
 
-def est_from(d: Any, where: str) -> Estimate | None:
-    """An Estimate from its JSON form; None when absent; a one-line error when malformed."""
+RATE = (0.0, 1.0)
+SIMILARITY = (-1.0, 1.0)
+COUNT = (0.0, math.inf)
+TOL = 1e-9  # rounding slack at a bound
+
+
+def est_from(d: Any, where: str, bounds: tuple[float, float] | None = RATE) -> Estimate | None:
+    """An Estimate from its JSON form; None when absent; a one-line error when malformed or outside what
+    the figure can be (``bounds``: a rate by default)."""
     if d is None:
         return None
     if not isinstance(d, dict):
@@ -52,6 +59,13 @@ def est_from(d: Any, where: str) -> Estimate | None:
         ci = [None, None]
     if not (isinstance(ci, list) and len(ci) == 2 and all(c is None or _num(c) for c in ci)):
         raise ReportError(f"{where}: ci95 {ci!r} is not an interval [lo, hi].")
+    if ci[0] is not None and ci[1] is not None and ci[0] > ci[1]:
+        raise ReportError(f"{where}: ci95 {ci!r} is not an interval [lo, hi].")
+    if bounds is not None:
+        for x in (v, *ci):
+            if x is not None and not bounds[0] - TOL <= x <= bounds[1] + TOL:
+                raise ReportError(f"{where}: {x!r} is outside [{bounds[0]:g}, {bounds[1]:g}], which this figure "
+                                  "cannot leave.")
     f = (lambda x: NAN if x is None else float(x))  # noqa: E731
     return Estimate(f(v), (f(ci[0]), f(ci[1])))
 
@@ -132,15 +146,15 @@ class JudgeFigures:
     @classmethod
     def from_dict(cls, d: Any, where: str) -> JudgeFigures:
         d = _table(d, where)
-        get = (lambda k: est_from(d.get(k), f"{where}.{k}") or nan_estimate())  # noqa: E731
+        get = (lambda k, b=RATE: est_from(d.get(k), f"{where}.{k}", b) or nan_estimate())  # noqa: E731
         b = d.get("baseline_rank1")
-        if b is not None and not _num(b):
-            raise ReportError(f"{where}.baseline_rank1: {b!r} is not a number.")
-        return cls(get(K.RANK1), get("rank5"), get(K.LEAKAGE), get(K.SAR_1E3), b)
+        if b is not None and not (_num(b) and 0 < b <= 1):
+            raise ReportError(f"{where}.baseline_rank1: {b!r} is not a rate.")
+        return cls(get(K.RANK1), get("rank5"), get(K.LEAKAGE, COUNT), get(K.SAR_1E3), b)
 
 
-def _key(e: Estimate) -> float:
-    return -math.inf if e.value != e.value else e.value
+def _key(e: Estimate | None) -> float:
+    return -math.inf if e is None or e.value != e.value else e.value
 
 
 @dataclass
@@ -168,7 +182,7 @@ class AttackFigures:
             js = _table(d["judges"], f"{where}.judges")
             judges = {str(n): (judge if n == headline else JudgeFigures.from_dict(j, f"{where}.judges.{n}"))
                       for n, j in js.items()}
-        return cls(judge, est_from(d.get("ssim"), f"{where}.ssim") or nan_estimate(),
+        return cls(judge, est_from(d.get("ssim"), f"{where}.ssim", SIMILARITY) or nan_estimate(),
                    JudgeFigures.from_dict(d.get("target_judge"), f"{where}.target_judge"), judges)
 
 
@@ -260,6 +274,10 @@ class PrivacyEstimates:
             if d.get(k) is not None and not isinstance(d[k], dict):
                 raise ReportError(f"{where}.{k}: not a table.")
         per_attack = {str(a): AttackFigures.from_dict(f, f"{where}.per_attack.{a}", judge) for a, f in per.items()}
+        names = {None if f.judges is None else tuple(f.judges) for f in per_attack.values()}
+        if len(names) > 1:
+            raise ReportError(f"{where}.per_attack: the attacks were judged by different judges "
+                              f"({sorted(map(str, names))}).")
         return cls(judge, per_attack, d.get("key"), d.get("oracle"), d.get("human"), queries=d.get("queries"))
 
 
@@ -311,7 +329,8 @@ class SarLevels:
         out: dict = {}
         for k in self.sar:
             out[f"sar@fmr={k}"] = self.sar[k].to_dict()
-            out[f"operating_point@fmr={k}"] = self.operating_points[k]
+            if k in self.operating_points:
+                out[f"operating_point@fmr={k}"] = self.operating_points[k]
         out["curve"] = self.curve
         return out
 
@@ -342,7 +361,7 @@ class Irreversibility:
     def method(self) -> str:
         """The better inversion: the higher ISR at FMR 1e-3, then at 1e-4; the first on a tie."""
         k1, k2 = K.isr_key(1e-3), K.isr_key(1e-4)
-        return max(self.per_method, key=lambda m: (_key(self.per_method[m][k1]), _key(self.per_method[m][k2])))
+        return max(self.per_method, key=lambda m: (_key(self.per_method[m].get(k1)), _key(self.per_method[m].get(k2))))
 
     @property
     def best(self) -> dict[str, Estimate]:
@@ -359,7 +378,8 @@ class Irreversibility:
         if d is None:
             return None
         d = _table(d, where)
-        per = {str(m): {k: est_from(v, f"{where}.per_method.{m}.{k}") for k, v in _table(f, where).items()}
+        per = {str(m): {k: est_from(v, f"{where}.per_method.{m}.{k}", SIMILARITY if k.startswith("cosine") else RATE)
+                        for k, v in _table(f, where).items()}
                for m, f in _table(d.get("per_method"), f"{where}.per_method").items()}
         if not per:
             raise ReportError(f"{where}.per_method: no inversion method's figures.")

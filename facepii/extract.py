@@ -19,6 +19,7 @@ import numpy as np
 from facepii import progress
 from facepii.cache import Cache, content_hash
 from facepii.datasets import FaceSet
+from facepii.encoder_base import embedding_problem
 from facepii.encoders import Encoder, encoder_id
 from facepii.errors import EncoderError, ImageError, ParameterError
 from facepii.executor import embed_batch
@@ -121,6 +122,9 @@ def extract(fs: FaceSet, encoders: list[Encoder], cache: Cache | None = None,
             **({} if executor is None else {"executor": executor}))
     ok = np.array([i for i in range(n) if i not in skipped and i in landmarks], dtype=int)
     sub = fs.subset(ok)
+    for enc in encoders:
+        if len(ok):
+            check_output(enc, np.stack([emb[encoder_id(enc)][i] for i in ok]))
     return Extraction(
         faceset=sub, index=ok,
         embeddings={eid: (np.stack([d[i] for i in ok]) if len(ok) else np.zeros((0, 0), np.float32))
@@ -131,7 +135,8 @@ def extract(fs: FaceSet, encoders: list[Encoder], cache: Cache | None = None,
     )
 
 
-def _duplicates(fs: FaceSet, hashes: list[str | None], skipped: dict[int, str]) -> None:
+def _duplicates(fs: FaceSet, hashes: list[str | None], skipped: dict[int, str],
+                what: str = "the same photo (identical bytes)", twin: str = "identical bytes to") -> None:
     """The same photo (identical bytes) twice: under two identities it is used for none (it would be a
     genuine pair of different people); within one identity it is used once (it would be a perfect,
     false genuine score)."""
@@ -144,10 +149,10 @@ def _duplicates(fs: FaceSet, hashes: list[str | None], skipped: dict[int, str]) 
         first = fs.item_name(idx[0])
         if len(labels) > 1:
             for i in idx:
-                skipped[i] = f"the same photo (identical bytes) is listed under {len(labels)} identities"
+                skipped[i] = f"{what} is listed under {len(labels)} identities"
         else:
             for i in idx[1:]:
-                skipped[i] = f"duplicate: identical bytes to {first}"
+                skipped[i] = f"duplicate: {twin} {first}"
 
 
 def _compute(fs, todo, encoders, cache, aligner, batch_size, landmarks, skipped, emb, emb_keys,
@@ -274,13 +279,29 @@ def _check_width(enc: Encoder, vecs: np.ndarray) -> None:
         raise EncoderError(f"encoder {enc.name} returned NaN/inf embeddings.")
 
 
+def check_output(enc: Encoder, E: np.ndarray) -> None:
+    """A model's embeddings of the evaluation's photos, checked as an embeddings file is: a model that
+    outputs zeros or a constant recognises nobody, and its figures would mean nothing."""
+    why = embedding_problem(E)
+    if why:
+        raise EncoderError(f"encoder {enc.name}: {why}; check the model file and its options (output, mean/std, "
+                           "layout).")
+
+
 def _from_embeddings(fs: FaceSet, encoders: list[Encoder]) -> Extraction:
     for enc in encoders:
         if getattr(enc, "dim", fs.embeddings.shape[1]) != fs.embeddings.shape[1]:
             raise EncoderError(
                 f"{fs.source}: embeddings are {fs.embeddings.shape[1]}-d but encoder {enc.name} is "
                 f"{enc.dim}-d; pass the encoder that made them (or --encoder precomputed).")
-    embs = {encoder_id(e): fs.embeddings for e in encoders}
-    return Extraction(faceset=fs, index=np.arange(len(fs)), embeddings=embs, landmarks=None,
-                      stats={"items": len(fs), "cached": len(fs), "computed": 0, "detected": 0,
-                             "encoders": {}}, keys=[f"{fs.source}#{i}" for i in range(len(fs))])
+    # the same vector twice: under two identities used for neither, within one identity used once (as photos)
+    hashes = [hashlib.sha256(np.ascontiguousarray(row, np.float32).tobytes()).hexdigest() for row in fs.embeddings]
+    skipped: dict[int, str] = {}
+    _duplicates(fs, hashes, skipped, what="the same vector", twin="the same vector as")
+    ok = np.array([i for i in range(len(fs)) if i not in skipped], dtype=int)
+    sub = fs.subset(ok)
+    embs = {encoder_id(e): sub.embeddings for e in encoders}
+    return Extraction(faceset=sub, index=ok, embeddings=embs, landmarks=None,
+                      skipped=[{"path": fs.item_name(i), "reason": r} for i, r in sorted(skipped.items())],
+                      stats={"items": len(fs), "cached": len(ok), "computed": 0, "detected": 0,
+                             "encoders": {}}, keys=[f"{fs.source}#{i}" for i in ok])

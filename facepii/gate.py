@@ -37,7 +37,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 
 from attacks import DEFAULT_ATTACKS
-from facepii.config import EvaluateConfig
+from facepii.config import EvaluateConfig, parse_size
 from facepii.errors import ConfigError, ReportError
 from facepii.labels import LEAKAGE, PRIVACY_ORACLE, RANK1, SAR_1E3, TAR_1E3, label_of, tar_key
 
@@ -135,6 +135,8 @@ def check_evaluate(ev: dict, where: Path | str = "config"):
     if not isinstance(ev, dict):
         raise ConfigError(f"{where}: [evaluate] must be a table.")
     ev = {"attacks": list(DEFAULT_ATTACKS), **ev}
+    if isinstance(ev.get("max_memory"), str):  # "4GB", as --max-memory takes it
+        ev["max_memory"] = parse_size(ev["max_memory"])
     return EvaluateConfig.from_options(where=f"{where}: [evaluate]", **ev)
 
 
@@ -151,8 +153,13 @@ def check_gate(gate: dict, where: Path | str = "config") -> None:
                     raise ConfigError(f"{where}: {ctx} min_tar_at_far must be {{far = 1e-3, value = 0.7}}, got {v!r}.")
                 if v["far"] not in (1e-2, 1e-3, 1e-4):
                     raise ConfigError(f"{where}: {ctx} min_tar_at_far.far must be 1e-2, 1e-3 or 1e-4, got {v['far']}.")
+                if not (_num(v["value"]) and 0 <= v["value"] <= 1):
+                    raise ConfigError(f"{where}: {ctx} min_tar_at_far.value must be a rate in [0, 1], "
+                                      f"got {v['value']}.")
             elif not _type_ok(v, float):
                 raise ConfigError(f"{where}: {ctx} {k} must be a number, got {type(v).__name__} ({v!r}).")
+            elif not _num(v) or v < 0:
+                raise ConfigError(f"{where}: {ctx} {k} must be a finite number >= 0, got {v!r}.")
 
     rules(gate, "[gate]")
     rows = gate.get("rows", {})
@@ -281,7 +288,8 @@ def _oracle_queries(label: str, row: dict, want: float) -> Verdict:
     rule = "min_oracle_queries_to_match"
     o = row.get(PRIVACY_ORACLE)
     q = ((o or {}).get("oracle") or {}) if isinstance(o, dict) else {}
-    per = (q.get("queries_to_match") or {}).get("per_victim") if isinstance(q, dict) else None
+    qm = q.get("queries_to_match") if isinstance(q, dict) else None
+    per = qm.get("per_victim") if isinstance(qm, dict) else None
     budget = q.get("budget_per_victim") if isinstance(q, dict) else None
     if not isinstance(per, list) or not per or not all(isinstance(x, int) and not isinstance(x, bool) for x in per) \
             or not _num(budget):
@@ -289,7 +297,10 @@ def _oracle_queries(label: str, row: dict, want: float) -> Verdict:
                        "no oracle queries per victim in the report (run evaluate with --oracle)")
     beyond = float(budget) + 1  # not matched within the budget: more than the budget
     x = np.array([v if v > 0 else beyond for v in per], float)
-    reps = np.median(x[np.random.default_rng(0).integers(0, len(x), (1000, len(x)))], axis=1)
+    rng = np.random.default_rng(0)  # replicates in blocks: memory bounded whatever the number of victims
+    rows = max(1, (1 << 24) // max(len(x), 1))
+    reps = np.concatenate([np.median(x[rng.integers(0, len(x), (min(rows, 1000 - s), len(x)))], axis=1)
+                           for s in range(0, 1000, rows)])
     lo, med = float(np.quantile(reps, 0.025)), float(np.median(x))
     show = lambda v: f"more than {budget:g}" if v >= beyond else f"{v:g}"  # noqa: E731
     if lo >= beyond and budget < want:

@@ -93,7 +93,8 @@ def inversion(recovered: dict[str, np.ndarray], victims, sources_raw, gallery_ra
     methods = {}
     for name, E in recovered.items():
         block = isr(E, victims, gallery_raw, gallery_labels, score_fn, raw_impostor, n_boot, seed)
-        block["cosine_to_source"] = metrics.bootstrap_mean(np.sum(E * _unit(sources_raw), axis=1), n_boot, seed)
+        block["cosine_to_source"] = metrics.bootstrap_mean(np.clip(np.sum(E * _unit(sources_raw), axis=1), -1, 1),
+                                                           n_boot, seed)
         methods[name] = block
     return methods, {fmr_text(f): operating_point(raw_impostor, f) for f in ISR_FMRS}
 
@@ -157,7 +158,7 @@ def oracle_summary(res, embedded, split, raw_impostor: np.ndarray, n_boot: int, 
                                 "max": int(q.max()) if q.size else None,
                                 "per_victim": [int(x) for x in res.queries_to_match]},
            "cosine_to_source": metrics.bootstrap_mean(
-               np.sum(res.estimates * _unit(E[split.source_pos]), axis=1), n_boot, seed).to_dict()}
+               np.clip(np.sum(res.estimates * _unit(E[split.source_pos]), axis=1), -1, 1), n_boot, seed).to_dict()}
     out.update({k: v.to_dict() for k, v in isr(res.estimates, victims, E[split.gallery_pos],
                                                 labels[split.gallery_pos], score_fn, raw_impostor, n_boot,
                                                 seed).items()})

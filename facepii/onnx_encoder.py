@@ -226,7 +226,12 @@ class OnnxEncoder:
         out = []
         for i in range(0, len(faces), self.batch_size):
             x = self._prepare(faces[i:i + self.batch_size])
-            y = self._session.run([self._output], {self._input: x})[0]
+            try:
+                y = self._session.run([self._output], {self._input: x})[0]
+            except Exception as exc:  # onnxruntime's own errors: the options do not fit the model
+                msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                raise EncoderError(f"{self.name}: onnxruntime cannot run the model on {x.shape} inputs ({msg}); check "
+                                   "its options (layout, size, output).") from None
             out.append(y.reshape(len(x), -1))
         if not out:
             return np.zeros((0, getattr(self, "dim", 0)), np.float32)

@@ -24,14 +24,18 @@ from pathlib import Path
 import numpy as np
 
 from facepii import lineup
+from facepii.datasets import dataset_root
 from facepii.errors import FacepiiError
 from facepii.gate import junit_text
 from facepii.plots import close, irreversibility_figure, linkability_figure, reconstruction_figure, tradeoff_figure
 from facepii.report import Evaluation, Report
 from facepii.report.render import markdown, page
 
-REPORT_FILES = ("report.json", "report.md", "report.html", "tradeoff.png", "reconstructions.png", "linkability.png")
+#: every file facepii may write under --out (each checked before the work: a plain file or nothing)
+REPORT_FILES = ("report.json", "report.md", "report.html", "tradeoff.png", "reconstructions.png", "linkability.png",
+                "irreversibility.png", "transfer.md", "transfer.json", "transfer.png")
 LINEUP = "lineup"
+OWNED = ".facepii-owned"  # the marker in a folder facepii builds beside its destination (debris it may remove)
 
 
 class OutputError(FacepiiError):
@@ -79,14 +83,22 @@ def check_cache_dir(d: str | Path, option: str = "--cache-dir") -> Path:
     return p
 
 
-def check_out_dir(out: str | Path, option: str = "--out") -> Path:
-    """The report folder: a folder (or creatable), writable; the files facepii will replace are plain
-    files; an existing ``lineup/`` holds only what facepii wrote there."""
+def check_out_dir(out: str | Path, option: str = "--out", dataset: str | None = None) -> Path:
+    """The report folder: a real folder (or creatable; not a link), writable, not inside the dataset it
+    evaluates; the files facepii will replace are plain files; an existing ``lineup/`` holds only what
+    facepii wrote there."""
     p = Path(out)
-    if p.is_symlink() and not p.is_dir():
-        raise OutputError(f"{option} {p}: is a broken symbolic link.")
+    if p.is_symlink():
+        raise OutputError(f"{option} {p}: is a symbolic link; give the folder itself (facepii never writes "
+                          "through a link).")
     if p.exists() and not p.is_dir():
         raise OutputError(f"{option} {p}: is a file; give a folder.")
+    root = dataset_root(dataset)
+    if root is not None:
+        q = p.expanduser().resolve()
+        if q == root or root in q.parents:
+            raise OutputError(f"{option} {p}: is inside the dataset folder {root}; its next read would take "
+                              "facepii's own pictures for photos of people: choose a folder outside it.")
     _check_writable_dir(p, option)
     for name in REPORT_FILES:
         f = p / name
@@ -111,7 +123,7 @@ def own_lineup_files(root: Path, option: str = "--out") -> list[Path]:
         raise OutputError(f"{option}: {root} holds no facepii lineup material; facepii will not replace a folder it "
                           "did not write: move it or choose another --out.") from None
     listed = {root / f for g in m["gallery"] for f in g} | {root / f for r in m["rows"] for f in r["files"]}
-    listed.add(root / "manifest.json")
+    listed |= {root / "manifest.json", root / OWNED}
     found = {x for x in root.rglob("*") if not x.is_dir() or x.is_symlink()}
     foreign = sorted(found - listed)
     if foreign:
@@ -174,6 +186,7 @@ def write_outputs(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
     the lineup material."""
     out = check_out_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clean_debris(out)
     rep = evaluation.report
     paths = [write_json(rep, out / "report.json"), write_text(out / "report.md", markdown(rep))]
     images: dict[str, Path | None] = {}
@@ -205,27 +218,73 @@ def write_outputs(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
 
 
 def write_material(evaluation, out: Path) -> Path | None:
-    """The lineup material under ``out/lineup``: written to a fresh folder, then swapped in place of
-    an earlier one (whose files, all facepii's, are removed one by one)."""
+    """The lineup material under ``out/lineup``, crash-safe: built in a fresh folder beside it (marked as
+    facepii's), then the earlier one is renamed aside and the new one into place (two renames), and only
+    then is the old one removed, file by file from its manifest. A kill at any point leaves either the old
+    or the new material complete; the next run removes what facepii itself left half-done."""
     m = lineup.material(evaluation)
     if m is None:
         return None
     out.mkdir(parents=True, exist_ok=True)
+    clean_debris(out)
     root = out / LINEUP
-    old = own_lineup_files(root)
+    own_lineup_files(root)  # an earlier lineup/ is all facepii's (checked before the work too)
     new = Path(tempfile.mkdtemp(dir=out, prefix=".lineup-new-"))
+    (new / OWNED).write_text("built by facepii; removed by its next run if left behind\n")
     for name, img in m["images"].items():
         (new / name).parent.mkdir(parents=True, exist_ok=True)
         (new / name).write_bytes(png_bytes(img))
     (new / "manifest.json").write_text(json.dumps(m["manifest"], indent=1))
-    for f in old:
-        f.unlink()
-    for d in sorted((x for x in root.rglob("*") if x.is_dir()), reverse=True) if root.exists() else []:
-        d.rmdir()
+    old = None
     if root.exists():
-        root.rmdir()
-    new.rename(root)
+        old = Path(tempfile.mkdtemp(dir=out, prefix=".lineup-old-"))
+        old.rmdir()
+        root.rename(old)
+        (old / OWNED).write_text("facepii's earlier lineup material; removed by its next run if left behind\n")
+    new.rename(root)  # the marker stays: lineup/ is facepii's, and says so
+    if old is not None:
+        _remove_owned(old)
     return root
+
+
+def _remove_owned(d: Path) -> None:
+    """Remove a folder facepii built or moved aside: only the files its manifest lists and its marker."""
+    listed = set()
+    try:
+        m = lineup.read_manifest(d)
+        listed = {d / f for g in m["gallery"] for f in g} | {d / f for r in m["rows"] for f in r["files"]}
+    except FacepiiError:
+        pass  # a half-built folder: its files are all images facepii wrote (the marker says it is facepii's)
+    for f in sorted(d.rglob("*"), reverse=True):
+        if f.is_symlink():
+            continue  # never follow or remove a link facepii did not make
+        if f.is_file() and (f in listed or f.suffix == ".png" or f.name in ("manifest.json", OWNED)):
+            f.unlink()
+        elif f.is_dir():
+            try:
+                f.rmdir()
+            except OSError:
+                pass
+    try:
+        d.rmdir()
+    except OSError:
+        pass
+
+
+def clean_debris(out: Path) -> list[Path]:
+    """What an earlier run killed mid-write left under ``out`` (facepii's own only): folders it was
+    building or moving aside (marked), and temporary files beside the files it writes."""
+    removed = []
+    for d in sorted(out.glob(".lineup-*-*")):
+        if d.is_dir() and not d.is_symlink() and (d / OWNED).is_file():
+            _remove_owned(d)
+            removed.append(d)
+    for name in (*REPORT_FILES, "report.json"):
+        for t in out.glob(f".{name}.*"):
+            if t.is_file() and not t.is_symlink():
+                t.unlink()
+                removed.append(t)
+    return removed
 
 
 def check_study_dir(study_dir: str | Path) -> Path:

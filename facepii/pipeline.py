@@ -42,7 +42,17 @@ from facepii.judging import (
 from facepii.labels import row_label
 from facepii.reconstructions import AttackerKit, oracle_attack, prepare_attacker, reconstruct, resolve_surrogates
 from facepii.report import Evaluation, Report, mark_pareto
-from facepii.stages import EmbeddedSet, Split, Templates, embed, encoder_dict, load_selected, protect, split_identities
+from facepii.stages import (
+    EmbeddedSet,
+    Split,
+    Templates,
+    check_rows_fit,
+    embed,
+    encoder_dict,
+    load_selected,
+    protect,
+    split_identities,
+)
 from facepii.threat import ORACLE_QUERIES, threat_model
 from facepii.unlinkability import unlinkability
 from facepii.utility import utility_row
@@ -96,6 +106,7 @@ def run(cfg: EvaluateConfig) -> Evaluation:
     p = cfg.privacy
     fs = load_selected(cfg)
     target = resolve_encoder(cfg.data.encoder, fs)
+    check_rows_fit(cfg.grid(), int(target.dim) if target.dim else int(fs.embeddings.shape[1]))
     notes: list[str] = []
     want_privacy = bool(p.attacks)
     if want_privacy and fs.kind == "embeddings":

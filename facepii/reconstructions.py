@@ -134,19 +134,22 @@ def _face_model(kit: AttackerKit, aux_keys: list[str], cache: Cache):
     data, why = cache.get_model(f"facemodel-{key}")
     if why:
         source = f"retrained (cache entry unusable: {why})"
+    E = kit.aux_embeddings if kit.space is None else kit.space
     if data is not None:
         try:
             fm = FaceModel.from_bytes(data)
-            if fm.d_in == kit.aux_embeddings.shape[1]:
-                return fm, "cache"
-            source = "retrained (cache entry unusable: wrong width)"
+            if fm.d_in != E.shape[1]:
+                raise ValueError("wrong width")
+            why = fm.problem(E[:CHECK_FACES], kit.aux_faces[:CHECK_FACES])  # what the cache returns, checked
+            if why:
+                raise ValueError(why)
+            return fm, "cache"
         except ValueError as exc:
             source = f"retrained (cache entry unusable: {exc})"
     # the mirrored faces' embeddings: a white-box attacker runs its own copy of the model (the same
     # function, about two thirds of onnxruntime's time), one with surrogates runs them; a black-box one
     # queries the target
-    query = kit.torch_encoder.embed if kit.torch_encoder is not None else kit.queries.embed
-    E = kit.aux_embeddings if kit.space is None else kit.space
+    query = kit.torch_encoder.embed if kit.torch_encoder is not None else (kit.queries or kit.target).embed
     fm = FaceModel.train(E, kit.aux_faces, kit.budget, kit.torch_encoder, query=query, seed=kit.seed,
                          device=kit.device)
     cache.put_model(f"facemodel-{key}", fm.to_bytes())

@@ -130,6 +130,10 @@ def n_victims(n_ids: int, victims: float | int | None) -> int:
         n = round(victims * n_ids)
     else:
         n = int(victims)
+    if n_ids < 4:
+        raise ParameterError(f"the attacks need at least 4 identities (2 victims, 2 for the attacker's auxiliary "
+                             f"set); this dataset has {n_ids} usable: bring more, or measure utility only "
+                             "(--no-privacy).")
     if n < 2 or n > n_ids - 2:
         raise ParameterError(
             f"--victims {victims}: needs at least 2 victims and 2 auxiliary identities out of {n_ids}; "
@@ -250,3 +254,21 @@ def protect(embedded: EmbeddedSet, spec: str, params: dict[str, Any], fit_pos: n
                              "infinite templates; choose parameters in a sane range.")
     views = {k: attacker_view(d, k, seed) for k in key_scenarios(d, key)}
     return Templates(spec, dict(params), d, T, views)
+
+
+def check_rows_fit(grid: list[tuple[str, dict]], dim: int) -> None:
+    """Every row's defense fitted on stand-in embeddings of the target's width, before any photo is read:
+    what only the width decides (BioHash bits, an orthogonal projection's dim, PCA's dim) fails now, in one
+    line naming the row, not after the attacks of the rows before it."""
+    rng = np.random.default_rng(0)
+    E = rng.normal(size=(max(2 * dim, 64), dim)).astype(np.float32)
+    users = np.repeat(np.arange(len(E) // 2), 2).astype(str)
+    for spec, params in grid:
+        d = registry.create(spec, **params)
+        if d.encrypted:  # a real key pair: checked when its row runs (a second or so)
+            d.check_params()
+            continue
+        try:
+            d.fit(E, users)
+        except ParameterError as exc:
+            raise ParameterError(f"{row_label(spec, params)}: {exc}") from None

@@ -309,8 +309,8 @@ def _slice(v, a, opset):
             e = min(max(e + n if e < 0 else e, 0), n)
             x = x.narrow(ax, s, max(e - s, 0))[(slice(None),) * ax + (slice(None, None, st),)] if st > 1 \
                 else x.narrow(ax, s, max(e - s, 0))
-        else:  # a negative step: flip, then slice forward
-            s = min(max(s + n if s < 0 else s, -1), n - 1)
+        else:  # a negative step: flip, then slice forward (ONNX clamps the start into [0, n-1], the end into [-1, n-1])
+            s = min(max(s + n if s < 0 else s, 0), n - 1)
             e = min(max(e + n if e < 0 else e, -1), n - 1)
             x = torch.flip(x, [ax])
             fs, fe = n - 1 - s, n - 1 - e
@@ -349,6 +349,10 @@ def _pad(v, a, opset, F):
         return x
     if mode == "constant":
         return F.pad(x, tp, value=value)
+    need = 2 * max(x.dim() - 2, 1)  # torch pads the spatial dims only outside constant mode, all of them
+    if len(tp) > need:
+        raise ValueError(f"Pad mode={mode} on a batch or channel axis (pads {pads}) has no torch equivalent")
+    tp = tp + [0] * (need - len(tp))
     return F.pad(x, tp, mode={"reflect": "reflect", "edge": "replicate", "wrap": "circular"}[mode])
 
 

@@ -72,14 +72,15 @@ def unlinkability(embedded: EmbeddedSet, t: Templates, n_boot: int, seed: int) -
     threshold = metrics.threshold_at_far(imp_old, 1e-3)
     value = dsys(mated, S[off])
     rng = np.random.default_rng(seed + 30137)
-    reps = []
-    for _ in range(n_boot):
+    reps = np.full(n_boot, np.nan)  # a replicate that drew one identity has no non-mated pair: not computable
+    for b in range(n_boot):
         idx = rng.integers(0, n, n)
         mask = idx[:, None] != idx[None, :]
-        reps.append(dsys(mated[idx], S[np.ix_(idx, idx)][mask]))
+        if mask.any():
+            reps[b] = dsys(mated[idx], S[np.ix_(idx, idx)][mask])
     centres, local, pm, pn = local_linkability(mated, S[off])
     return Unlinkability(
-        scenario=scenario(d), dsys=metrics.Estimate(value, metrics.percentile_ci(np.array(reps))), mated=int(n),
+        scenario=scenario(d), dsys=metrics.Estimate(value, metrics.percentile_ci(reps)), mated=int(n),
         nonmated=int(off.sum()), histogram={"score": centres.tolist(), "mated": pm.tolist(), "nonmated": pn.tolist(),
                                             "d_local": local.tolist()},
         renewal_match=metrics.bootstrap_mean((mated >= threshold).astype(float), n_boot, seed),

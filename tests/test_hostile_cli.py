@@ -125,15 +125,23 @@ def gate(tmp_path, capsys, rep, config=GATE, extra=()):
     return run_cli(["gate", "-c", tmp_path / "facepii.toml", "--report", tmp_path / "r.json", *extra], capsys)
 
 
+def priv(**figures):
+    """A privacy block of report.json: one attack's figures through the judge dlib."""
+    return {"judge": "dlib", "per_attack": {"optimize": figures}}
+
+
 @pytest.mark.parametrize("rows, code_want, needle", [
-    ([{"defense": "none", "params": {}, "privacy": {"leakage_ratio": est(3.0, 2.0, 4.0)}}], 0, "PASS"),
-    ([{"defense": "none", "params": {}, "privacy": {"leakage_ratio": est(3.0, 2.0, 6.0)}}], 1, "FAIL"),
-    ([{"defense": "none", "params": {}, "privacy": {"leakage_ratio": est(3.0)}}], 1, "no 95% interval"),
-    ([{"defense": "none", "params": {}, "privacy": {"leakage_ratio": {"value": None, "ci95": None}}}], 1, "FAIL"),
-    ([{"defense": "none", "params": {}, "privacy": {"leakage_ratio": est("3", 1, 2)}}], 2, "not a number"),
-    ([{"defense": "none", "params": {}, "privacy": {"leakage_ratio": est(3.0, 4.0, 2.0)}}], 2, "not an interval"),
-    ([{"defense": "none", "params": {}, "privacy": {"leakage_ratio": [3.0]}}], 2, "not a figure"),
-    ([{"defense": "none", "params": {}, "privacy": "lots"}], 2, "privacy is not a table"),
+    ([{"defense": "none", "params": {}, "privacy": priv(leakage_ratio=est(3.0, 2.0, 4.0))}], 0, "PASS"),
+    ([{"defense": "none", "params": {}, "privacy": priv(leakage_ratio=est(3.0, 2.0, 6.0))}], 1, "FAIL"),
+    ([{"defense": "none", "params": {}, "privacy": priv(leakage_ratio=est(3.0))}], 1, "no 95% interval"),
+    ([{"defense": "none", "params": {}, "privacy": priv(leakage_ratio={"value": None, "ci95": None})}], 1, "FAIL"),
+    ([{"defense": "none", "params": {}, "privacy": priv(leakage_ratio=est("3", 1, 2))}], 2, "not a number"),
+    ([{"defense": "none", "params": {}, "privacy": priv(leakage_ratio=est(3.0, 4.0, 2.0))}], 2, "not an interval"),
+    ([{"defense": "none", "params": {}, "privacy": priv(leakage_ratio=[3.0])}], 2, "not a figure"),
+    ([{"defense": "none", "params": {}, "privacy": priv(rank1=est(1.3, 1.2, 1.4))}], 2, "outside [0, 1]"),
+    ([{"defense": "none", "params": {}, "privacy": priv(leakage_ratio=est(-3.0, -4.0, 2.0))}], 2, "outside [0, inf]"),
+    ([{"defense": "none", "params": {}, "privacy": {"judge": "dlib"}}], 2, "no attack's figures"),
+    ([{"defense": "none", "params": {}, "privacy": "lots"}], 2, "privacy: not a table"),
     (["row"], 2, "not a report row"),
     ([{"params": {}}], 2, "not a report row"),
     ([], 2, "has no rows"),
@@ -157,18 +165,20 @@ def test_gate_exit_codes_on_reports(tmp_path, capsys, rows, code_want, needle):
     ("min_oracle_queries_to_match = 100", {"kind": "decision", "budget_per_victim": 200,
                                           "queries_to_match": {"per_victim": [-1] * 8}}, 0, "PASS"),
     ("min_oracle_queries_to_match = 100", {"kind": "score"}, 1, "run evaluate with --oracle"),
-    ("max_oracle_rank1 = 0.3", {"kind": "score"}, 1, "and --oracle"),
+    ("max_oracle_rank1 = 0.3", None, 1, "and --oracle"),  # no oracle attack in the report
 ])
 def test_oracle_rules(tmp_path, capsys, rule, oracle, code_want, needle):
-    row = {"defense": "he", "params": {}, "privacy_oracle": {"oracle": oracle}}
+    row = {"defense": "he", "params": {}}
+    if oracle is not None:
+        row["privacy_oracle"] = {**priv(rank1=est(0.2, 0.1, 0.3)), "oracle": oracle}
     code, out, err = gate(tmp_path, capsys, report([row]), f"[gate]\n{rule}\n")
     assert code == code_want, (out, err)
     assert needle in out
 
 
 def test_irreversibility_rules_judge_the_upper_bound(tmp_path, capsys):
-    ir = {"isr@fmr=1e-3": est(0.3, 0.2, 0.45), "faces": {"type1": {"sar@fmr=1e-3": est(0.01, 0.0, 0.02)},
-                                                         "type2": {"sar@fmr=1e-3": est(0.05, 0.01, 0.12)}}}
+    ir = {"per_method": {"learned": {"isr@fmr=1e-3": est(0.3, 0.2, 0.45)}},
+          "faces": {"type1": {"sar@fmr=1e-3": est(0.01, 0.0, 0.02)}, "type2": {"sar@fmr=1e-3": est(0.05, 0.01, 0.12)}}}
     row = {"defense": "biohash", "params": {}, "iso30136": {"irreversibility": ir}}
     code, out, _ = gate(tmp_path, capsys, report([row]),
                         "[gate]\nmax_isr = 0.4\nmax_sar_type1 = 0.05\nmax_sar_type2 = 0.1\n")
@@ -195,7 +205,7 @@ def test_gate_crash_is_exit_3_not_1(tmp_path, capsys, monkeypatch):
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(facepii.gate, "run_gate", boom)
-    rep = report([{"defense": "none", "params": {}, "privacy": {"leakage_ratio": est(3.0, 2.0, 4.0)}}])
+    rep = report([{"defense": "none", "params": {}, "privacy": priv(leakage_ratio=est(3.0, 2.0, 4.0))}])
     code, _, err = gate(tmp_path, capsys, rep)
     assert code == 3 and "internal error" in err and "--debug" in err and "Traceback" not in err
     with pytest.raises(RuntimeError):
@@ -282,3 +292,114 @@ def test_ctrl_c_says_interrupted_and_exits_130(npz, capsys, monkeypatch):
 def test_version_names_where_the_packages_come_from(capsys):
     code, out, _ = run_cli(["--version"], capsys)
     assert code == 0 and out.startswith("facepii ") and "defenses from" in out and "attacks from" in out
+
+
+# ---------------------------------------------------------------- second round: ranges before the work
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--defense", "noise", "--param", "sigma=-1"], "sigma must be >= 0"),
+    (["--defense", "quantize", "--param", "bits=40"], "bits must be an integer in 1..16"),
+    (["--defense", "biohash", "--param", "bits=64"], "bits must be <= the embedding width 16"),
+    (["--defense", "projection", "--param", "dim=32", "--param", "kind=orthogonal"], "orthogonal needs dim <= 16"),
+    (["--defense", "polyprotect", "--param", "degree=1"], "degree must be an integer >= 2"),
+    (["--defense", "he+quantize"], "must be the last step"),
+    (["--no-privacy", "--oracle", "score"], "--oracle has no effect without attacks"),
+    (["--no-privacy", "--judge", "dlib"], "--judge has no effect without attacks"),
+    (["--no-privacy", "--attack", "nearst"], "--attack has no effect with --no-privacy"),
+    (["--oracle-queries", "50"], "--oracle-queries without --oracle"),
+    (["--knowledge", "white", "--surrogate", "sface"], "tools of a black-box attacker"),
+])
+def test_every_value_is_checked_before_the_first_photo(npz, capsys, monkeypatch, args, needle):
+    import facepii.pipeline
+
+    def no_work(*a, **k):
+        raise AssertionError("the work started")
+
+    monkeypatch.setattr(facepii.pipeline, "embed", no_work)
+    code, _, err = run_cli(["evaluate", "-q", "-d", f"embeddings:{npz}", *args], capsys)
+    one_line_error(code, err, needle)
+
+
+@pytest.mark.parametrize("table, needle", [
+    ("max_leakage_ratio = nan", "finite number >= 0"),
+    ("max_leakage_ratio = inf", "finite number >= 0"),
+    ("max_sar = -0.1", "finite number >= 0"),
+    ("min_tar_at_far = { far = 1e-3, value = 1.5 }", "a rate in [0, 1]"),
+])
+def test_gate_rule_thresholds_must_be_sane(tmp_path, capsys, table, needle):
+    code, _, err = gate(tmp_path, capsys, report([{"defense": "none", "params": {}}]), f"[gate]\n{table}\n")
+    one_line_error(code, err, needle)
+
+
+def test_gate_config_takes_max_memory_as_the_cli_does():
+    from facepii.gate import check_evaluate
+
+    assert check_evaluate({"max_memory": "4GB", "attacks": []}).validate().data.max_memory == 4 << 30
+
+
+# ---------------------------------------------------------------- second round: user errors are exit 2
+
+
+def test_a_report_nested_deep_a_folder_or_of_another_schema_is_one_line(tmp_path, capsys):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    for target, needle in [(deep, "nested too deeply"), (tmp_path, "is a folder"),
+                           (None, "does not read")]:
+        if target is None:
+            target = tmp_path / "v2.json"
+            target.write_text(json.dumps({**report([{"defense": "none", "params": {}}]), "schema": "facepii.report/2"}))
+        (tmp_path / "facepii.toml").write_text(GATE)
+        code, _, err = run_cli(["gate", "-c", tmp_path / "facepii.toml", "--report", target], capsys)
+        one_line_error(code, err, needle)
+
+
+@pytest.mark.parametrize("privacy, needle", [
+    ({**priv(rank1=est(0.5, 0.4, 0.6)), "judges": ["dlib"]}, None),  # derived: recomputed, a list is ignored
+    (priv(rank1=est(0.5, 0.4, 0.6), judges=["dlib"]), "judges: not a table"),
+    ({"judge": "dlib", "per_attack": {"a": {"rank1": est(0.5, 0.4, 0.6), "judges": {"dlib": {}}},
+                                      "b": {"rank1": est(0.2, 0.1, 0.3)}}}, "judged by different judges"),
+])
+def test_gate_reports_with_wrong_types_in_the_newer_sections(tmp_path, capsys, privacy, needle):
+    rows = [{"defense": "none", "params": {}, "privacy": privacy}]
+    code, out, err = gate(tmp_path, capsys, report(rows), "[gate]\nmax_rank1 = 0.9\nmax_worst_judge_rank1 = 0.9\n")
+    if needle is None:
+        assert code == 0, (out, err)
+    else:
+        one_line_error(code, err, needle)
+
+
+def test_oracle_queries_of_the_wrong_type_fail_the_rule_not_the_gate(tmp_path, capsys):
+    row = {"defense": "he", "params": {},
+           "privacy_oracle": {**priv(rank1=est(0.2, 0.1, 0.3)), "oracle": {"queries_to_match": "many"}}}
+    code, out, _ = gate(tmp_path, capsys, report([row]), "[gate]\nmin_oracle_queries_to_match = 10\n")
+    assert code == 1 and "no oracle queries per victim" in out
+
+
+def test_the_gate_recomputes_the_worst_judge_and_the_worst_attack(tmp_path, capsys):
+    """A report's derived fields are never believed: they follow from the per-attack, per-judge figures."""
+    fig = lambda r: {"rank1": est(r, r - 0.1, r + 0.1), "sar@fmr=1e-3": est(0.1, 0.05, 0.2)}  # noqa: E731
+    per = {"optimize": {**fig(0.3), "judges": {"dlib": fig(0.3), "onnx:x": fig(0.8)}}}
+    privacy = {"judge": "dlib", "attack": "optimize", **fig(0.3), "per_attack": per,
+               "judges": {"dlib": {"attack": "optimize", **fig(0.3)}}, "worst_judge": "dlib"}  # a lie: onnx:x is worse
+    code, out, _ = gate(tmp_path, capsys, report([{"defense": "none", "params": {}, "privacy": privacy}]),
+                        "[gate]\nmax_worst_judge_rank1 = 0.5\n")
+    assert code == 1 and "judge onnx:x" in out
+
+
+def test_a_big_report_is_gated_in_bounded_memory():
+    """100,000 victims' queries: the gate's bootstrap of their median runs in blocks (numpy's allocations,
+    traced: well under the 800 MB one block of 1,000 x 100,000 draws would take)."""
+    import tracemalloc
+
+    from facepii.gate import run_gate
+
+    row = {"defense": "he", "params": {}, "privacy_oracle": {
+        **priv(rank1=est(0.2, 0.1, 0.3)),
+        "oracle": {"kind": "score", "budget_per_victim": 200_000,
+                   "queries_to_match": {"per_victim": list(range(1, 100_001))}}}}
+    tracemalloc.start()
+    (v,) = run_gate(report([row]), {"min_oracle_queries_to_match": 10})
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert v.passed and peak < 300 << 20, peak

@@ -180,3 +180,69 @@ def test_out_refuses_planted_links(tmp_path, what):
     with pytest.raises(OutputError):
         write_outputs(fake_evaluation(), tmp_path / "out")
     assert victim.read_text() == "keep me"
+
+
+# ---------------------------------------------------------------- second round: outputs and the dataset
+
+
+def test_out_inside_the_dataset_is_refused_and_facepii_outputs_are_never_photos(tmp_path, capsys):
+    from helpers import run_cli
+
+    data = write_folder_dataset(tmp_path / "data", n_ids=3)
+    code, _, err = run_cli(["evaluate", "-q", "-d", f"folder:{data}", "--no-privacy", "--out", data / "out"], capsys)
+    assert code == 2 and "inside the dataset folder" in err
+    # a report folder someone moved into the dataset: listed as facepii's output, never read as a person
+    rep = data / "old-report"
+    write_outputs(fake_evaluation(), rep)
+    fs = ds.load_folder(data)
+    assert "old-report" not in set(fs.labels)
+    assert any("facepii's own output" in e["reason"] for e in fs.excluded)
+
+
+def test_nothing_is_written_through_a_link(tmp_path, capsys):
+    from helpers import run_cli
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sface").symlink_to(elsewhere, target_is_directory=True)
+    npz = tmp_path / "e.npz"
+    np.savez(npz, embeddings=np.random.default_rng(0).normal(size=(20, 8)), labels=np.repeat(np.arange(10), 2))
+    code, _, err = run_cli(["evaluate", "-q", "-d", f"folder:{write_folder_dataset(tmp_path / 'd', n_ids=4)}",
+                            "--encoder", "sface,dlib", "--out", out], capsys)
+    assert code == 2 and "symbolic link" in err and not list(elsewhere.iterdir())
+    with pytest.raises(OutputError, match="symbolic link"):
+        check_out_dir(out / "sface")
+    (out / "irreversibility.png").mkdir()  # a folder where facepii writes a picture: refused before the work
+    with pytest.raises(OutputError, match="irreversibility.png"):
+        check_out_dir(out)
+
+
+def test_a_kill_during_the_lineup_swap_leaves_no_debris(tmp_path, monkeypatch):
+    """Killed at any point of the swap: the next run finds facepii's own leftovers and removes them, and
+    never refuses the folder as one it did not write."""
+    import facepii.outputs as O
+
+    out = tmp_path / "out"
+    write_outputs(fake_evaluation(), out)
+    real_rename = Path.rename
+    calls = {"n": 0}
+
+    def killed(self, target):  # the second rename of the swap never happens
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", killed)
+    with pytest.raises(KeyboardInterrupt):
+        O.write_material(fake_evaluation(seed=1), out)
+    monkeypatch.setattr(Path, "rename", real_rename)
+    debris = sorted(p.name for p in out.glob(".lineup-*"))
+    assert debris and not (out / "lineup").exists()
+    (out / ".report.json.abc123").write_text("half a report")  # a temp file a kill left beside report.json
+    check_out_dir(out)                                        # not refused: the debris is facepii's own
+    write_outputs(fake_evaluation(seed=2), out)
+    assert not list(out.glob(".lineup-*")) and not list(out.glob(".report.json.*"))
+    assert (out / "lineup" / "manifest.json").is_file()

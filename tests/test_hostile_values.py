@@ -7,6 +7,8 @@ import sqlite3
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from facepii import datasets as ds
@@ -29,7 +31,9 @@ def good(n=20, d=8):
     (np.vstack([np.zeros((1, 8)), good(19)]), "all zeros"),
     (good() + 1j, "real numbers"),
     (np.vstack([np.full((1, 8), 1e39), good(19)]), "beyond float32's range"),
-    (np.ones((20, 8)), "identical"),
+    (np.ones((20, 8)), "point the same way"),
+    (good() * 1e-31, "scores of such vectors vanish"),
+    (np.vstack([np.full((1, 8), 1e18), good(19)]), "overflow"),
     (np.array([["a"] * 8] * 20), "real numbers"),
 ])
 def test_degenerate_embeddings_are_refused(tmp_path, capsys, emb, needle):
@@ -198,3 +202,162 @@ def test_every_file_under_a_folder_dataset_is_accounted_for(tmp_path):
     entries = {os.path.relpath(os.path.join(d, f), root) for d, dirs, files in os.walk(root) for f in files}
     accounted = {os.path.relpath(p, root) for p in fs.paths} | set(reasons)
     assert entries - {".cache/x.png"} <= accounted  # the hidden folder is excluded as a whole
+
+
+# ---------------------------------------------------------------- class 1: a handful of people
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(2, 8), st.integers(2, 3), st.integers(0, 2 ** 16), st.sampled_from(
+    [["noise"], ["biohash"], ["iom", "pca"], ["projection+quantize"]]))
+def test_a_handful_of_people_gives_figures_or_says_not_estimable(tmp_path, n_ids, per, seed, defs):
+    """2-8 identities with 2-3 photos: every bootstrapped figure is a number or 'not estimable' (None in
+    report.json), never a crash; intervals stay inside what the figure can be."""
+    from facepii.config import EvaluateConfig
+    from facepii.pipeline import run
+
+    rng = np.random.default_rng(seed)
+    lab = np.repeat(np.arange(n_ids), per)
+    E = rng.normal(size=(n_ids, 32))[lab] + 0.6 * rng.normal(size=(n_ids * per, 32))
+    p = tmp_path / f"e{n_ids}_{per}_{seed}.npz"
+    np.savez(p, embeddings=E.astype(np.float32), labels=lab)
+    params = {"biohash.bits": 16, "pca.dim": 4}
+    params = {k: v for k, v in params.items() if any(k.startswith(d.split("+")[0]) for d in defs)}
+    rep = run(EvaluateConfig.from_options(dataset=f"embeddings:{p}", defenses=defs, bootstrap=100, seed=seed,
+                                          params={k.split(".")[1] if len(defs) == 1 and "+" not in defs[0] else k: [v]
+                                                  for k, v in params.items()})).report.to_dict()
+    for row in rep["rows"]:
+        for key, fig in row["utility"].items():
+            lo, hi = fig["ci95"]
+            assert (lo is None) == (hi is None), (key, fig)
+            if lo is not None:
+                assert lo <= hi and 0 <= lo and hi <= 1, (key, fig)
+        iso = row["iso30136"]
+        if iso:
+            d = iso["unlinkability"]["dsys"]
+            assert d["ci95"][0] is None or 0 <= d["ci95"][0] <= d["ci95"][1] <= 1
+
+
+@pytest.fixture
+def tiny_world(tmp_path, monkeypatch):
+    """Synthetic photos (a fixed 'face' position), tiny ONNX models as target and judge, a tiny budget."""
+    from dataclasses import replace
+
+    import facepii.extract as X
+    from attacks import facemodel
+
+    from helpers import tiny_face_model
+
+    al = FixedAligner()
+    monkeypatch.setattr(X, "default_aligner", lambda: al)
+    monkeypatch.setattr(X, "_default_aligner_version", lambda: al.version)
+    monkeypatch.setitem(facemodel.BUDGETS, "quick", replace(
+        facemodel.BUDGETS["quick"], components=8, decoder_steps=2, finetune_steps=2, optimize_steps=2, flips=False,
+        nes_steps=1, nes_samples=2))
+    return (tiny_face_model(tmp_path / "t.onnx", size=64, two_outputs=False),
+            tiny_face_model(tmp_path / "j.onnx", size=48, two_outputs=False, seed=3))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(2, 7), st.integers(2, 3), st.integers(0, 1000))
+def test_every_stage_with_attacks_on_a_handful_of_people(tmp_path_factory, tiny_world, n_ids, per, seed):
+    """Attacks, judges, irreversibility and the score oracle on 2-7 people: figures, or one clear error
+    when there are too few people to split into victims and the attacker's own set."""
+    from facepii.config import EvaluateConfig
+    from facepii.errors import ParameterError
+    from facepii.pipeline import run
+
+    t, j = tiny_world
+    d = write_folder_dataset(tmp_path_factory.mktemp("d"), n_ids=n_ids, per_id=per, seed=seed)
+    cfg = EvaluateConfig.from_options(dataset=f"folder:{d}", encoder=f"onnx:{t}", judge=f"onnx:{j}",
+                                      defenses=["biohash"], params={"bits": [8]}, oracle="score", bootstrap=100,
+                                      seed=seed, budget="quick", no_cache=True,
+                                      attacks=["nearest", "inverse", "decoder", "optimize"])
+    if n_ids < 4:
+        with pytest.raises(ParameterError, match="at least 4 identities"):
+            run(cfg)
+        return
+    rows = run(cfg).report.to_dict()["rows"]
+    assert len(rows) == 2
+    for r in rows:
+        for block in (r["privacy"], r["privacy_oracle"]):
+            assert 0 <= block["rank1"]["value"] <= 1 and block["attack"] in block["per_attack"]
+        assert r["iso30136"]["irreversibility"]["per_method"]
+
+
+# ---------------------------------------------------------------- class 4: no figure from a degenerate model
+
+
+def _scaled_model(path, scale: float, constant: bool = False):
+    """An ONNX 'face model' whose output is multiplied by ``scale`` (0: all zeros), or a constant vector."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).normal(size=(8, 3, 3, 3)).astype(np.float32) / 50
+    nodes = [helper.make_node("Conv", ["data", "W"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["p"]), helper.make_node("Flatten", ["p"], ["f"])]
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array(scale, np.float32), "s")]
+    if constant:
+        inits.append(numpy_helper.from_array(np.arange(1, 9, dtype=np.float32), "k"))
+        nodes += [helper.make_node("Mul", ["f", "s"], ["z"]), helper.make_node("Add", ["z", "k"], ["embedding"])]
+    else:
+        nodes.append(helper.make_node("Mul", ["f", "s"], ["embedding"]))
+    g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [None, 3, 64, 64])],
+                          [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [None, 8])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("scale, constant, needle", [(0.0, False, "all zeros"), (0.0, True, "point the same way"),
+                                                    (1e-30, False, "vanish or overflow")])
+@pytest.mark.parametrize("role", ["encoder", "judge"])
+def test_a_model_that_recognises_nobody_gives_no_figure(tmp_path, tiny_world, scale, constant, needle, role):
+    from facepii.config import EvaluateConfig
+    from facepii.pipeline import run
+
+    t, _ = tiny_world
+    bad = _scaled_model(tmp_path / "bad.onnx", scale, constant)
+    d = write_folder_dataset(tmp_path / "d", n_ids=5, per_id=3)
+    opts = {"encoder": f"onnx:{bad}"} if role == "encoder" else {
+        "encoder": f"onnx:{t}", "judge": f"onnx:{bad}", "attacks": ["nearest"]}
+    with pytest.raises(EncoderError, match=needle):
+        run(EvaluateConfig.from_options(dataset=f"folder:{d}", no_cache=True, bootstrap=100, **opts))
+
+
+def test_one_vector_under_two_identities_is_used_for_neither(tmp_path):
+    from facepii.config import EvaluateConfig
+    from facepii.pipeline import run
+
+    E, lab = good(40, 8), np.repeat(np.arange(20), 2)
+    E[3] = E[0]  # identity 0's vector listed again under identity 1
+    rep = run(EvaluateConfig.from_options(dataset=f"embeddings:{npz(tmp_path, E, lab)}", bootstrap=100)).report
+    skipped = rep.dataset["skipped"]
+    assert [s["reason"] for s in skipped] == ["the same vector is listed under 2 identities"] * 2
+    assert rep.dataset["n_used"] == 36  # and identities 0 and 1, one vector left each, are excluded
+
+
+def test_a_cached_face_model_with_zeroed_weights_is_retrained(tmp_path):
+    import torch
+
+    from attacks.facemodel import BUDGETS, FaceModel
+    from facepii.cache import Cache
+    from facepii.reconstructions import AttackerKit, _face_model
+
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 255, (24, 112, 112, 3), dtype=np.uint8)
+    E = rng.normal(size=(24, 16)).astype(np.float32)
+    from dataclasses import replace
+
+    budget = replace(BUDGETS["quick"], components=8, decoder_steps=3, flips=False)
+    kit = AttackerKit(type("T", (), {"name": "t", "version": "1", "embed": None})(), "black", budget, faces, E,
+                      np.repeat(np.arange(12), 2).astype(str), None, None, 0, "cpu")
+    cache = Cache(tmp_path / "c")
+    fm, source = _face_model(kit, ["k"], cache)
+    assert source == "trained" and _face_model(kit, ["k"], cache)[1] == "cache"  # a good entry is used
+    with torch.no_grad():  # the same entry, its weights zeroed, written with a valid digest (a forged cache)
+        for p in fm.decoder.parameters():
+            p.zero_()
+    key = FaceModel.cache_key(["k"], "t@1", "black", budget, 0)
+    cache.put_model(f"facemodel-{key}", fm.to_bytes())
+    fm2, source = _face_model(kit, ["k"], cache)
+    assert source.startswith("retrained (cache entry unusable: its faces do not depend on the embedding")

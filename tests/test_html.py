@@ -50,6 +50,8 @@ def test_html_is_self_contained_and_complete(tmp_path):
                    "personal data"):
         assert needle in page, needle
     assert json.loads((tmp_path / "report.json").read_text())["gate"][0]["rule"] == "max_sar"
+    md = (tmp_path / "report.md").read_text()  # a name from the dataset is text in Markdown too, never markup
+    assert "img/\\<evil\\>.jpg" in md and "<evil>" not in md
 
 
 def test_render_utility_only_report():

@@ -63,8 +63,9 @@ class Target:
     def __init__(self):
         self.W = np.random.default_rng(7).normal(size=(28 * 28 * 3, 24)).astype(np.float32)
 
-    def embed(self, faces):
-        return faces[:, ::4, ::4].reshape(len(faces), -1).astype(np.float32) / 255 @ self.W
+    def embed(self, faces):  # not centred, lengths far from 1: as real models' embeddings are
+        x = faces[:, ::4, ::4].reshape(len(faces), -1).astype(np.float32) / 255 - 0.5
+        return 10 * x @ self.W + 30
 
 
 def test_a_black_box_attacker_works_through_its_surrogates_then_queries_the_target(models):
@@ -118,3 +119,25 @@ def test_surrogate_cli_rejects_a_chain_with_white_knowledge_in_the_gate_config()
 
     with pytest.raises(ParameterError, match="black-box attacker"):
         check_evaluate({"surrogate": "sface"}).validate()
+
+
+def test_a_stolen_raw_template_is_carried_into_the_surrogates_space():
+    """Where the surrogates' embedding is a function of the target's direction (here a linear one), the map
+    learned on the auxiliary faces carries a victim's stolen raw template across: its nearest surrogate
+    embedding is its own. Real embeddings are neither centred nor of length 1; the map takes unit inputs."""
+    from attacks.base import estimate_work
+
+    rng = np.random.default_rng(0)
+    E = 8 * rng.normal(size=(200, 24)) + 30  # the target's raw embeddings of 200 auxiliary faces
+    U = E / np.linalg.norm(E, axis=1, keepdims=True)
+    S = U @ rng.normal(size=(24, 32))
+    S /= np.linalg.norm(S, axis=1, keepdims=True)
+    d = defenses.create("none").fit(E)
+    tm = ThreatModel(encoder=None, defense=d, face_model=None, aux_embeddings=E.astype(np.float32),
+                     aux_users=np.arange(200).astype(str), protect=lambda X, u=None: X, budget=None,
+                     knowledge="black", torch_encoder=object(), space=S.astype(np.float32))
+    victims = 8 * rng.normal(size=(40, 24)) + 30  # new faces, never seen by the map
+    truth = (victims / np.linalg.norm(victims, axis=1, keepdims=True)) @ np.linalg.lstsq(U, S, rcond=None)[0]
+    est = estimate_work(tm, RowCache(), E, victims.astype(np.float32), None)
+    hits = (np.argmax(est @ (truth / np.linalg.norm(truth, axis=1, keepdims=True)).T, axis=1) == np.arange(40))
+    assert hits.mean() > 0.9, hits.mean()

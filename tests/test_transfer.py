@@ -105,10 +105,8 @@ def test_cli_prints_and_writes_the_matrix(tmp_path, monkeypatch, capsys):
                           ["target dlib: queries only"])
 
     monkeypatch.setattr(facepii.cli, "run_transfer", fake)
-    npz = tmp_path / "e.npz"
-    rng = np.random.default_rng(0)
-    np.savez(npz, embeddings=rng.normal(size=(20, 8)).astype(np.float32), labels=np.repeat(np.arange(10), 2))
-    code, out, err = run_cli(["evaluate", "-q", "-d", f"embeddings:{npz}", "--encoder", "sface,dlib",
+    (tmp_path / "photos" / "ann").mkdir(parents=True)
+    code, out, err = run_cli(["evaluate", "-q", "-d", f"folder:{tmp_path / 'photos'}", "--encoder", "sface,dlib",
                               "--out", str(tmp_path / "o"), "--json", str(tmp_path / "t.json")], capsys)
     assert code == 0, err
     assert "transfer matrix" in out and "===== target dlib =====" in out
@@ -132,9 +130,7 @@ def test_targets_sharing_an_output_folder_are_refused_before_the_work(tmp_path, 
     from helpers import run_cli
 
     monkeypatch.setattr(facepii.cli, "run_transfer", lambda cfg: pytest.fail("the work started"))
-    npz = tmp_path / "e.npz"
-    np.savez(npz, embeddings=np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32),
-             labels=np.repeat(np.arange(10), 2))
-    code, _, err = run_cli(["evaluate", "-q", "-d", f"embeddings:{npz}", "--encoder",
+    (tmp_path / "photos" / "ann").mkdir(parents=True)
+    code, _, err = run_cli(["evaluate", "-q", "-d", f"folder:{tmp_path / 'photos'}", "--encoder",
                             "onnx:/a/m.onnx,onnx:/b/m.onnx", "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "share the output folder" in err and len(err.strip().splitlines()) == 1

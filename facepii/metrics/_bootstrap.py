@@ -25,16 +25,32 @@ class Estimate:
     def to_dict(self) -> dict:
         return {"value": _f(self.value), "ci95": [_f(self.ci95[0]), _f(self.ci95[1])]}
 
+    def within(self, lo: float, hi: float) -> Estimate:
+        """The same figure with value and interval held to what it can be (floating-point rounding can
+        step past a bound: a mean of cosines at 1.0000000046)."""
+        def c(x):
+            return x if x != x else float(min(max(x, lo), hi))
+
+        return Estimate(c(self.value), (c(self.ci95[0]), c(self.ci95[1])))
+
 
 def _f(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
+#: a replicate that cannot be computed (it drew one identity only: no impostor pair, no non-mated pair)
+#: is not a sample of the figure; past this share of such replicates the data cannot support an interval
+MAX_DEGENERATE = 0.05
+
+
 def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    samples = np.asarray(samples, float)
-    samples = samples[np.isfinite(samples)]
-    if samples.size == 0:
+    """The percentile interval of the replicates that could be computed (NaN marks one that could not);
+    (NaN, NaN) -- not estimable -- when more than :data:`MAX_DEGENERATE` of them could not."""
+    samples = np.asarray(samples, float).ravel()
+    finite = np.isfinite(samples)
+    if samples.size == 0 or (~finite).mean() > MAX_DEGENERATE:
         return (float("nan"), float("nan"))
+    samples = samples[finite]
     a = (1 - level) / 2
     lo, hi = np.quantile(samples, [a, 1 - a])
     return (float(lo), float(hi))
@@ -54,7 +70,8 @@ def bootstrap_mean(values: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> E
     if values.size == 0:
         return Estimate(float("nan"), (float("nan"), float("nan")))
     w = bootstrap_weights(len(values), n_boot, seed)
-    return Estimate(float(values.mean()), percentile_ci(w @ values / len(values)))
+    # a mean lies between the smallest and the largest value
+    return Estimate(float(values.mean()), percentile_ci(w @ values / len(values))).within(values.min(), values.max())
 
 
 def bootstrap_ratio(num: np.ndarray, den: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
@@ -66,4 +83,6 @@ def bootstrap_ratio(num: np.ndarray, den: np.ndarray, n_boot: int = N_BOOT, seed
     w = bootstrap_weights(len(num), n_boot, seed)
     with np.errstate(invalid="ignore", divide="ignore"):
         samples = (w @ num) / (w @ den)
-    return Estimate(float(num.sum() / den.sum()), percentile_ci(samples))
+        units = num[den > 0] / den[den > 0]
+    # a ratio of sums lies between the smallest and the largest of the units' ratios
+    return Estimate(float(num.sum() / den.sum()), percentile_ci(samples)).within(units.min(), units.max())

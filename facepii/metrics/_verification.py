@@ -150,7 +150,7 @@ def verification(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn,
     samples = _grid_bootstrap(templates, labels, score_fn, taus, far_levels, n_boot, seed,
                               max_groups, max_bytes)
     for key, v in point.items():
-        out[key] = Estimate(v, percentile_ci(samples[key]))
+        out[key] = Estimate(v, percentile_ci(samples[key])).within(0.0, 1.0)  # rates
     return out
 
 
@@ -289,7 +289,8 @@ def _grid_tar(far: np.ndarray, tar: np.ndarray, f: float) -> np.ndarray:
     ok = far <= f * (1 + 1e-12)
     k = np.argmax(ok, axis=1)  # grid thresholds ascend, so FAR descends along axis 1
     val = tar[np.arange(len(tar)), k]
-    return np.where(ok.any(axis=1), val, 0.0)
+    computable = np.isfinite(far).all(axis=1) & np.isfinite(tar).all(axis=1)  # impostor and genuine pairs drawn
+    return np.where(computable, np.where(ok.any(axis=1), val, 0.0), np.nan)
 
 
 def _grid_eer(far: np.ndarray, tar: np.ndarray) -> float:
@@ -345,7 +346,7 @@ def verification_pairs(genuine: np.ndarray, genuine_ids: np.ndarray, impostor: n
     np.add.at(imp_counts, (ia[:, 1], ia[:, 0], ib), 1.0)
     samples = _replicates(imp_counts, gen_counts, G, far_levels, n_boot, seed)
     for key, v in point.items():
-        out[key] = Estimate(v, percentile_ci(samples[key]))
+        out[key] = Estimate(v, percentile_ci(samples[key])).within(0.0, 1.0)  # rates
     return out
 
 

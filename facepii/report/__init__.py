@@ -136,9 +136,12 @@ def read_report(path: str | Path) -> dict:
     """A report file as JSON data (its schema checked; the gate judges its figures itself)."""
     p = Path(path)
     d = read_json(p, "report")
-    if not isinstance(d, dict) or not str(d.get("schema", "")).startswith("facepii.report/"):
-        schema = d.get("schema") if isinstance(d, dict) else None
+    schema = d.get("schema") if isinstance(d, dict) else None
+    if not isinstance(schema, str) or not schema.startswith("facepii.report/"):
         raise FacepiiError(f"{p}: not a facepii report (schema {schema!r}).")
+    if schema != SCHEMA:
+        raise FacepiiError(f"{p}: a report of schema {schema!r}, which this facepii ({SCHEMA}) does not read; use "
+                           "the facepii version that wrote it.")
     return d
 
 

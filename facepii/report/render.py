@@ -60,14 +60,14 @@ def markdown(report: Report) -> str:
     for s in _sections(report, "markdown"):
         parts += [f"## {s.heading(report)}", ""]
         if s.text:
-            lines = s.text(report)
+            lines = [_md_cell(x) for x in s.text(report)]
             parts += ([f"- {x}" for x in lines] if s.lines else [" ".join(lines)]) + [""]
         if s.table:
             headers, body = s.table(report)
             cells = ([_md_cell(h) for h in headers], [[_md_cell(c) for c in row] for row in body])
             parts += [_tab(cells, "github"), ""]
         if s.notes:
-            parts += [*s.notes(report), ""]
+            parts += [*(_md_cell(n) for n in s.notes(report)), ""]
     return "\n".join(parts)
 
 
