@@ -10,21 +10,30 @@ import numpy as np
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
+# Scores are computed in float64 and handed on as float32: BLAS kernels (OpenBLAS's Haswell against
+# SkylakeX, one thread against two, one block size against another) sum in other orders, which moves a
+# float32 product by ~1e-7 but a float64 one by ~1e-16, far below float32's rounding step. So the same
+# templates give the same float32 scores on every machine and in every executor (a score lying within
+# 1e-16 of a rounding boundary, about 1 in 10^8, is the exception), and figures that rest on a threshold
+# between scores do not move with the kernel.
+
+
+def _unit64(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float64)
+    return a / np.maximum(np.sqrt(np.einsum("ij,ij->i", a, a))[:, None], 1e-12)
+
+
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of every row of ``a`` with every row of ``b``."""
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
-    an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return an @ bn.T
+    return (_unit64(a) @ _unit64(b).T).astype(np.float32)
 
 
 def neg_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Negated Euclidean distance (higher = closer)."""
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
-    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * (a @ b.T)
-    return -np.sqrt(np.maximum(d2, 0))
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    d2 = np.einsum("ij,ij->i", a, a)[:, None] + np.einsum("ij,ij->i", b, b)[None, :] - 2 * (a @ b.T)
+    return (-np.sqrt(np.maximum(d2, 0))).astype(np.float32)
 
 
 def hamming_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -37,18 +46,14 @@ def hamming_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (agree / d).astype(np.float32)
 
 
-def _unit(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, np.float32)
-    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-
-
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of a[k] with b[k] for every k."""
-    return np.einsum("ij,ij->i", _unit(a), _unit(b))
+    return np.einsum("ij,ij->i", _unit64(a), _unit64(b)).astype(np.float32)
 
 
 def neg_l2_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return -np.linalg.norm(np.asarray(a, np.float32) - np.asarray(b, np.float32), axis=1)
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    return (-np.sqrt(np.einsum("ij,ij->i", d, d))).astype(np.float32)
 
 
 def hamming_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
