@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,7 @@ from facepii.judging import (
     resolve_judges,
 )
 from facepii.labels import row_label
+from facepii.provenance import provenance, vectors_digest
 from facepii.reconstructions import AttackerKit, oracle_attack, prepare_attacker, reconstruct, resolve_surrogates
 from facepii.report import Evaluation, Report, mark_pareto
 from facepii.stages import (
@@ -99,6 +101,8 @@ class Attacked:
 
 def run(cfg: EvaluateConfig) -> Evaluation:
     """The evaluation protocol: utility of every row and, with attacks, its privacy."""
+    started = time.monotonic()
+    progress.reset_stage_times()
     cfg.validate()
     if len(spec_list(cfg.data.encoder, "--encoder")) > 1:
         raise ParameterError(f"--encoder {cfg.data.encoder}: several targets make a transfer matrix, which "
@@ -120,7 +124,9 @@ def run(cfg: EvaluateConfig) -> Evaluation:
         encoders.update({judge_role(i): e for i, e in enumerate(judges)})
     executor = open_executor(cfg.data.executor)
     try:
-        return _run(cfg, fs, target, encoders, notes, want_privacy, executor, surrogates)
+        ev = _run(cfg, fs, target, encoders, notes, want_privacy, executor, surrogates)
+        ev.report.extra["provenance"]["stage_seconds"]["whole run"] = round(time.monotonic() - started, 1)
+        return ev
     finally:
         if executor is not None:
             executor.close()
@@ -172,6 +178,12 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executo
         extra["privacy_baselines"].update(baselines(attacked.judges, attacked.kit.aux_faces, attacked.victims,
                                                     cfg.bootstrap, cfg.seed))
     settings = {k: v for k, v in cfg.options().items() if k != "cache_dir"}
+    extra["provenance"] = provenance(keys=embedded.keys, encoders=embedded.encoders, data_digest=None
+                                     if embedded.has_photos else vectors_digest(embedded.embeddings["target"], labels),
+                                     settings=settings,
+                                     seed=cfg.seed, stage_seconds=dict(progress.STAGE_SECONDS),
+                                     cache_stats={"embeddings": embedded.dataset.get("embedding_stats"),
+                                                  "face_model": extra.get("attacker", {}).get("face_model")})
     report = Report(dataset=embedded.dataset, encoder=encoder_dict(target), seed=cfg.seed, rows=rows,
                     versions=versions(), settings=settings, extra=extra)
     if attacked is None:

@@ -94,14 +94,27 @@ def bar(description: str, total: int | None) -> Iterator[_Bar | _Null | _Log]:
         yield _Bar(p, task)
 
 
+#: wall seconds of every stage since the last ``reset_stage_times()`` (the report's provenance block)
+STAGE_SECONDS: dict[str, float] = {}
+
+
+def reset_stage_times() -> None:
+    STAGE_SECONDS.clear()
+
+
 @contextmanager
 def stage(description: str) -> Iterator[None]:
-    """A stage of the protocol: in a log (stderr not a terminal), its start and its end with the duration."""
-    if not enabled() or sys.stderr.isatty():
-        yield
-        return
+    """A stage of the protocol, timed into STAGE_SECONDS; in a log (stderr not a terminal), its start
+    and its end with the duration."""
     start = time.monotonic()
-    print(f"[{time.strftime('%H:%M:%S')}] stage {description}: started", file=sys.stderr, flush=True)
-    yield
-    print(f"[{time.strftime('%H:%M:%S')}] stage {description}: done in {time.monotonic() - start:.1f} s",
-          file=sys.stderr, flush=True)
+    log = enabled() and not sys.stderr.isatty()
+    if log:
+        print(f"[{time.strftime('%H:%M:%S')}] stage {description}: started", file=sys.stderr, flush=True)
+    try:
+        yield
+    finally:
+        took = time.monotonic() - start
+        STAGE_SECONDS[description] = STAGE_SECONDS.get(description, 0.0) + took
+    if log:
+        print(f"[{time.strftime('%H:%M:%S')}] stage {description}: done in {took:.1f} s", file=sys.stderr,
+              flush=True)

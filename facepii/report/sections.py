@@ -28,6 +28,7 @@ from facepii.report.tables import (
     main_table,
     operating_points_table,
     oracle_table,
+    provenance_table,
     settings_table,
     unlinkability_table,
     utility_table,
@@ -107,4 +108,6 @@ SECTIONS: list[Section] = [
     Section("Excluded photos", lambda r: bool(r.dataset.get("excluded")), table=listed_table("excluded"),
             formats=("markdown", "html"), title_of=lambda r: f"Excluded photos ({len(r.dataset['excluded'])})"),
     Section("Settings and versions", _always, table=settings_table, formats=("markdown", "html")),
+    Section("Provenance", lambda r: isinstance(r.extra.get("provenance"), dict), table=provenance_table,
+            formats=("markdown", "html")),
 ]

@@ -109,6 +109,14 @@ def data_lines(report: Report) -> list[str]:
     fm = str((report.extra.get("attacker") or {}).get("face_model", ""))
     if fm.startswith("retrained"):
         lines.append(f"attacker's face model: {fm}")
+    pv = report.extra.get("provenance")
+    if isinstance(pv, dict):
+        git = (pv.get("code") or {}).get("git") or {}
+        rev = f", git {str(git.get('revision'))[:12]}{' (edited)' if git.get('edited') else ''}" if git else ""
+        m = pv.get("machine") or {}
+        lines.append(f"provenance: comparable {pv.get('comparable')} (equal for runs whose figures must agree); "
+                     f"facepii {(pv.get('code') or {}).get('facepii')}{rev}; photos digest "
+                     f"{str(pv.get('dataset_digest'))[:16]}; {m.get('cpu')}, {m.get('cores')} cores")
     reasons: dict[str, int] = {}
     for s in d.get("skipped", []):
         key = s["reason"].split(" (")[0]
@@ -342,6 +350,24 @@ def listed_table(key: str) -> Callable[[Report], Table]:
 def settings_table(report: Report) -> Table:
     return (["setting or package", "value"], [[k, str(v)] for k, v in sorted(report.settings.items())]
             + [[k, str(v)] for k, v in sorted(report.versions.items())])
+
+
+def provenance_table(report: Report) -> Table:
+    pv = report.extra.get("provenance") or {}
+    rows = [["comparable", pv.get("comparable")], ["command", pv.get("command")]]
+    code = pv.get("code") or {}
+    git = code.get("git") or {}
+    rows.append(["facepii", f"{code.get('facepii')}" + (f" git {git.get('revision')}"
+                                                        f"{' (edited)' if git.get('edited') else ''}" if git else
+                                                        " (installed, no checkout)")])
+    rows += [[f"model ({role})", v] for role, v in sorted((pv.get("models") or {}).items())]
+    rows += [["data digest (SHA-256 of the photos' content hashes in order, or of the vectors)",
+              pv.get("dataset_digest")],
+             ["photos", pv.get("photos")], ["seed", pv.get("seed")]]
+    rows += [[f"machine: {k}", v] for k, v in (pv.get("machine") or {}).items()]
+    rows += [[f"cache: {k}", v] for k, v in (pv.get("cache") or {}).items()]
+    rows += [[f"seconds: {k}", v] for k, v in (pv.get("stage_seconds") or {}).items()]
+    return ["item", "value"], [[k, "" if v is None else str(v)] for k, v in rows]
 
 
 def gate_table(report: Report) -> Table:

@@ -1,0 +1,120 @@
+"""Where a report comes from: the command, the code, the models, the data, the machine and the time.
+
+Two reports whose ``comparable`` digests are equal were made by the same code (version and, from a
+checkout, git revision), the same models (each one's name and version, which carries its digest),
+the same photos in the same order (a digest of their content hashes), the same settings and seed:
+their figures must agree. Everything else in the block (machine, command line, wall times, cache
+hits) says how the run went and may differ between comparable runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from facepii import __version__
+
+
+def dataset_digest(keys: list[str]) -> str:
+    """SHA-256 over the photos' content hashes, in the order the run used them."""
+    h = hashlib.sha256()
+    for k in keys:
+        h.update(k.encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def vectors_digest(E, labels) -> str:
+    """For an embeddings dataset (no photos): SHA-256 of the vectors as float32 and of their labels."""
+    import numpy as np
+
+    h = hashlib.sha256(np.ascontiguousarray(E, np.float32).tobytes())
+    for lab in labels:
+        h.update(str(lab).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def git_revision(root: Path | None = None) -> dict | None:
+    """The checkout facepii runs from (None for an installed wheel): revision and whether it is edited."""
+    root = root or Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"revision": rev, "edited": bool(dirty)}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def machine() -> dict:
+    out = {"cpu": _cpu_model(), "cores": os.cpu_count(), "memory_bytes": _memory_bytes(),
+           "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 - a broken CUDA set-up must not stop a report
+        pass
+    return out
+
+
+#: settings that say where things are or how the run was carried out, never what it computed: the photos
+#: are compared by their digest, the executor gives the same figures
+NOT_COMPARED = ("dataset", "executor", "cache_dir", "no_cache", "out", "json", "quiet")
+
+
+def comparable(code: dict, models: dict, data: str, settings: dict, seed: int) -> str:
+    settings = {k: v for k, v in settings.items() if k not in NOT_COMPARED}
+    blob = json.dumps({"code": code, "models": models, "data": data, "settings": settings, "seed": seed},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def provenance(*, keys: list[str], data_digest: str | None = None, encoders: dict[str, dict], settings: dict, seed: int,
+               stage_seconds: dict[str, float], cache_stats: dict | None = None,
+               argv: list[str] | None = None) -> dict:
+    """The report's provenance block."""
+    code = {"facepii": __version__, "git": git_revision()}
+    models = {role: f"{e.get('name')}@{e.get('version')}" for role, e in sorted(encoders.items())}
+    data = data_digest or dataset_digest(keys)
+    argv = sys.argv if argv is None else argv
+    return {
+        "comparable": comparable(code, models, data, settings, seed),
+        "command": shlex.join(["facepii", *argv[1:]]) if argv else None,
+        "code": code,
+        "models": models,
+        "dataset_digest": data,
+        "photos": len(keys),
+        "seed": seed,
+        "machine": machine(),
+        "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
+        "cache": cache_stats or {},
+    }

@@ -1,0 +1,62 @@
+"""The report's provenance block: what made it, and whether two reports must agree."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+
+def _npz(path: Path, seed=0, order=None):
+    rng = np.random.default_rng(seed)
+    lab = np.repeat(np.arange(12), 3)
+    E = (rng.normal(size=(12, 16))[lab] + 0.5 * rng.normal(size=(36, 16))).astype(np.float32)
+    if order is not None:
+        E, lab = E[order], lab[order]
+    np.savez(path, embeddings=E, labels=lab)
+    return path
+
+
+def _run(path, seed=0):
+    from facepii.config import EvaluateConfig
+    from facepii.pipeline import run
+
+    return run(EvaluateConfig.from_options(dataset=f"embeddings:{path}", defenses=["noise"], bootstrap=100,
+                                           seed=seed)).report
+
+
+def test_same_inputs_are_comparable_and_any_change_is_not(tmp_path):
+    a = _run(_npz(tmp_path / "a.npz")).extra["provenance"]
+    b = _run(_npz(tmp_path / "b.npz")).extra["provenance"]  # the same vectors under another file name
+    assert a["comparable"] == b["comparable"] and a["dataset_digest"] == b["dataset_digest"]
+    assert a["photos"] == 36 and a["seed"] == 0 and a["models"]["target"].startswith("precomputed@")
+    other_seed = _run(_npz(tmp_path / "c.npz"), seed=1).extra["provenance"]
+    other_data = _run(_npz(tmp_path / "d.npz", seed=5)).extra["provenance"]
+    shuffled = _run(_npz(tmp_path / "e.npz", order=np.random.default_rng(1).permutation(36))).extra["provenance"]
+    assert len({a["comparable"], other_seed["comparable"], other_data["comparable"], shuffled["comparable"]}) == 4
+    assert other_data["dataset_digest"] != a["dataset_digest"] != shuffled["dataset_digest"]
+
+
+def test_the_block_names_the_machine_the_code_and_the_time(tmp_path):
+    from facepii.report import render
+
+    rep = _run(_npz(tmp_path / "a.npz"))
+    pv = rep.extra["provenance"]
+    assert pv["machine"]["cores"] >= 1 and pv["machine"]["cpu"]
+    assert pv["stage_seconds"]["whole run"] >= max(v for k, v in pv["stage_seconds"].items() if k != "whole run")
+    assert any(k.startswith("embed") for k in pv["stage_seconds"])
+    root = Path(__file__).resolve().parent.parent
+    if (root / ".git").exists():
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+        assert pv["code"]["git"]["revision"] == head.strip()
+    md = render.markdown(rep)
+    assert "## Provenance" in md and pv["comparable"] in md and pv["dataset_digest"] in md
+
+
+def test_a_report_read_back_keeps_its_provenance(tmp_path):
+    from facepii.report import Report
+
+    rep = _run(_npz(tmp_path / "a.npz"))
+    again = Report.from_dict(rep.to_dict())
+    assert again.extra["provenance"] == rep.to_dict()["provenance"]
