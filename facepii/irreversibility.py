@@ -48,7 +48,10 @@ def operating_point(impostor: np.ndarray, fmr: float) -> dict:
     imp = np.asarray(impostor, np.float64)
     t = metrics.threshold_at_far(imp, fmr)
     return {"threshold": float(t), "fmr_reached": float((imp >= t).mean()) if imp.size else None,
-            "impostor_pairs": int(imp.size)}
+            "impostor_pairs": int(imp.size), "supported": metrics.supported(fmr, int(imp.size))}
+
+
+NOT_ESTIMABLE = metrics.Estimate(float("nan"), (float("nan"), float("nan")))
 
 
 def accept_share(scores: np.ndarray, probe_labels: np.ndarray, gallery_labels: np.ndarray,
@@ -67,7 +70,7 @@ def isr(recovered: np.ndarray, victims: np.ndarray, gallery: np.ndarray, gallery
     for f in ISR_FMRS:
         op = operating_point(raw_impostor, f)
         out[isr_key(f)] = metrics.bootstrap_mean(accept_share(sc, victims, gallery_labels, op["threshold"]),
-                                                 n_boot, seed)
+                                                 n_boot, seed) if op["supported"] else NOT_ESTIMABLE
     return out
 
 
@@ -78,7 +81,8 @@ def sar_levels(scores: np.ndarray, victims: np.ndarray, gallery_labels: np.ndarr
     for f in FMRS:
         op = operating_point(impostor, f)
         k = fmr_text(f)
-        sar[k] = metrics.bootstrap_mean(accept_share(scores, victims, gallery_labels, op["threshold"]), n_boot, seed)
+        sar[k] = metrics.bootstrap_mean(accept_share(scores, victims, gallery_labels, op["threshold"]), n_boot,
+                                        seed) if op["supported"] else NOT_ESTIMABLE
         ops[k] = op
     curve = {"fmr": list(CURVE_FMRS), "sar": [
         float(accept_share(scores, victims, gallery_labels, metrics.threshold_at_far(impostor, f)).mean())

@@ -60,3 +60,17 @@ def test_a_report_read_back_keeps_its_provenance(tmp_path):
     rep = _run(_npz(tmp_path / "a.npz"))
     again = Report.from_dict(rep.to_dict())
     assert again.extra["provenance"] == rep.to_dict()["provenance"]
+
+
+def test_rates_below_the_lowest_supported_fmr_are_not_estimable(tmp_path):
+    """36 vectors of 12 people: 594 impostor pairs support FMR 1e-2 (5.94 scores above the threshold)
+    but neither 1e-3 nor 1e-4 (0.59 and 0.06): those are n/a, never a number resting on no score."""
+    from facepii.report import render
+
+    rep = _run(_npz(tmp_path / "a.npz"))
+    for row in rep.to_dict()["rows"]:
+        u = row["utility"]
+        assert row["pairs"]["impostor"] == 594
+        assert u["tar@far=1e-2"]["value"] is not None and u["eer"]["value"] is not None
+        assert u["tar@far=1e-3"]["value"] is None and u["tar@far=1e-4"]["value"] is None
+    assert "the lowest FMR they support is 5.1e-03" in render.markdown(rep)

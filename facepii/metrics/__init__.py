@@ -38,10 +38,13 @@ from facepii.metrics._image import ssim
 from facepii.metrics._pairs import paired_scores, sample_impostor_pairs
 from facepii.metrics._verification import (
     FAR_LEVELS,
+    MIN_IMPOSTORS_ABOVE,
     eer,
     far_key,
+    lowest_supported_far,
     pair_scores,
     roc_auc,
+    supported,
     tar_at_far,
     threshold_at_far,
     verification,
@@ -54,5 +57,5 @@ __all__ = [
     "bootstrap_weights", "comparator", "cosine_similarity", "eer", "far_key", "hamming_similarity", "identification",
     "identity_scores", "neg_l2", "pair_scores", "paired_scores", "percentile_ci", "rank_k_hits", "reidentification",
     "roc_auc", "sample_impostor_pairs", "ssim", "tar_at_far", "threshold_at_far", "utility", "verification",
-    "verification_pairs",
+    "verification_pairs", "MIN_IMPOSTORS_ABOVE", "lowest_supported_far", "supported",
 ]

@@ -30,6 +30,25 @@ from facepii.metrics._bootstrap import N_BOOT, Estimate, bootstrap_weights, perc
 from facepii.metrics._comparators import ScoreFn
 
 FAR_LEVELS = (1e-2, 1e-3, 1e-4)
+#: a TAR at FAR f is set by the ~f * n_i highest impostor scores: below MIN_IMPOSTORS_ABOVE of them
+#: (f < 3 / n_i) the threshold rests on one or two scores and the figure is "not estimable" (NaN, n/a)
+MIN_IMPOSTORS_ABOVE = 3
+
+
+def supported(far: float, n_impostor: int) -> bool:
+    """Whether ``n_impostor`` impostor pairs can support a rate at FAR ``far``."""
+    return far * n_impostor >= MIN_IMPOSTORS_ABOVE
+
+
+def lowest_supported_far(n_impostor: int) -> float | None:
+    return MIN_IMPOSTORS_ABOVE / n_impostor if n_impostor else None
+
+
+def _drop_unsupported(out: dict, far_levels, n_impostor: int) -> dict:
+    for f in far_levels:
+        if not supported(f, n_impostor):
+            out[far_key(f)] = Estimate(float("nan"), (float("nan"), float("nan")))
+    return out
 
 def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> float:
     """Highest TAR with FAR <= ``far`` (see module docstring)."""
@@ -151,7 +170,7 @@ def verification(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn,
                               max_groups, max_bytes)
     for key, v in point.items():
         out[key] = Estimate(v, percentile_ci(samples[key])).within(0.0, 1.0)  # rates
-    return out
+    return _drop_unsupported(out, far_levels, out["n_impostor"])
 
 
 def _threshold_grid(g_sorted: np.ndarray, i_sorted: np.ndarray, far_levels) -> np.ndarray:
@@ -347,7 +366,7 @@ def verification_pairs(genuine: np.ndarray, genuine_ids: np.ndarray, impostor: n
     samples = _replicates(imp_counts, gen_counts, G, far_levels, n_boot, seed)
     for key, v in point.items():
         out[key] = Estimate(v, percentile_ci(samples[key])).within(0.0, 1.0)  # rates
-    return out
+    return _drop_unsupported(out, far_levels, out["n_impostor"])
 
 
 def threshold_at_far(impostor: np.ndarray, far: float) -> float:

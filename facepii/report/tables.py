@@ -19,6 +19,7 @@ from facepii.labels import (
     isr_key,
     tar_key,
 )
+from facepii.metrics._verification import MIN_IMPOSTORS_ABOVE
 from facepii.report import Report, aux_identities
 
 FOUR_X = 4.0  # the seed paper's line: re-identified at up to 4x a random guess
@@ -109,6 +110,11 @@ def data_lines(report: Report) -> list[str]:
     fm = str((report.extra.get("attacker") or {}).get("face_model", ""))
     if fm.startswith("retrained"):
         lines.append(f"attacker's face model: {fm}")
+    n_imp = (report.rows[0].pairs or {}).get("impostor") if report.rows else None
+    if isinstance(n_imp, int) and n_imp > 0:
+        lines.append(f"operating points: {n_imp} impostor pairs behind the unprotected row's utility; the lowest "
+                     f"FMR they support is {MIN_IMPOSTORS_ABOVE / n_imp:.1e} ({MIN_IMPOSTORS_ABOVE} impostor "
+                     "scores above the threshold); rates at a lower FMR are n/a (not estimable)")
     pv = report.extra.get("provenance")
     if isinstance(pv, dict):
         git = (pv.get("code") or {}).get("git") or {}
