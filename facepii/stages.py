@@ -271,4 +271,7 @@ def check_rows_fit(grid: list[tuple[str, dict]], dim: int) -> None:
         try:
             d.fit(E, users)
         except ParameterError as exc:
-            raise ParameterError(f"{row_label(spec, params)}: {exc}") from None
+            label = row_label(spec, params)
+            msg = str(exc)
+            raise ParameterError(msg if msg.startswith(f"{label}:") or msg.startswith(f"{spec}:")
+                                 else f"{label}: {msg}") from None
