@@ -248,6 +248,12 @@ def key_seed(seed: int, key: str) -> int:
     return int.from_bytes(h[:8], "little")
 
 
+def f64_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` summed in float64, handed on as float32: the same templates on every BLAS kernel and thread
+    count (a float32 product moves by ~1e-7 with the kernel's summation order; see metrics' comparators)."""
+    return (np.asarray(a, np.float64) @ np.asarray(b, np.float64)).astype(np.float32)
+
+
 def l2_normalize(E: np.ndarray) -> np.ndarray:
     E = np.asarray(E, np.float32)
     return E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)

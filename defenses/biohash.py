@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from defenses.base import Defense, l2_normalize, per_key
+from defenses.base import f64_matmul as _f64_matmul
 from facepii.errors import ParameterError
 from facepii.metrics import ROWWISE, hamming_similarity
 
@@ -54,8 +55,8 @@ class BioHash(Defense):
 
     def transform(self, E, users=None):
         X = l2_normalize(l2_normalize(E) - self.mean_)
-        return per_key(self, X, users,
-                       lambda Z, k: (Z @ biohash_basis(k, self.bits, self.dim_in_).T > 0).astype(np.float32))
+        return per_key(self, X, users, lambda Z, k: (_f64_matmul(Z, biohash_basis(k, self.bits, self.dim_in_).T) > 0)
+                       .astype(np.float32))
 
     def score(self, T1, T2):
         return hamming_similarity(T1, T2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from defenses.base import Defense, l2_normalize
+from defenses.base import f64_matmul as _f64_matmul
 from facepii.errors import ParameterError
 
 
@@ -31,7 +32,7 @@ class PCA(Defense):
         return self
 
     def transform(self, E, users=None):
-        Z = (l2_normalize(E) - self.mean_.astype(np.float32)) @ self.components_.T
+        Z = _f64_matmul(l2_normalize(E) - self.mean_.astype(np.float32), self.components_.T)
         return Z / self.scale_ if self.whiten else Z
 
     def template_nbytes(self):

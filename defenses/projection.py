@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from defenses.base import Defense, l2_normalize, per_key
+from defenses.base import f64_matmul as _f64_matmul
 from facepii.errors import ParameterError
 
 
@@ -58,7 +59,7 @@ class Projection(Defense):
         return projection_matrix(key, self.dim, self.dim_in_, self.kind)
 
     def transform(self, E, users=None):
-        return per_key(self, l2_normalize(E), users, lambda X, k: X @ self.matrix(k).T)
+        return per_key(self, l2_normalize(E), users, lambda X, k: _f64_matmul(X, self.matrix(k).T))
 
     def inversion_loss(self, key):
         import torch
