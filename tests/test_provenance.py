@@ -74,3 +74,13 @@ def test_rates_below_the_lowest_supported_fmr_are_not_estimable(tmp_path):
         assert u["tar@far=1e-2"]["value"] is not None and u["eer"]["value"] is not None
         assert u["tar@far=1e-3"]["value"] is None and u["tar@far=1e-4"]["value"] is None
     assert "the lowest FMR they support is 5.1e-03" in render.markdown(rep)
+
+
+def test_a_report_read_back_with_a_malformed_provenance_still_renders(tmp_path):
+    from facepii.report import Report, render
+
+    d = _run(_npz(tmp_path / "a.npz")).to_dict()
+    for bad in ([1, 2], {"code": "x", "machine": [1], "models": 3, "stage_seconds": "s", "cache": None}):
+        d["provenance"] = bad
+        md = render.markdown(Report.from_dict(d))
+        assert ("## Provenance" in md) == isinstance(bad, dict)

@@ -117,11 +117,12 @@ def data_lines(report: Report) -> list[str]:
                      "scores above the threshold); rates at a lower FMR are n/a (not estimable)")
     pv = report.extra.get("provenance")
     if isinstance(pv, dict):
-        git = (pv.get("code") or {}).get("git") or {}
+        code = _table(pv.get("code"))
+        git = _table(code.get("git"))
         rev = f", git {str(git.get('revision'))[:12]}{' (edited)' if git.get('edited') else ''}" if git else ""
-        m = pv.get("machine") or {}
+        m = _table(pv.get("machine"))
         lines.append(f"provenance: comparable {pv.get('comparable')} (equal for runs whose figures must agree); "
-                     f"facepii {(pv.get('code') or {}).get('facepii')}{rev}; photos digest "
+                     f"facepii {code.get('facepii')}{rev}; photos digest "
                      f"{str(pv.get('dataset_digest'))[:16]}; {m.get('cpu')}, {m.get('cores')} cores")
     reasons: dict[str, int] = {}
     for s in d.get("skipped", []):
@@ -358,21 +359,26 @@ def settings_table(report: Report) -> Table:
             + [[k, str(v)] for k, v in sorted(report.versions.items())])
 
 
+def _table(x) -> dict:
+    """A report's sub-table, or an empty one where a report read back holds something else there."""
+    return x if isinstance(x, dict) else {}
+
+
 def provenance_table(report: Report) -> Table:
-    pv = report.extra.get("provenance") or {}
+    pv = _table(report.extra.get("provenance"))
     rows = [["comparable", pv.get("comparable")], ["command", pv.get("command")]]
-    code = pv.get("code") or {}
-    git = code.get("git") or {}
+    code = _table(pv.get("code"))
+    git = _table(code.get("git"))
     rows.append(["facepii", f"{code.get('facepii')}" + (f" git {git.get('revision')}"
                                                         f"{' (edited)' if git.get('edited') else ''}" if git else
                                                         " (installed, no checkout)")])
-    rows += [[f"model ({role})", v] for role, v in sorted((pv.get("models") or {}).items())]
+    rows += [[f"model ({role})", v] for role, v in sorted(_table(pv.get("models")).items())]
     rows += [["data digest (SHA-256 of the photos' content hashes in order, or of the vectors)",
               pv.get("dataset_digest")],
              ["photos", pv.get("photos")], ["seed", pv.get("seed")]]
-    rows += [[f"machine: {k}", v] for k, v in (pv.get("machine") or {}).items()]
-    rows += [[f"cache: {k}", v] for k, v in (pv.get("cache") or {}).items()]
-    rows += [[f"seconds: {k}", v] for k, v in (pv.get("stage_seconds") or {}).items()]
+    rows += [[f"machine: {k}", v] for k, v in _table(pv.get("machine")).items()]
+    rows += [[f"cache: {k}", v] for k, v in _table(pv.get("cache")).items()]
+    rows += [[f"seconds: {k}", v] for k, v in _table(pv.get("stage_seconds")).items()]
     return ["item", "value"], [[k, "" if v is None else str(v)] for k, v in rows]
 
 
