@@ -177,3 +177,18 @@ def test_binary_scores_interval_brackets_point():
     u = M.verification(B, lab, M.hamming_similarity, n_boot=400, seed=3)
     for key in ("tar@far=1e-2", "tar@far=1e-3", "eer", "auc"):
         assert u[key].ci95[0] <= u[key].value <= u[key].ci95[1], key
+
+
+def test_scores_do_not_depend_on_how_the_gallery_is_sliced(monkeypatch):
+    """The float64 steps of a score matrix take the gallery in slices (bounded memory): any slice size
+    gives the same float32 scores, bit for bit."""
+    from facepii.metrics import _comparators as C
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(40, 24)).astype(np.float32), rng.normal(size=(2500, 24)).astype(np.float32)
+    whole = {f: f(a, b) for f in (C.cosine_similarity, C.neg_l2)}
+    monkeypatch.setattr(C, "F64_STEP_BYTES", 8 * 40 * 13)  # slices of 13 gallery rows
+    for f, want in whole.items():
+        assert np.array_equal(f(a, b), want)
+    np.testing.assert_allclose(whole[C.neg_l2], -np.linalg.norm(a[:, None].astype(np.float64) - b[None], axis=2),
+                               atol=1e-5)

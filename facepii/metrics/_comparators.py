@@ -23,17 +23,33 @@ def _unit64(a: np.ndarray) -> np.ndarray:
     return a / np.maximum(np.sqrt(np.einsum("ij,ij->i", a, a))[:, None], 1e-12)
 
 
+#: the float64 temporaries of one step of a score matrix stay under this many bytes (b is taken in slices,
+#: so a 10^6-template gallery is never copied to float64 whole)
+F64_STEP_BYTES = 1 << 26
+
+
+def _by_slices(a: np.ndarray, b: np.ndarray, fn) -> np.ndarray:
+    """``fn(a64, b64_slice)`` over slices of ``b``'s rows, into one float32 matrix."""
+    a64 = np.asarray(a, np.float64)
+    b = np.asarray(b)
+    out = np.empty((len(a64), len(b)), np.float32)
+    step = max(1, F64_STEP_BYTES // (8 * max(len(a64), b.shape[1] if b.ndim == 2 else 1, 1)))
+    for s in range(0, len(b), step):
+        out[:, s:s + step] = fn(a64, np.asarray(b[s:s + step], np.float64))
+    return out
+
+
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of every row of ``a`` with every row of ``b``."""
-    return (_unit64(a) @ _unit64(b).T).astype(np.float32)
+    an = _unit64(a)
+    return _by_slices(an, b, lambda x, y: x @ _unit64(y).T)
 
 
 def neg_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Negated Euclidean distance (higher = closer)."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    d2 = np.einsum("ij,ij->i", a, a)[:, None] + np.einsum("ij,ij->i", b, b)[None, :] - 2 * (a @ b.T)
-    return (-np.sqrt(np.maximum(d2, 0))).astype(np.float32)
+    a2 = np.einsum("ij,ij->i", np.asarray(a, np.float64), np.asarray(a, np.float64))[:, None]
+    return _by_slices(a, b, lambda x, y: -np.sqrt(np.maximum(
+        a2 + np.einsum("ij,ij->i", y, y)[None, :] - 2 * (x @ y.T), 0)))
 
 
 def hamming_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
