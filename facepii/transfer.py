@@ -44,10 +44,12 @@ class Transfer:
 
     @property
     def judges(self) -> list[str]:
-        out: list[str] = []
+        """Columns: the targets that judge, in the rows' order (the diagonal is the diagonal), then the
+        judges that are not targets, in first-seen order."""
+        seen: list[str] = []
         for row in self.matrix.values():
-            out += [j for j in row if j not in out]
-        return out
+            seen += [j for j in row if j not in seen]
+        return [t for t in self.matrix if t in seen] + [j for j in seen if j not in self.matrix]
 
     def rows(self) -> tuple[list[str], list[list[str]]]:
         headers = ["target \\ judge", *self.judges]

@@ -62,11 +62,14 @@ def test_matrix_rows_take_each_judges_best_attack_and_the_diagonal():
     assert row["sface"]["upper_bound"] and row["sface"]["attack"] == "inverse"   # its own best attack
     b = report("dlib", "sface", {"inverse": (0.3, 0.1)}, {"inverse": (0.8, 0.6)})
     tr = Transfer(["sface", "dlib"], [], {"sface": row, "dlib": matrix_row(b, "dlib")}, ["a note"])
-    assert tr.judges == ["dlib", "sface"]
+    assert tr.judges == ["sface", "dlib"]            # columns in the rows' order: the diagonal is the diagonal
     h, body = tr.rows()
-    assert h == ["target \\ judge", "dlib", "sface"]
-    assert body[0][1].startswith("0.700") and "(upper bound)" in body[0][2] and "(upper bound)" in body[1][1]
+    assert h == ["target \\ judge", "sface", "dlib"]
+    assert body[0][2].startswith("0.700") and "(upper bound)" in body[0][1] and "(upper bound)" in body[1][2]
     assert "a note" in tr.markdown()
+    c = report("sface", "x", {"inverse": (0.3, 0.1)}, {"inverse": (0.8, 0.6)})
+    tr = Transfer(["dlib", "sface"], [], {"dlib": matrix_row(b, "dlib"), "sface": {**matrix_row(c, "sface"), **row}})
+    assert tr.judges == ["dlib", "sface", "x"]      # then the judges that are not targets
 
 
 def test_transfer_figure_draws(tmp_path):
@@ -78,10 +81,10 @@ def test_transfer_figure_draws(tmp_path):
     tr = Transfer(["sface"], [], {"sface": matrix_row(a, "sface")})
     fig = transfer_figure(tr)
     ax = fig.axes[0]
-    np.testing.assert_allclose(ax.images[0].get_array(), [[0.7, 0.9]])  # the cells are the matrix (dlib, sface)
+    np.testing.assert_allclose(ax.images[0].get_array(), [[0.9, 0.7]])  # the cells are the matrix (sface, dlib)
     texts = [t.get_text() for t in ax.texts]
     assert "0.70\n[0.60, 0.80]" in texts and any("upper bound" in t for t in texts)
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["dlib", "sface"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["sface", "dlib"]
     from PIL import Image
 
     p = write_figure(fig, tmp_path / "transfer.png")
