@@ -62,6 +62,11 @@ def accept_share(scores: np.ndarray, probe_labels: np.ndarray, gallery_labels: n
     return passed / np.maximum(genuine.sum(axis=1), 1)
 
 
+def genuine_counts(probe_labels: np.ndarray, gallery_labels: np.ndarray) -> np.ndarray:
+    """Per probe: how many genuine gallery entries its share in :func:`accept_share` is taken over."""
+    return (np.asarray(gallery_labels)[None, :] == np.asarray(probe_labels)[:, None]).sum(axis=1)
+
+
 def isr(recovered: np.ndarray, victims: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
         score_fn, raw_impostor: np.ndarray, n_boot: int, seed: int) -> dict[str, metrics.Estimate]:
     """Inversion success rates of recovered raw embeddings against the unprotected system."""
@@ -69,8 +74,9 @@ def isr(recovered: np.ndarray, victims: np.ndarray, gallery: np.ndarray, gallery
     out: dict = {}
     for f in ISR_FMRS:
         op = operating_point(raw_impostor, f)
-        out[isr_key(f)] = metrics.bootstrap_mean(accept_share(sc, victims, gallery_labels, op["threshold"]),
-                                                 n_boot, seed) if op["supported"] else NOT_ESTIMABLE
+        out[isr_key(f)] = metrics.rate_mean(
+            accept_share(sc, victims, gallery_labels, op["threshold"]),
+            genuine_counts(victims, gallery_labels)) if op["supported"] else NOT_ESTIMABLE
     return out
 
 
@@ -81,8 +87,8 @@ def sar_levels(scores: np.ndarray, victims: np.ndarray, gallery_labels: np.ndarr
     for f in FMRS:
         op = operating_point(impostor, f)
         k = fmr_text(f)
-        sar[k] = metrics.bootstrap_mean(accept_share(scores, victims, gallery_labels, op["threshold"]), n_boot,
-                                        seed) if op["supported"] else NOT_ESTIMABLE
+        sar[k] = metrics.rate_mean(accept_share(scores, victims, gallery_labels, op["threshold"]),
+                                   genuine_counts(victims, gallery_labels)) if op["supported"] else NOT_ESTIMABLE
         ops[k] = op
     curve = {"fmr": list(CURVE_FMRS), "sar": [
         float(accept_share(scores, victims, gallery_labels, metrics.threshold_at_far(impostor, f)).mean())
@@ -157,7 +163,7 @@ def oracle_summary(res, embedded, split, raw_impostor: np.ndarray, n_boot: int, 
     score_fn = metrics.comparator(embedded.encoders["target"]["comparator"])
     out = {"kind": res.kind, "budget_per_victim": int(res.budget),
            "queries_used": {"mean": float(res.queries_used.mean()), "max": int(res.queries_used.max())},
-           "matched_within_budget": metrics.bootstrap_mean(matched.astype(float), n_boot, seed).to_dict(),
+           "matched_within_budget": metrics.rate_mean(matched.astype(float)).to_dict(),
            "queries_to_match": {"median": float(np.median(q)) if q.size else None,
                                 "max": int(q.max()) if q.size else None,
                                 "per_victim": [int(x) for x in res.queries_to_match]},

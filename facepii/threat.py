@@ -29,7 +29,7 @@ THREAT_MODEL = (
     "protected templates it computes itself: the attacks are trained on protected templates "
     "(adaptive). Keyed defenses: {key}. Success: an independent judge ({judge}) matches the "
     "reconstruction to the victim in a gallery of other photos of the {n_victims} victims (never "
-    "the photo the template came from). Rates carry 95% bootstrap intervals over victims."
+    "the photo the template came from). Rates carry 95% mid-p intervals over victims (one victim, one unit)."
 )
 
 

@@ -83,5 +83,5 @@ def unlinkability(embedded: EmbeddedSet, t: Templates, n_boot: int, seed: int) -
         scenario=scenario(d), dsys=metrics.Estimate(value, metrics.percentile_ci(reps)), mated=int(n),
         nonmated=int(off.sum()), histogram={"score": centres.tolist(), "mated": pm.tolist(), "nonmated": pn.tolist(),
                                             "d_local": local.tolist()},
-        renewal_match=metrics.bootstrap_mean((mated >= threshold).astype(float), n_boot, seed),
+        renewal_match=metrics.rate_mean((mated >= threshold).astype(float)),
         renewal_threshold=float(threshold), renewal_impostor_pairs=int(imp_old.size))

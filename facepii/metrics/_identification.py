@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from facepii.metrics import _pairs
-from facepii.metrics._bootstrap import N_BOOT, Estimate, bootstrap_mean, bootstrap_ratio
+from facepii.metrics._bootstrap import N_BOOT, Estimate, bootstrap_ratio, rate_mean
 from facepii.metrics._comparators import ScoreFn
 from facepii.metrics._pairs import DEFAULT_MAX_MEMORY, exact_fits, sampled_verification
 from facepii.metrics._verification import verification
@@ -105,7 +105,7 @@ def reidentification(probe_emb: np.ndarray, victims: np.ndarray, gallery_emb: np
 
     ``probe_emb[i]`` is the judge's embedding of the reconstruction of victim
     ``victims[i]``; the gallery holds other real photos of the victims (never
-    the template's source photo). Returns, each with a bootstrap interval over
+    the template's source photo). Returns, each with a mid-p interval over
     victims:
 
     - ``rank{k}``: share of victims whose identity is among the k best-scoring
@@ -125,13 +125,13 @@ def reidentification(probe_emb: np.ndarray, victims: np.ndarray, gallery_emb: np
     out: dict = {"n_victims": int(len(victims)), "n_gallery_identities": int(n),
                  "baseline_rank1": 1.0 / n}
     for k in ks:
-        out[f"rank{k}"] = bootstrap_mean(rank_k_hits(ids, true_col, k), n_boot, seed)
+        out[f"rank{k}"] = rate_mean(rank_k_hits(ids, true_col, k))
         out[f"baseline_rank{k}"] = min(k, n) / n
     r1 = out["rank1"]
     out["leakage_ratio"] = Estimate(r1.value * n, (r1.ci95[0] * n, r1.ci95[1] * n))
     genuine = np.asarray(gallery_labels)[None, :] == victims[:, None]
     passes = np.where(genuine, sc >= threshold, False).sum(axis=1) / np.maximum(genuine.sum(axis=1), 1)
-    out["sar@fmr=1e-3"] = bootstrap_mean(passes, n_boot, seed)
+    out["sar@fmr=1e-3"] = rate_mean(passes, trials=genuine.sum(axis=1))
     out["threshold@fmr=1e-3"] = float(threshold)
     return out
 

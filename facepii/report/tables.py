@@ -98,7 +98,8 @@ def data_lines(report: Report) -> list[str]:
         f"{d.get('n_used')} of {d.get('n_listed')}  skipped: {d.get('n_skipped')}  "
         f"excluded: {len(d.get('excluded', []))}",
         f"encoder: {enc.get('name')} ({enc.get('version')}, {enc.get('comparator')})  seed: {report.seed}  "
-        f"intervals: 95% bootstrap over identities ({st.get('bootstrap', st.get('n_boot'))} replicates)",
+        "intervals: 95%, rates over victims mid-p, utility bootstrap over identities "
+        f"({st.get('bootstrap', st.get('n_boot'))} replicates)",
     ]
     sp = report.extra.get("split")
     if sp:
