@@ -168,7 +168,9 @@ def evaluate(
         help="Write report.json, report.md, tradeoff.png and reconstructions.png here. Reconstructions "
              "and victim photos are personal data: they are written only here.")] = None,
     bootstrap: Annotated[int, typer.Option(
-        "--bootstrap", metavar="N", min=100, help="Bootstrap replicates for the 95% intervals.")] = 1000,
+        "--bootstrap", metavar="N", min=100,
+        help="Bootstrap replicates for the 95% intervals of utility and other means (rates over victims "
+             "take mid-p intervals, no replicates).")] = 1000,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """``facepii evaluate``: the options into one EvaluateConfig, then :func:`facepii.pipeline.run`."""

@@ -72,11 +72,11 @@ def isr(recovered: np.ndarray, victims: np.ndarray, gallery: np.ndarray, gallery
     """Inversion success rates of recovered raw embeddings against the unprotected system."""
     sc = np.asarray(score_fn(recovered, gallery), np.float64)
     out: dict = {}
+    trials = genuine_counts(victims, gallery_labels)
     for f in ISR_FMRS:
         op = operating_point(raw_impostor, f)
-        out[isr_key(f)] = metrics.rate_mean(
-            accept_share(sc, victims, gallery_labels, op["threshold"]),
-            genuine_counts(victims, gallery_labels)) if op["supported"] else NOT_ESTIMABLE
+        out[isr_key(f)] = metrics.rate_mean(accept_share(sc, victims, gallery_labels, op["threshold"]),
+                                            trials) if op["supported"] else NOT_ESTIMABLE
     return out
 
 
@@ -84,11 +84,12 @@ def sar_levels(scores: np.ndarray, victims: np.ndarray, gallery_labels: np.ndarr
                n_boot: int, seed: int) -> SarLevels:
     """SAR at FMRS with each operating point, plus the SAR-vs-FMR curve."""
     sar, ops = {}, {}
+    trials = genuine_counts(victims, gallery_labels)
     for f in FMRS:
         op = operating_point(impostor, f)
         k = fmr_text(f)
         sar[k] = metrics.rate_mean(accept_share(scores, victims, gallery_labels, op["threshold"]),
-                                   genuine_counts(victims, gallery_labels)) if op["supported"] else NOT_ESTIMABLE
+                                   trials) if op["supported"] else NOT_ESTIMABLE
         ops[k] = op
     curve = {"fmr": list(CURVE_FMRS), "sar": [
         float(accept_share(scores, victims, gallery_labels, metrics.threshold_at_far(impostor, f)).mean())

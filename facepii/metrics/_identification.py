@@ -130,8 +130,9 @@ def reidentification(probe_emb: np.ndarray, victims: np.ndarray, gallery_emb: np
     r1 = out["rank1"]
     out["leakage_ratio"] = Estimate(r1.value * n, (r1.ci95[0] * n, r1.ci95[1] * n))
     genuine = np.asarray(gallery_labels)[None, :] == victims[:, None]
-    passes = np.where(genuine, sc >= threshold, False).sum(axis=1) / np.maximum(genuine.sum(axis=1), 1)
-    out["sar@fmr=1e-3"] = rate_mean(passes, trials=genuine.sum(axis=1))
+    trials = genuine.sum(axis=1)
+    passes = np.where(genuine, sc >= threshold, False).sum(axis=1) / np.maximum(trials, 1)
+    out["sar@fmr=1e-3"] = rate_mean(passes, trials=trials)
     out["threshold@fmr=1e-3"] = float(threshold)
     return out
 
