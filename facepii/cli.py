@@ -20,7 +20,7 @@ from facepii import __version__, lineup, outputs, progress
 from facepii import datasets as ds
 from facepii import gate as g
 from facepii import registry as reg
-from facepii.config import EvaluateConfig, parse_param_options, parse_size
+from facepii.config import EvaluateConfig, parse_param_options, parse_scores, parse_size
 from facepii.encoders import spec_list
 from facepii.errors import ConfigError, FacepiiError, ParameterError
 from facepii.pipeline import run
@@ -116,6 +116,12 @@ def evaluate(
         "--max-memory", metavar="SIZE",
         help="Memory for exact impostor scores (default 4GB): all impostor pairs while they fit, else a seeded "
              "sample of 10^7 pairs, the sampling's share of each interval stated in the report.")] = None,
+    scores: Annotated[str, typer.Option(
+        "--scores", metavar="N|all|none",
+        help="Score files under --out DIR/scores/ (CSV and bob.measure four-column, for bob.measure or pyeer): "
+             "every genuine pair and N impostor pairs per row (a seeded sample past N, which the files say; "
+             "all = every pair, none = no files), and the judges' scores behind every privacy figure.")
+    ] = "100000",
     attack: Annotated[list[str], typer.Option(
         "--attack", metavar="NAME[,NAME]",
         help="Reconstruction attacks to run against every row (comma-separated); the row reports the "
@@ -182,7 +188,8 @@ def evaluate(
         defenses=_split(defense) or ["none"], params=parse_param_options(param), max_identities=max_identities,
         min_images=min_images, seed=seed, cache_dir=str(cache_dir) if cache_dir else None, no_cache=no_cache,
         max_memory=None if max_memory is None else parse_size(max_memory), executor=executor,
-        bootstrap=bootstrap, epsilons=[_number(e, "--epsilon") for e in _split(epsilon)],
+        scores=parse_scores(scores) if out else 0, bootstrap=bootstrap,
+        epsilons=[_number(e, "--epsilon") for e in _split(epsilon)],
         attacks=[] if no_privacy else (_split(attack) or list(DEFAULT_ATTACKS)), judge=judge,
         knowledge=knowledge, surrogate=surrogate, key=key, budget=budget, victims=_victims(victims), max_aux=max_aux,
         device=device,

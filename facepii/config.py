@@ -39,6 +39,7 @@ class DataConfig:
     no_cache: bool = False
     max_memory: int | None = None  # bytes for exact impostor scores (default 4 GB); beyond, a sample
     executor: str = "local"        # local | dask | dask:ADDRESS
+    scores: int = 100_000          # impostor pairs per row in the score files; -1 = all, 0 = no score files
 
 
 @dataclass
@@ -124,6 +125,8 @@ class EvaluateConfig:
                                          or not 1 << 26 <= d.max_memory <= 1 << 50):
             raise ParameterError(f"--max-memory must be between 64MB and 1PB, got {d.max_memory!r}.")
         check_executor(d.executor)
+        if isinstance(d.scores, bool) or not isinstance(d.scores, int) or d.scores < -1:
+            raise ParameterError(f"--scores must be all, none or a number of impostor pairs, got {d.scores!r}.")
         if d.max_identities is not None and d.max_identities < 2:
             raise ParameterError(f"--max-identities must be >= 2, got {d.max_identities}.")
         for e in self.protect.epsilons:
@@ -332,3 +335,22 @@ def parse_size(text: str | int) -> int:
     if not math.isfinite(v) or v <= 0:
         raise ParameterError(f"--max-memory {text!r}: must be a positive size.")
     return int(v * factor)
+
+
+def parse_scores(text: str | int) -> int:
+    """``--scores``: ``all`` (-1), ``none`` (0) or a number of impostor pairs per row."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    t = str(text).strip().lower().replace("_", "").replace(",", "")
+    if t == "all":
+        return -1
+    if t in ("none", "0"):
+        return 0
+    try:
+        n = int(float(t)) if t.replace(".", "", 1).replace("e", "", 1).isdigit() else int(t)
+    except ValueError:
+        raise ParameterError(f"--scores {text!r}: write all, none or a number of impostor pairs (e.g. 100000).") \
+            from None
+    if n <= 0:
+        raise ParameterError(f"--scores {text!r}: write all, none or a positive number of impostor pairs.")
+    return n

@@ -165,6 +165,9 @@ class AttackFigures:
     ssim: Estimate
     target_judge: JudgeFigures                 # the target model as judge: the white-box upper bound
     judges: dict[str, JudgeFigures] | None = None  # every independent judge by name (several judges)
+    #: each judge's (victims x gallery) scores behind these figures, by judge name, target included: for
+    #: the score files only (never serialised, absent from a report read back)
+    scores: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         out = {**self.judge.to_dict(), "ssim": self.ssim.to_dict(), "target_judge": self.target_judge.to_dict()}
@@ -392,6 +395,35 @@ class Irreversibility:
 # ---------------------------------------------------------------- a row
 
 
+MAX_DET_POINTS = 10_000
+
+
+def det_from(d: Any, where: str) -> dict | None:
+    """A row's DET curve from its JSON form (checked: equal-length lists of rates, at most
+    MAX_DET_POINTS, operating points with rates and counts); None when absent."""
+    if d is None or d == {}:
+        return None
+    if not isinstance(d, dict):
+        raise ReportError(f"{where}: not a DET curve (a table with fmr and fnmr lists).")
+    fmr, fnmr = d.get("fmr"), d.get("fnmr")
+    if not (isinstance(fmr, list) and isinstance(fnmr, list) and len(fmr) == len(fnmr) <= MAX_DET_POINTS):
+        raise ReportError(f"{where}: fmr and fnmr must be two lists of equal length (at most {MAX_DET_POINTS}).")
+    for name, xs in (("fmr", fmr), ("fnmr", fnmr)):
+        if not all(_num(x) and 0.0 <= x <= 1.0 for x in xs):
+            raise ReportError(f"{where}.{name}: every entry must be a rate in [0, 1].")
+    ops = _table(d.get("operating_points"), f"{where}.operating_points")
+    for k, op in ops.items():
+        w = f"{where}.operating_points.{k}"
+        if not isinstance(op, dict):
+            raise ReportError(f"{w}: not a table.")
+        for key in ("far", "fmr_reached", "fnmr"):
+            if not (_num(op.get(key)) and 0.0 <= op[key] <= 1.0):
+                raise ReportError(f"{w}.{key}: {op.get(key)!r} is not a rate in [0, 1].")
+        if not (isinstance(op.get("impostor_pairs"), int) and op["impostor_pairs"] >= 0):
+            raise ReportError(f"{w}.impostor_pairs: {op.get('impostor_pairs')!r} is not a count.")
+    return d
+
+
 @dataclass
 class RowEstimates:
     """Everything the evaluation found for one defense setting."""
@@ -405,6 +437,7 @@ class RowEstimates:
     all_params: dict[str, Any] = field(default_factory=dict)
     pairs: dict[str, int] = field(default_factory=dict)       # genuine / impostor pairs behind the utility
     impostor_sampling: dict | None = None                      # past --max-memory: the sample and its share
+    det: dict | None = None                                    # DET curve and operating points (det_from)
     key_mode: str | None = None
     encrypted_matching: dict | None = None
     utility_stolen_token: UtilityEstimates | None = None
@@ -417,6 +450,8 @@ class RowEstimates:
     pareto: bool | None = None
     extras: dict[str, Any] = field(default_factory=dict)       # fields of a report read back that facepii
     #                                                           does not know (kept, written back unchanged)
+    scores: Any = field(default=None, compare=False, repr=False)  # facepii.scores.RowScores: for the score
+    #                                                           files only (never serialised)
 
     @property
     def label(self) -> str:
@@ -428,6 +463,8 @@ class RowEstimates:
                                "all_params": self.all_params, "utility": self.utility.to_dict(), "pairs": self.pairs}
         if self.impostor_sampling is not None:
             out["impostor_sampling"] = self.impostor_sampling
+        if self.det:
+            out["det"] = self.det
         out["key_mode"] = self.key_mode
         if self.encrypted_matching is not None:
             out["encrypted_matching"] = self.encrypted_matching
@@ -450,8 +487,8 @@ class RowEstimates:
         return out
 
     KNOWN = ("defense", "params", "epsilon", "delta", "template_bytes", "all_params", "utility", "pairs",
-             "impostor_sampling", "key_mode", "encrypted_matching", "utility_stolen_token", "iso30136", K.PRIVACY,
-             K.PRIVACY_SECRET, K.PRIVACY_ORACLE, "utility_drop", "pareto")
+             "impostor_sampling", "det", "key_mode", "encrypted_matching", "utility_stolen_token", "iso30136",
+             K.PRIVACY, K.PRIVACY_SECRET, K.PRIVACY_ORACLE, "utility_drop", "pareto")
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> RowEstimates:
@@ -468,7 +505,8 @@ class RowEstimates:
             epsilon=d.get("epsilon"), delta=d.get("delta"), template_bytes=d.get("template_bytes"),
             all_params=_table(d.get("all_params"), f"{where}.all_params"),
             pairs=_table(d.get("pairs"), f"{where}.pairs"),
-            impostor_sampling=d.get("impostor_sampling"), key_mode=d.get("key_mode"),
+            impostor_sampling=d.get("impostor_sampling"), det=det_from(d.get("det"), f"{where}.det"),
+            key_mode=d.get("key_mode"),
             encrypted_matching=d.get("encrypted_matching"),
             utility_stolen_token=None if stolen is None
             else UtilityEstimates.from_dict(stolen, f"{where}.utility_stolen_token"),

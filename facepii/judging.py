@@ -91,10 +91,16 @@ class Judge:
         return metrics.comparator(self.encoder.comparator)
 
     def judge(self, faces: np.ndarray, victims: np.ndarray, n_boot: int, seed: int) -> JudgeFigures:
+        return self.judge_scores(faces, victims, n_boot, seed)[0]
+
+    def judge_scores(self, faces: np.ndarray, victims: np.ndarray, n_boot: int,
+                     seed: int) -> tuple[JudgeFigures, np.ndarray]:
+        """The figures and the (victims x gallery) scores they rest on."""
         emb = self.encoder.embed(faces)
         r = metrics.reidentification(emb, victims, self.gallery, self.gallery_labels, self.score,
                                      self.threshold, n_boot=n_boot, seed=seed)
-        return JudgeFigures(r["rank1"], r["rank5"], r["leakage_ratio"], r["sar@fmr=1e-3"], r["baseline_rank1"])
+        return (JudgeFigures(r["rank1"], r["rank5"], r["leakage_ratio"], r["sar@fmr=1e-3"], r["baseline_rank1"]),
+                r["scores"])
 
 
 def make_judge(enc: Encoder, real_emb: np.ndarray, real_labels: np.ndarray, gallery_mask: np.ndarray) -> Judge:
@@ -126,16 +132,18 @@ def independent(judges: dict[str, Judge]) -> list[str]:
 def judge_faces(judges: dict[str, Judge], faces: np.ndarray, victims: np.ndarray, sources: np.ndarray,
                 n_boot: int, seed: int) -> AttackFigures:
     """One attack's figures: the independent judges', the target's as judge, and SSIM to the source."""
-    head = judges["judge"].judge(faces, victims, n_boot, seed)
+    scores = {}
+    head, scores[judges["judge"].encoder.name] = judges["judge"].judge_scores(faces, victims, n_boot, seed)
     ssim = metrics.bootstrap_mean(metrics.ssim(faces, sources), n_boot, seed)
-    target = judges["target"].judge(faces, victims, n_boot, seed)
+    target, scores[judges["target"].encoder.name] = judges["target"].judge_scores(faces, victims, n_boot, seed)
     roles = independent(judges)
     every = None
     if len(roles) > 1:
         every = {judges["judge"].encoder.name: head}
         for r in roles[1:]:
-            every[judges[r].encoder.name] = judges[r].judge(faces, victims, n_boot, seed)
-    return AttackFigures(head, ssim, target, every)
+            every[judges[r].encoder.name], scores[judges[r].encoder.name] = judges[r].judge_scores(
+                faces, victims, n_boot, seed)
+    return AttackFigures(head, ssim, target, every, scores)
 
 
 def privacy_block(judges: dict[str, Judge], per_attack: dict[str, AttackFigures], key: str | None) -> PrivacyEstimates:

@@ -27,14 +27,23 @@ from facepii import lineup
 from facepii.datasets import dataset_root
 from facepii.errors import FacepiiError
 from facepii.gate import junit_text
-from facepii.plots import close, irreversibility_figure, linkability_figure, reconstruction_figure, tradeoff_figure
+from facepii.plots import (
+    close,
+    det_figure,
+    irreversibility_figure,
+    linkability_figure,
+    reconstruction_figure,
+    tradeoff_figure,
+)
 from facepii.report import Evaluation, Report
 from facepii.report.render import markdown, page
 
 #: every file facepii may write under --out (each checked before the work: a plain file or nothing)
-REPORT_FILES = ("report.json", "report.md", "report.html", "tradeoff.png", "reconstructions.png", "linkability.png",
-                "irreversibility.png", "transfer.md", "transfer.json", "transfer.png")
+REPORT_FILES = ("report.json", "report.md", "report.html", "tradeoff.png", "det.png", "reconstructions.png",
+                "linkability.png", "irreversibility.png", "transfer.md", "transfer.json", "transfer.png")
 LINEUP = "lineup"
+SCORES = "scores"
+SCORE_INDEX = "index.json"
 OWNED = ".facepii-owned"  # the marker in a folder facepii builds beside its destination (debris it may remove)
 
 
@@ -106,7 +115,35 @@ def check_out_dir(out: str | Path, option: str = "--out", dataset: str | None = 
             raise OutputError(f"{option} {p}: {name} is there but is a link, a folder or a special file; "
                               "remove it or choose another --out (nothing was written).")
     own_lineup_files(p / LINEUP, option)
+    own_score_files(p / SCORES, option)
     return p
+
+
+def own_score_files(root: Path, option: str = "--out") -> list[Path]:
+    """The files of an existing scores folder that facepii wrote (listed in its index.json): a link or a
+    file in its place, or a link or special file among the listed names, ends the run before the work."""
+    if not root.exists() and not root.is_symlink():
+        return []
+    if root.is_symlink() or not root.is_dir():
+        raise OutputError(f"{option}: {root} is there but is not a plain folder (a link or a file); "
+                          "move it or choose another --out (nothing was written).")
+    listed = [root / SCORE_INDEX]
+    idx = root / SCORE_INDEX
+    if idx.is_file() and not idx.is_symlink() and idx.stat().st_size < (1 << 22):
+        try:
+            listed += [root / f["file"] for f in json.loads(idx.read_text(encoding="utf-8")).get("files", [])
+                       if isinstance(f, dict) and isinstance(f.get("file"), str) and _plain_name(f["file"])]
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            pass
+    for f in listed:
+        if f.is_symlink() or (f.exists() and not f.is_file()):
+            raise OutputError(f"{option}: {f} is a link, a folder or a special file where facepii writes a score "
+                              "file; remove it or choose another --out (nothing was written).")
+    return [f for f in listed if f.is_file()]
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".") and name == Path(name).name
 
 
 def own_lineup_files(root: Path, option: str = "--out") -> list[Path]:
@@ -190,6 +227,10 @@ def write_outputs(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
     rep = evaluation.report
     paths = [write_json(rep, out / "report.json"), write_text(out / "report.md", markdown(rep))]
     images: dict[str, Path | None] = {}
+    fig = det_figure(rep)
+    if fig is not None:
+        images["det"] = write_figure(fig, out / "det.png")
+        paths.append(images["det"])
     if rep.has_unlinkability:
         fig = linkability_figure(rep)
         if fig is not None:
@@ -214,7 +255,50 @@ def write_outputs(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
         elif (out / "reconstructions.png").is_file():  # a report rewritten later (gate, lineup score)
             images["reconstructions"] = out / "reconstructions.png"
     paths.append(write_text(out / "report.html", page(rep, images)))
+    if any(r.scores is not None for r in rep.rows) and evaluation.items is not None:
+        paths.append(write_scores(evaluation, out))
     return paths
+
+
+def write_scores(evaluation: Evaluation, out: Path) -> Path:
+    """scores/: per row ROW.csv and ROW.4col (utility pairs), ROW.judges.csv (the judges' scores behind the
+    privacy figures), and index.json saying what each file holds. Files an earlier run listed in its
+    index.json and this run does not write are removed (only those: facepii deletes nothing it did not
+    write)."""
+    from facepii import scores as S
+
+    root = out / SCORES
+    old = set(own_score_files(root))
+    items = evaluation.items
+    files: list[dict] = []
+    for n, r in enumerate(evaluation.report.rows):
+        rs = r.scores
+        if rs is None:
+            continue
+        stem = S.file_stem(n, r.label)
+        title = f"facepii {r.label}"
+        if rs.utility is not None:
+            u = rs.utility
+            common = {"row": r.label, "genuine_pairs": int(u.genuine.sum()), "genuine_total": u.genuine_total,
+                      "impostor_pairs": int((~u.genuine).sum()), "impostor_total": u.impostor_total,
+                      "impostor_sampled": u.sampled, "sample_seed": u.sample_seed, "scores": u.how}
+            write_text(root / f"{stem}.csv", S.utility_csv(u, items, f"{title}: protected-vs-protected verification"))
+            files.append({"file": f"{stem}.csv", "kind": "utility", "format": "csv", "columns": S.UTILITY_COLUMNS,
+                          **common})
+            write_text(root / f"{stem}.4col", S.four_column(u, items, f"{title}: protected-vs-protected verification"))
+            files.append({"file": f"{stem}.4col", "kind": "utility", "format": "bob.measure four-column", **common})
+        if rs.judges and items.gallery is not None:
+            write_text(root / f"{stem}.judges.csv", S.judge_csv(rs.judges, items, f"{title}: the judges' scores"))
+            files.append({"file": f"{stem}.judges.csv", "kind": "privacy", "format": "csv",
+                          "columns": S.JUDGE_COLUMNS, "row": r.label,
+                          "attacks": sorted({j.attack for j in rs.judges}),
+                          "judges": sorted({j.judge for j in rs.judges}),
+                          "thresholds@fmr=1e-3": {j.judge: j.threshold for j in rs.judges}})
+    written = {root / f["file"] for f in files} | {root / SCORE_INDEX}
+    for f in sorted(old - written):
+        f.unlink(missing_ok=True)
+    write_text(root / SCORE_INDEX, json.dumps({"schema": "facepii.scores/1", "files": files}, indent=1) + "\n")
+    return root
 
 
 def write_material(evaluation, out: Path) -> Path | None:

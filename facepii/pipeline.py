@@ -24,7 +24,7 @@ import defenses as registry
 from facepii import __version__, metrics, progress
 from facepii.cache import Cache, default_cache_dir
 from facepii.config import EvaluateConfig
-from facepii.datasets import FaceSet
+from facepii.datasets import FaceSet, dataset_root
 from facepii.encoder_base import same_model
 from facepii.encoders import Encoder, PrecomputedEncoder, get_encoder, spec_list
 from facepii.errors import ParameterError
@@ -44,6 +44,7 @@ from facepii.labels import row_label
 from facepii.provenance import provenance, vectors_digest
 from facepii.reconstructions import AttackerKit, oracle_attack, prepare_attacker, reconstruct, resolve_surrogates
 from facepii.report import Evaluation, Report, mark_pareto
+from facepii.scores import Items, JudgeScores, item_names
 from facepii.stages import (
     EmbeddedSet,
     Split,
@@ -186,13 +187,17 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executo
                                                   "face_model": extra.get("attacker", {}).get("face_model")})
     report = Report(dataset=embedded.dataset, encoder=encoder_dict(target), seed=cfg.seed, rows=rows,
                     versions=versions(), settings=settings, extra=extra)
+    items = Items(item_names(embedded.faceset.paths, len(labels), dataset_root(cfg.data.dataset)), labels)
     if attacked is None:
-        return Evaluation(report)
+        return Evaluation(report, items=items)
     split = attacked.split
+    items.victims, items.sources = attacked.victims, split.source_pos
+    vp = split.victim_pos
+    items.gallery = vp[np.isin(vp, split.gallery_pos)]
     gallery_sets = [embedded.aligned(split.gallery_pos[labels[split.gallery_pos] == v][:3])
                     for v in split.victim_ids]
     return Evaluation(report, recon, attacked.sources, np.stack([g[0] for g in gallery_sets]), attacked.victims,
-                      gallery_sets)
+                      gallery_sets, items)
 
 
 def evaluate_row(cfg: EvaluateConfig, embedded: EmbeddedSet, spec: str, params: dict, fit_pos,
@@ -221,6 +226,7 @@ def evaluate_row(cfg: EvaluateConfig, embedded: EmbeddedSet, spec: str, params: 
         with progress.stage(f"row {label}: judging"):
             block = privacy_block(judges, _judge_all(judges, r.faces, attacked, cfg), key if t.defense.keyed else None)
         block.queries = r.queries
+        _keep_judge_scores(row, block, judges, "" if i == 0 else f" (key {key})")
         if i == 0:
             row.privacy = block
             worst_faces = r.faces[block.attack]
@@ -237,7 +243,19 @@ def evaluate_row(cfg: EvaluateConfig, embedded: EmbeddedSet, spec: str, params: 
             block = privacy_block(judges, _judge_all(judges, r.faces, attacked, cfg), None)
         block.oracle = oracle_summary(res, embedded, split, attacked.raw_impostor, cfg.bootstrap, cfg.seed)
         row.oracle = block
+        _keep_judge_scores(row, block, judges, f" ({p.oracle} oracle)")
     return row, worst_faces
+
+
+def _keep_judge_scores(row: RowEstimates, block: PrivacyEstimates, judges, scenario: str) -> None:
+    """The judges' scores behind a privacy block's figures, for the score files (when asked for)."""
+    if row.scores is None:
+        return
+    thresholds = {j.encoder.name: j.threshold for j in judges.values()}
+    for attack, figs in block.per_attack.items():
+        for name, M in figs.scores.items():
+            row.scores.judges.append(JudgeScores(attack + scenario, name, np.asarray(M, np.float32),
+                                                 float(thresholds[name])))
 
 
 def _judge_all(judges, faces: dict, attacked: Attacked, cfg: EvaluateConfig) -> dict[str, AttackFigures]:
@@ -254,7 +272,7 @@ def _judge_all(judges, faces: dict, attacked: Attacked, cfg: EvaluateConfig) -> 
 
 def row_estimates(embedded, t: Templates, fit_pos, cfg: EvaluateConfig) -> RowEstimates:
     """A row's utility and ISO/IEC 30136 unlinkability/renewability (no attacks)."""
-    row = utility_row(embedded, t, fit_pos, cfg.bootstrap, cfg.seed, cfg.data.max_memory)
+    row = utility_row(embedded, t, fit_pos, cfg.bootstrap, cfg.seed, cfg.data.max_memory, cfg.data.scores)
     row.unlinkability = unlinkability(embedded, t, cfg.bootstrap, cfg.seed)
     return row
 

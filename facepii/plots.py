@@ -26,7 +26,7 @@ def tradeoff_figure(report):
     and the random baseline (leakage 1) and the random-face floor."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    pts = []
+    pts, labels = [], []
     for r in report.rows:
         u = r.utility.tar_1e3
         p = r.privacy.headline.leakage_ratio if r.privacy is not None and r.privacy.headline else None
@@ -37,8 +37,8 @@ def tradeoff_figure(report):
         ye = [[y - u.ci95[0]], [u.ci95[1] - y]] if u.ci95[0] == u.ci95[0] else None
         color = "tab:red" if r.defense == "none" else ("tab:green" if r.pareto else "tab:blue")
         ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="o", color=color, capsize=3, alpha=0.85)
-        ax.annotate(r.label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
         pts.append((x, y, r.pareto))
+        labels.append((r.label, x, y))
     front = sorted((x, y) for x, y, p in pts if p)
     if len(front) > 1:
         ax.plot([f[0] for f in front], [f[1] for f in front], "--", color="tab:green", lw=1, label="Pareto front")
@@ -54,6 +54,81 @@ def tradeoff_figure(report):
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    place_labels(fig, ax, labels)
+    return fig
+
+
+#: where a point's label may go, in points from the point (tried in this order)
+_OFFSETS = [(6, 4, "left"), (6, -11, "left"), (-6, 4, "right"), (-6, -11, "right"), (6, 15, "left"),
+            (6, -22, "left"), (-6, 15, "right"), (-6, -22, "right"), (6, 26, "left"), (6, -33, "left")]
+
+
+def place_labels(fig, ax, labels: list[tuple[str, float, float]], fontsize: int = 8) -> list:
+    """Annotate each point with its label where it overlaps no label already placed and no other point
+    (the first free place of a few around the point; the least crowded one when none is free)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    marks = [ax.transData.transform((x, y)) for _, x, y in labels]
+    placed, texts = [], []
+    for i, (text, x, y) in enumerate(labels):
+        best, best_cost = None, None
+        for dx, dy, ha in _OFFSETS:
+            t = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize, ha=ha)
+            bb = t.get_window_extent(renderer).expanded(1.05, 1.15)
+            cost = sum(bb.overlaps(b) for b in placed) + sum(
+                bb.contains(*m) for j, m in enumerate(marks) if j != i)
+            if best_cost is None or cost < best_cost:
+                if best is not None:
+                    best[0].remove()
+                best, best_cost = (t, bb), cost
+            else:
+                t.remove()
+            if cost == 0:
+                break
+        placed.append(best[1])
+        texts.append(best[0])
+    return texts
+
+
+def det_figure(report):
+    """DET curves (FNMR against FMR, normal-deviate axes) of every row's protected-vs-protected
+    verification, the unprotected row in red, the operating points at FMR 1e-2/1e-3/1e-4 marked."""
+    from scipy.stats import norm
+
+    rows = [r for r in report.rows if r.det and r.det.get("fmr")]
+    if not rows:
+        return None
+    plt = _plt()
+    lo, hi = 1e-6, 0.99
+    ticks = [1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5, 0.8, 0.95]
+
+    def dev(v):
+        return norm.ppf(np.clip(np.asarray(v, float), lo, hi))
+
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=120)
+    markers = {"tar@far=1e-2": "s", "tar@far=1e-3": "o", "tar@far=1e-4": "^"}
+    for n, r in enumerate(rows):
+        fmr, fnmr = np.asarray(r.det["fmr"], float), np.asarray(r.det["fnmr"], float)
+        keep = (fmr > 0) & (fnmr > 0)  # a rate of 0 sits at minus infinity on a normal-deviate axis
+        color = "tab:red" if r.defense == "none" else f"C{(n % 9) + (1 if n % 9 >= 3 else 0)}"
+        ax.plot(dev(fmr[keep]), dev(fnmr[keep]), lw=1.4, color=color, label=r.label)
+        for k, op in (r.det.get("operating_points") or {}).items():
+            if op.get("supported", True) and op["fmr_reached"] > 0 and op["fnmr"] > 0:
+                ax.plot(dev(op["fmr_reached"]), dev(op["fnmr"]), markers.get(k, "o"), color=color, ms=5,
+                        mfc="white")
+    for k, m in markers.items():
+        ax.plot([], [], m, color="black", mfc="white", ms=5, label=f"FMR {k.replace('tar@far=', '')}")
+    t = dev(ticks)
+    ax.set_xticks(t, [f"{v:g}" for v in ticks])
+    ax.set_yticks(t, [f"{v:g}" for v in ticks])
+    ax.set_xlim(t[0], dev(0.6))
+    ax.set_ylim(dev(1e-3), dev(0.97))
+    ax.set_xlabel("false match rate (FMR), normal-deviate scale")
+    ax.set_ylabel("false non-match rate (FNMR), normal-deviate scale")
+    ax.set_title("DET: verification of protected templates (red: unprotected)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     return fig
 

@@ -87,8 +87,9 @@ def machine() -> dict:
 
 
 #: settings that say where things are or how the run was carried out, never what it computed: the photos
-#: are compared by their digest, the executor gives the same figures
-NOT_COMPARED = ("dataset", "executor", "cache_dir", "no_cache", "out", "json", "quiet")
+#: are compared by their digest, the executor gives the same figures, the score files hold what the figures
+#: rest on
+NOT_COMPARED = ("dataset", "executor", "cache_dir", "no_cache", "out", "json", "quiet", "scores")
 
 
 def comparable(code: dict, models: dict, data: str, settings: dict, seed: int) -> str:

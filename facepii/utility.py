@@ -17,6 +17,7 @@ from sklearn.base import clone
 
 from defenses.base import shared_key
 from facepii import metrics, progress
+from facepii import scores as S
 from facepii.estimates import RowEstimates, UtilityEstimates
 from facepii.metrics._pairs import genuine_pairs, pair_counts
 from facepii.stages import EmbeddedSet, Templates
@@ -34,14 +35,22 @@ def estimates(u: dict) -> UtilityEstimates:
     return UtilityEstimates({k: v for k, v in u.items() if isinstance(v, metrics.Estimate)})
 
 
+def matching_text(d) -> str:
+    if d.matching == "comparator":
+        return f"{d.output_comparator} of the protected templates"
+    return f"{type(d).__name__}'s own matcher on the protected templates"
+
+
 def utility_row(embedded: EmbeddedSet, t: Templates, fit_pos: np.ndarray | None, n_boot: int, seed: int,
-                max_memory: int | None = None) -> RowEstimates:
-    """A report row for one defense setting, with its utility."""
+                max_memory: int | None = None, score_limit: int = 0) -> RowEstimates:
+    """A report row for one defense setting, with its utility; with ``score_limit`` (impostor pairs, or
+    :data:`facepii.scores.ALL`; 0 = none) also the scored pairs for the score files."""
     labels = embedded.labels
     d = t.defense
     he = None
+    pair_scores = None
     if d.encrypted:
-        u, he = encrypted_utility(embedded.embeddings["target"], labels, d, n_boot, seed)
+        u, he, pair_scores = encrypted_utility(embedded.embeddings["target"], labels, d, n_boot, seed)
     else:
         u = metrics.utility(t.templates, labels, d.score, n_boot=n_boot, seed=seed, max_memory=max_memory,
                             inner_product=d.cosine_scores, paired_fn=d.paired_score)
@@ -51,7 +60,13 @@ def utility_row(embedded: EmbeddedSet, t: Templates, fit_pos: np.ndarray | None,
         epsilon=budget.get("epsilon"), delta=budget.get("delta"), template_bytes=d.template_nbytes(),
         all_params={k: _plain(v) for k, v in d.flat_params().items()},
         pairs={"genuine": u["n_genuine"], "impostor": u["n_impostor"]}, impostor_sampling=u.get("impostor_sampling"),
+        det=u.get("det") or None,
         key_mode="user" if d.per_user else ("system" if d.keyed else None), encrypted_matching=he)
+    if score_limit:
+        if pair_scores is None:
+            pair_scores = S.utility_pairs(t.templates, labels, d.score, score_limit, seed, paired_fn=d.paired_score,
+                                          how=matching_text(d))
+        row.scores = S.RowScores(utility=pair_scores)
     if d.per_user:
         E = embedded.embeddings["target"]
         fit = slice(None) if fit_pos is None else fit_pos
@@ -63,7 +78,7 @@ def utility_row(embedded: EmbeddedSet, t: Templates, fit_pos: np.ndarray | None,
     return row
 
 
-def encrypted_utility(E: np.ndarray, labels: np.ndarray, d, n_boot: int, seed: int) -> tuple[dict, dict]:
+def encrypted_utility(E: np.ndarray, labels: np.ndarray, d, n_boot: int, seed: int) -> tuple[dict, dict, S.PairScores]:
     """Verification through real encrypted matching: every genuine pair and a seeded uniform sample
     of ``d.impostor_pairs`` impostor pairs (identification would need every pair: not measured).
     Also the HE scores' error against the plaintext scores of the same pairs."""
@@ -91,4 +106,6 @@ def encrypted_utility(E: np.ndarray, labels: np.ndarray, d, n_boot: int, seed: i
                 "max": float(err.max()), "mean": float(err.mean())},
             "ms_per_comparison": d.ms_per_comparison(), "templates_per_ciphertext": scheme["templates_per_ciphertext"],
             "rank1": "not measured: identification through encrypted matching needs every pair"}
-    return u, info
+    listed = S.listed_pairs(pairs, len(gen), scores, len(gen), info["impostor_pairs_total"], seed,
+                            "decrypted CKKS inner products of the encrypted templates (encrypted matching)")
+    return u, info, listed

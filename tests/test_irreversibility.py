@@ -158,7 +158,7 @@ def test_he_utility_uses_all_genuine_pairs_and_a_seeded_impostor_sample():
     assert (lab[pairs[:, 0]] != lab[pairs[:, 1]]).all() and (pairs[:, 0] < pairs[:, 1]).all()
     assert np.array_equal(pairs, sample_impostor_pairs(lab, 1000, 0))
     d = defenses.create("he", impostor_pairs=1000).fit(E)
-    u, info = encrypted_utility(E, lab, d, 200, 0)
+    u, info, _ = encrypted_utility(E, lab, d, 200, 0)
     assert info["genuine_pairs"] == 40 * 6 and info["impostor_pairs_sampled"] == 1000
     assert info["abs_error_vs_plaintext"]["max"] < 1e-4
     plain = metrics.verification(E, lab, metrics.cosine_similarity, n_boot=200)

@@ -134,6 +134,7 @@ def reidentification(probe_emb: np.ndarray, victims: np.ndarray, gallery_emb: np
     passes = np.where(genuine, sc >= threshold, False).sum(axis=1) / np.maximum(trials, 1)
     out["sar@fmr=1e-3"] = rate_mean(passes, trials=trials)
     out["threshold@fmr=1e-3"] = float(threshold)
+    out["scores"] = sc  # the (probe x gallery) scores these figures rest on
     return out
 
 

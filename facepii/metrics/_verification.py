@@ -50,6 +50,40 @@ def _drop_unsupported(out: dict, far_levels, n_impostor: int) -> dict:
             out[far_key(f)] = Estimate(float("nan"), (float("nan"), float("nan")))
     return out
 
+#: points of a DET curve kept in a report (each an exact (FMR, FNMR) of all pairs at one threshold)
+DET_POINTS = 160
+
+
+def det_curve(g_sorted: np.ndarray, i_sorted: np.ndarray, far_levels=FAR_LEVELS) -> dict:
+    """A DET curve of all pairs: at thresholds ``t`` taken at impostor quantiles (log-spaced FMR from
+    1 / n_i to 1) and genuine quantiles (log-spaced FNMR), the exact FMR(t) = #{i > t} / n_i and
+    FNMR(t) = #{g <= t} / n_g, the acceptance rule of TAR@FAR; and each FAR level's operating point
+    (the threshold TAR@FAR takes, the FMR it reached, its FNMR, the impostor pairs behind it and whether
+    they support it)."""
+    ng, ni = g_sorted.size, i_sorted.size
+    if ng == 0 or ni == 0:
+        return {}
+    half = DET_POINTS // 2
+    k_i = np.unique(np.clip(ni - np.round(np.logspace(0, np.log10(ni), half)).astype(np.int64), 0, ni - 1))
+    k_g = np.unique(np.clip(np.round(np.logspace(0, np.log10(ng), half)).astype(np.int64) - 1, 0, ng - 1))
+    t = np.unique(np.concatenate([i_sorted[k_i], g_sorted[k_g]]))
+    fmr = (ni - np.searchsorted(i_sorted, t, side="right")) / ni
+    fnmr = np.searchsorted(g_sorted, t, side="right") / ng
+    points = {}
+    for f in far_levels:
+        k = int(np.floor(f * ni))
+        if k >= ni:
+            continue
+        thr = i_sorted[ni - 1 - k]
+        points[far_key(f)] = {
+            "far": float(f), "threshold": float(thr),
+            "fmr_reached": float((ni - np.searchsorted(i_sorted, thr, side="right")) / ni),
+            "fnmr": float(np.searchsorted(g_sorted, thr, side="right") / ng),
+            "impostor_pairs": int(ni), "supported": bool(supported(f, ni))}
+    return {"fmr": [float(x) for x in fmr], "fnmr": [float(x) for x in fnmr], "operating_points": points,
+            "genuine_pairs": int(ng), "impostor_pairs": int(ni)}
+
+
 def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> float:
     """Highest TAR with FAR <= ``far`` (see module docstring)."""
     g = np.asarray(genuine, np.float64)
@@ -162,6 +196,7 @@ def verification(templates: np.ndarray, labels: np.ndarray, score_fn: ScoreFn,
     point = {far_key(f): _tar_at_far_sorted(g_sorted, i_sorted, f) for f in far_levels}
     point["eer"] = _eer_sorted(g_sorted, i_sorted)
     point["auc"] = _auc_sorted(g_sorted, i_sorted)
+    out["det"] = det_curve(g_sorted, i_sorted, far_levels)
 
     taus = _threshold_grid(g_sorted, i_sorted, far_levels)
     del g_sorted, i_sorted, gen, imp
@@ -349,6 +384,7 @@ def verification_pairs(genuine: np.ndarray, genuine_ids: np.ndarray, impostor: n
     point = {far_key(f): _tar_at_far_sorted(g_sorted, i_sorted, f) for f in far_levels}
     point["eer"] = _eer_sorted(g_sorted, i_sorted)
     point["auc"] = _auc_sorted(g_sorted, i_sorted)
+    out["det"] = det_curve(g_sorted, i_sorted, far_levels)
     taus = _threshold_grid(g_sorted, i_sorted, far_levels)
     ids = np.concatenate([np.asarray(genuine_ids).ravel(), np.asarray(impostor_ids).ravel()])
     uniq, inv = np.unique(ids, return_inverse=True)

@@ -108,6 +108,7 @@ class Evaluation:
     gallery: np.ndarray | None = None    # one other photo per victim
     victims: np.ndarray | None = None
     gallery_sets: list[np.ndarray] | None = None  # up to 3 other photos per victim (lineups)
+    items: Any = None  # facepii.scores.Items: names of the photos the score files list
 
 
 def aux_identities(split: dict) -> str:

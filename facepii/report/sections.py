@@ -17,6 +17,7 @@ from facepii.report.tables import (
     Table,
     attack_table,
     data_lines,
+    det_table,
     dp_table,
     executive_summary,
     footnotes,
@@ -69,6 +70,10 @@ ORACLE_NOTE = (
     "Score oracle: the attacker never sees the victim's template; it submits probes and reads the matcher's "
     "answer against the victim (a score, or accept/reject at the FMR 1e-3 threshold), recovers the embedding "
     "and reconstructs the face. matched = a submitted estimate was accepted within the query budget.")
+DET_NOTE = ("DET: false non-match rate against false match rate of protected-vs-protected verification, "
+            "both on normal-deviate (probit) axes as bob.measure and pyeer draw them, from the same pairs as the "
+            "utility figures; the marks are the operating points at FMR 1e-2, 1e-3 and 1e-4 (unmarked where "
+            "the impostor pairs cannot support them). scores/ under --out holds the scores themselves.")
 DP_NOTE = ("Per-template local DP: one release of each unit-norm embedding (L2 sensitivity 2); says nothing about "
            "the model or about several templates of one person.")
 PERSONAL_DATA = ("Reconstructions and victim photos are personal data: they are written only under --out, never "
@@ -91,6 +96,8 @@ SECTIONS: list[Section] = [
             if r.has_privacy else [],
             title_of=lambda r: "Privacy-utility trade-off (worst attack per row)" if r.has_privacy else "Utility"),
     Section("Utility (all figures)", lambda r: r.has_privacy, table=utility_table),
+    Section("DET curves and operating points", lambda r: any(x.det for x in r.rows), table=det_table,
+            notes=lambda r: [DET_NOTE], images=lambda r: [("det", "DET curves")]),
     Section("Every judge", lambda r: r.has_judges, table=judge_table, notes=lambda r: [JUDGES_NOTE]),
     Section("Every attack", lambda r: r.has_privacy, table=attack_table,
             notes=lambda r: [r.extra.get("personal_data") or PERSONAL_DATA]),

@@ -327,6 +327,20 @@ def operating_points_table(report: Report) -> Table:
     return headers, body
 
 
+def det_table(report: Report) -> Table:
+    """Each row's utility operating points: the threshold TAR@FAR takes, the FMR it reached on how many
+    impostor pairs, the FNMR there (1 - TAR), and whether those pairs support the figure."""
+    headers = ["defense", "params", "FMR asked", "threshold", "FMR reached", "FNMR", "impostor pairs", "estimable"]
+    body = []
+    for r in report.rows:
+        for k, op in ((r.det or {}).get("operating_points") or {}).items():
+            ok = op.get("supported", True)
+            body.append([r.defense, _p(r), k.replace("tar@far=", ""), f"{op.get('threshold', float('nan')):.4g}",
+                         f"{op['fmr_reached']:.2e}", f"{op['fnmr']:.3f}" if ok else "n/a",
+                         str(op["impostor_pairs"]), "yes" if ok else "no (fewer than 3 impostors above)"])
+    return headers, body
+
+
 def oracle_table(report: Report) -> Table:
     judge = next((r.oracle.judge for r in report.rows if r.oracle is not None), "judge")
     headers = ["defense", "params", "oracle", "queries/victim", "matched within budget", "median queries to match",

@@ -1,0 +1,279 @@
+"""Score files and DET curves: what an auditor re-checks with bob.measure, pyeer or scikit-learn.
+
+The round trip: the files under --out DIR/scores/ are read back with plain csv parsing, and the
+report's TAR@FMR 1e-3, EER, rank-1 and SAR are recomputed from them with this file's own code and
+with scikit-learn; they must equal the report's figures (every pair written: --scores all)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_curve
+
+from facepii import metrics
+from facepii import scores as S
+from facepii.errors import ReportError
+from facepii.estimates import RowEstimates, det_from
+from facepii.metrics._verification import det_curve
+
+from helpers import run_cli
+
+
+def _rows(text: str) -> list[dict]:
+    return list(csv.DictReader(line for line in text.splitlines() if not line.startswith("#")))
+
+
+def _four_column(text: str) -> list[tuple[str, str, str, float]]:
+    """bob.measure.load.four_column's reading: skip empty and # lines, split on whitespace."""
+    out = []
+    for line in text.splitlines():
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        a, b, c, d = s.split()
+        out.append((a, b, c, float(d)))
+    return out
+
+
+# ------------------------------------------------------------- own recomputation (no facepii code)
+
+
+def _above(sorted_scores: np.ndarray, t: np.ndarray, strict: bool) -> np.ndarray:
+    return len(sorted_scores) - np.searchsorted(sorted_scores, t, side="right" if strict else "left")
+
+
+def own_tar_at_fmr(gen: np.ndarray, imp: np.ndarray, fmr: float) -> float:
+    """Highest TAR over thresholds t (every impostor score, and minus infinity) with
+    #{imp > t} / n_imp <= fmr, accepting when score > t."""
+    i, g = np.sort(imp), np.sort(gen)
+    ts = np.r_[-np.inf, np.unique(i)]
+    ok = _above(i, ts, strict=True) / len(i) <= fmr
+    return float((_above(g, ts[ok], strict=True) / len(g)).max())
+
+
+def own_eer(gen: np.ndarray, imp: np.ndarray) -> float:
+    """(FAR + FRR) / 2 where |FAR - FRR| is smallest, over thresholds at every score and just above
+    every impostor score (accept when score >= t)."""
+    i, g = np.sort(imp), np.sort(gen)
+    ts = np.unique(np.concatenate([gen, imp, np.nextafter(imp, np.inf)]))
+    far = _above(i, ts, strict=False) / len(i)
+    frr = 1 - _above(g, ts, strict=False) / len(g)
+    k = int(np.argmin(np.abs(far - frr)))
+    return float((far[k] + frr[k]) / 2)
+
+
+def sklearn_tar_at_fmr(gen: np.ndarray, imp: np.ndarray, fmr: float) -> float:
+    y = np.r_[np.ones(len(gen)), np.zeros(len(imp))]
+    fpr, tpr, _ = roc_curve(y, np.r_[gen, imp].astype(np.float64), drop_intermediate=False)
+    return float(tpr[fpr <= fmr].max())
+
+
+def sklearn_eer(gen: np.ndarray, imp: np.ndarray) -> float:
+    y = np.r_[np.ones(len(gen)), np.zeros(len(imp))]
+    fpr, tpr, _ = roc_curve(y, np.r_[gen, imp].astype(np.float64), drop_intermediate=False)
+    k = int(np.argmin(np.abs(fpr - (1 - tpr))))
+    return float((fpr[k] + 1 - tpr[k]) / 2)
+
+
+def _templates(n_ids=12, per=5, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_ids, d))
+    E = np.repeat(centres, per, axis=0) + 0.9 * rng.normal(size=(n_ids * per, d))
+    labels = np.repeat([f"id {i}" for i in range(n_ids)], per)  # a space: the four-column file escapes it
+    return E.astype(np.float32), labels
+
+
+def test_utility_files_give_back_the_figures_with_own_code_and_sklearn():
+    E, labels = _templates()
+    v = metrics.verification(E, labels, metrics.cosine_similarity, n_boot=100)
+    ps = S.utility_pairs(E, labels, metrics.cosine_similarity, S.ALL, 0, how="cosine")
+    items = S.Items([f"photo {i}.png" for i in range(len(labels))], labels)
+    rows = _rows(S.utility_csv(ps, items, "test"))
+    assert len(rows) == v["n_genuine"] + v["n_impostor"]
+    assert all((r["probe_identity"] == r["reference_identity"]) == (r["genuine"] == "1") for r in rows)
+    sc = np.array([np.float32(r["score"]) for r in rows])
+    g = np.array([r["genuine"] == "1" for r in rows])
+    gen, imp = sc[g], sc[~g]
+    assert own_tar_at_fmr(gen, imp, 1e-2) == sklearn_tar_at_fmr(gen, imp, 1e-2) == v["tar@far=1e-2"].value
+    assert own_eer(gen, imp) == pytest.approx(v["eer"].value, abs=1e-12)
+    # scikit-learn's ROC accepts at >= t: its EER point can sit one impostor step away (1 / n_imp)
+    assert sklearn_eer(gen, imp) == pytest.approx(v["eer"].value, abs=1.0 / len(imp) + 1e-12)
+    four = _four_column(S.four_column(ps, items, "test"))
+    assert [x[3] for x in four] == [float(r["score"]) for r in rows]
+    assert all((a == b) == (r["genuine"] == "1") for (a, b, _, _), r in zip(four, rows))
+    assert four[0][0].startswith("id%200") and four[0][2] == "photo%200.png"
+
+
+def test_a_sampled_file_says_so_and_is_seeded():
+    E, labels = _templates(n_ids=30, per=4)
+    a = S.utility_pairs(E, labels, metrics.cosine_similarity, 500, 3)
+    b = S.utility_pairs(E, labels, metrics.cosine_similarity, 500, 3)
+    assert a.sampled and a.sample_seed == 3 and int((~a.genuine).sum()) == 500
+    assert np.array_equal(a.reference, b.reference) and np.array_equal(a.score, b.score)
+    text = S.utility_csv(a, S.Items([str(i) for i in range(len(labels))], labels), "t")
+    assert "a seeded uniform sample (seed 3)" in text and "--scores all" in text
+    full = S.utility_pairs(E, labels, metrics.cosine_similarity, 10 ** 9, 3)
+    assert not full.sampled and int((~full.genuine).sum()) == full.impostor_total
+    assert "figures recomputed from this file equal the report's" in full.header()[1]
+
+
+def test_det_points_lie_on_sklearns_roc_and_mark_the_operating_points():
+    E, labels = _templates(n_ids=40, per=5)
+    gen, imp = metrics.pair_scores(E, labels, metrics.cosine_similarity)
+    d = det_curve(np.sort(gen), np.sort(imp))
+    y = np.r_[np.ones(len(gen)), np.zeros(len(imp))]
+    fpr, tpr, _ = roc_curve(y, np.r_[gen, imp].astype(np.float64), drop_intermediate=False)
+    roc = set(zip(np.round(fpr, 12), np.round(1 - tpr, 12)))
+    pts = list(zip(np.round(d["fmr"], 12), np.round(d["fnmr"], 12)))
+    assert 50 < len(pts) <= S_DET_MAX and all(p in roc for p in pts)
+    assert all(np.diff(d["fmr"]) <= 0) and all(np.diff(d["fnmr"]) >= 0)  # thresholds ascend
+    for op in d["operating_points"].values():
+        tar = metrics.tar_at_far(gen, imp, op["far"])
+        assert op["fnmr"] == pytest.approx(1 - tar, abs=1e-15) and op["fmr_reached"] <= op["far"]
+        assert op["impostor_pairs"] == len(imp) and op["supported"] == (op["far"] * len(imp) >= 3)
+
+
+S_DET_MAX = 200
+
+
+def test_det_is_read_back_checked():
+    ok = {"fmr": [0.5, 0.1], "fnmr": [0.01, 0.2], "operating_points": {
+        "tar@far=1e-2": {"far": 0.01, "fmr_reached": 0.009, "fnmr": 0.2, "impostor_pairs": 1000}}}
+    assert det_from(ok, "r") == ok
+    for bad, needle in [({"fmr": [0.5], "fnmr": [0.1, 0.2]}, "equal length"),
+                        ({"fmr": [1.5], "fnmr": [0.1]}, "rate in"),
+                        ({"fmr": ["x"], "fnmr": [0.1]}, "rate in"),
+                        ({"fmr": [], "fnmr": [], "operating_points": {"a": {"far": 2}}}, "not a rate"),
+                        ([1, 2], "not a DET curve")]:
+        with pytest.raises(ReportError, match=needle):
+            det_from(bad, "r")
+    row = RowEstimates.from_dict({"defense": "none", "params": {}, "utility": {}, "det": ok}, "rows[0]")
+    assert row.det == ok and row.to_dict()["det"] == ok
+
+
+# ------------------------------------------------------------- the whole run, real faces
+
+
+@pytest.fixture(scope="module")
+def scored_run(celeba, session_cache, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from facepii.cli import app
+
+    out = tmp_path_factory.mktemp("scored") / "out"
+    args = ["evaluate", "-q", "--dataset", f"celeba:{celeba}", "--max-identities", "20", "--encoder", "sface",
+            "--defense", "noise", "--param", "sigma=0.05", "--attack", "nearest", "--budget", "quick",
+            "--victims", "8", "--judge", "dlib", "--scores", "all", "--bootstrap", "200",
+            "--cache-dir", str(session_cache), "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    return out, json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.integration
+def test_the_reports_figures_come_back_from_its_score_files(scored_run):
+    out, rep = scored_run
+    index = json.loads((out / "scores" / "index.json").read_text())
+    assert (out / "det.png").stat().st_size > 10_000
+    assert len(rep["rows"]) == 2
+    for n, row in enumerate(rep["rows"]):
+        stem = S.file_stem(n, S_label(row))
+        entry = next(f for f in index["files"] if f["file"] == f"{stem}.csv")
+        assert not entry["impostor_sampled"] and entry["impostor_pairs"] == row["pairs"]["impostor"]
+        rows = _rows((out / "scores" / f"{stem}.csv").read_text())
+        sc = np.array([np.float32(r["score"]) for r in rows])
+        g = np.array([r["genuine"] == "1" for r in rows])
+        gen, imp = sc[g], sc[~g]
+        assert len(gen) == row["pairs"]["genuine"] and len(imp) == row["pairs"]["impostor"]
+        u = row["utility"]
+        assert sklearn_tar_at_fmr(gen, imp, 1e-3) == u["tar@far=1e-3"]["value"]
+        assert metrics.tar_at_far(gen, imp, 1e-3) == u["tar@far=1e-3"]["value"]
+        assert own_eer(gen, imp) == pytest.approx(u["eer"]["value"], abs=1e-12)
+        four = _four_column((out / "scores" / f"{stem}.4col").read_text())
+        assert len(four) == len(rows) and sum(a == b for a, b, _, _ in four) == len(gen)
+        op = row["det"]["operating_points"]["tar@far=1e-3"]
+        assert op["fnmr"] == pytest.approx(1 - u["tar@far=1e-3"]["value"], abs=1e-12)
+
+        # the judges' scores: rank-1 and SAR of every attack and judge, as the report has them
+        jrows = _rows((out / "scores" / f"{stem}.judges.csv").read_text())
+        figs = row["privacy"]["per_attack"]
+        checked = 0
+        for attack, f in figs.items():
+            for judge, want in (("dlib", f), (rep["encoder"]["name"], f["target_judge"])):
+                mine = [r for r in jrows if r["attack"] == attack and r["judge"] == judge]
+                assert mine, (attack, judge)
+                thr = np.float32(mine[0]["threshold"])
+                rank1, sar = [], []
+                for probe in dict.fromkeys(r["probe"] for r in mine):
+                    pr = [r for r in mine if r["probe"] == probe]
+                    gs = np.array([np.float32(r["score"]) for r in pr if r["genuine"] == "1"])
+                    others = np.array([np.float32(r["score"]) for r in pr if r["genuine"] == "0"])
+                    rank1.append(float(gs.max() > others.max()))
+                    sar.append(float(np.mean(gs >= thr)))
+                assert np.mean(rank1) == pytest.approx(want["rank1"]["value"], abs=1e-12)
+                assert np.mean(sar) == pytest.approx(want["sar@fmr=1e-3"]["value"], abs=1e-12)
+                checked += 1
+        assert checked >= 2
+
+
+def S_label(row: dict) -> str:
+    from facepii.labels import row_label
+
+    return row_label(row["defense"], row["params"])
+
+
+@pytest.mark.integration
+def test_a_report_read_back_redraws_det_and_leaves_the_score_files(scored_run, tmp_path):
+    import shutil
+
+    from facepii.outputs import write_outputs
+    from facepii.report import Evaluation, Report
+
+    out, _ = scored_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    before = {p.name: p.read_bytes() for p in (copy / "scores").iterdir()}
+    (copy / "det.png").unlink()
+    write_outputs(Evaluation(Report.from_json(copy / "report.json")), copy)
+    assert (copy / "det.png").is_file()
+    assert {p.name: p.read_bytes() for p in (copy / "scores").iterdir()} == before
+    assert "DET curves and operating points" in (copy / "report.md").read_text()
+
+
+def test_score_folder_safety(tmp_path):
+    from facepii.outputs import OutputError, check_out_dir, own_score_files
+
+    out = tmp_path / "out"
+    (out / "scores").mkdir(parents=True)
+    (out / "scores" / "mine.txt").write_text("not facepii's")
+    (out / "scores" / "index.json").write_text(json.dumps({"files": [{"file": "00-none.csv"},
+                                                                     {"file": "../../etc/passwd"}]}))
+    (out / "scores" / "00-none.csv").write_text("old")
+    listed = own_score_files(out / "scores")
+    assert sorted(p.name for p in listed) == ["00-none.csv", "index.json"]  # a path outside is never listed
+    check_out_dir(out)
+    (out / "scores" / "00-none.csv").unlink()
+    (out / "scores" / "00-none.csv").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OutputError, match="link"):
+        check_out_dir(out)
+    link = tmp_path / "o2"
+    link.mkdir()
+    (link / "scores").symlink_to(tmp_path)
+    with pytest.raises(OutputError, match="not a plain folder"):
+        check_out_dir(link)
+
+
+def test_scores_option(tmp_path, capsys):
+    from facepii.config import parse_scores
+    from facepii.errors import ParameterError
+
+    assert parse_scores("all") == S.ALL and parse_scores("none") == 0 and parse_scores("1e5") == 100_000
+    assert parse_scores("250,000") == 250_000
+    for bad in ("-3", "lots", "0.5"):
+        with pytest.raises(ParameterError, match="--scores"):
+            parse_scores(bad)
+    code, _, err = run_cli(["evaluate", "--scores", "lots", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "--scores" in err
