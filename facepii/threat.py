@@ -22,6 +22,16 @@ ORACLES = {
 }
 ORACLE_QUERIES = {"score": 200, "decision": 2000}  # default queries per victim
 
+#: ISO/IEC 24745's application models differ in where the biometric references are stored and where the
+#: comparison happens; facepii's figures assume this one (and the oracle attacker, the service's interface)
+APPLICATION_MODEL = (
+    "Application model (ISO/IEC 24745): the biometric references, the protected templates, are stored in the "
+    "system's central database and compared on its server (store on server, compare on server); the attacker "
+    "breaches that database and takes the stored references{oracle_part}. Where references are kept on a "
+    "token or device the user holds, or compared there, a breach takes one person's template, not the "
+    "database: the per-victim figures still hold for that person.")
+ORACLE_PART = ", or, as the oracle attacker, only reaches the comparison service's interface and never the database"
+
 THREAT_MODEL = (
     "The attacker has stolen the protected templates of the victims. It knows the target encoder "
     "({knowledge}) and the defense's algorithm and public parameters (Kerckhoffs), and holds public "
@@ -50,5 +60,35 @@ def threat_model(knowledge: str, key: str, n_aux: int, n_victims: int, judge: st
         note += (f" Oracle attacker (a second threat): it never sees a victim's template; {ORACLES[oracle]}, "
                  f"for probes it chooses ({queries} queries per victim), and reconstructs the face from what it "
                  "recovers.")
-    return THREAT_MODEL.format(knowledge=KNOWLEDGE[knowledge], n_aux=n_aux, n_victims=n_victims,
-                               key=KEY_SCENARIOS[key], judge=judge) + note
+    app = APPLICATION_MODEL.format(oracle_part=ORACLE_PART if oracle != "none" else "")
+    return app + " " + THREAT_MODEL.format(knowledge=KNOWLEDGE[knowledge], n_aux=n_aux, n_victims=n_victims,
+                                           key=KEY_SCENARIOS[key], judge=judge) + note
+
+
+def row_capabilities(row, settings: dict) -> list[list[str]]:
+    """What the attacker holds for each of a row's privacy figures: (scenario, templates, key, target model,
+    matcher access). ``row`` is a :class:`facepii.estimates.RowEstimates`, ``settings`` the report's."""
+    knowledge = "white box (runs and differentiates it)" if settings.get("knowledge", "white") == "white" \
+        else "black box (queries only" + (f"; surrogates {settings['surrogate']}" if settings.get("surrogate")
+                                          else "") + ")"
+    enc = row.encrypted_matching is not None
+    stolen = "the victims' CKKS ciphertexts" if enc else "the victims' protected templates"
+    out = []
+
+    def key_text(k):
+        if not row.key_mode:
+            return "no key (unkeyed)"
+        who = "per-user keys" if row.key_mode == "user" else "the system key"
+        return f"{who} disclosed (stolen token)" if k == "disclosed" else f"{who} secret (its own keys)"
+
+    if row.privacy is not None:
+        out.append(["database breach", stolen, key_text(row.privacy.key or "disclosed"), knowledge, "none"])
+    if row.privacy_key_secret is not None:
+        out.append(["database breach, key secret", stolen, key_text("secret"), knowledge,
+                    "none" + (" (not applicable: ciphertexts)" if row.privacy_key_secret.not_applicable else "")])
+    if row.oracle is not None:
+        q = row.oracle.oracle or {}
+        out.append([f"{q.get('kind', settings.get('oracle'))} oracle", "none (never sees a template)",
+                    "none", knowledge, f"{q.get('kind', '')} answers, {q.get('budget_per_victim', '?')} queries "
+                    "per victim"])
+    return out

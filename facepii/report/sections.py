@@ -16,6 +16,7 @@ from facepii.report import Report
 from facepii.report.tables import (
     Table,
     attack_table,
+    capabilities_table,
     data_lines,
     det_table,
     dp_table,
@@ -91,6 +92,8 @@ SECTIONS: list[Section] = [
     Section("Gate", lambda r: r.extra.get("gate") is not None, table=gate_table, text=gate_lines),
     Section("Threat model", lambda r: bool(r.extra.get("threat_model")),
             text=lambda r: [r.extra["threat_model"]]),
+    Section("The attacker's capabilities per row", lambda r: r.has_privacy, table=capabilities_table,
+            formats=("markdown", "html")),
     Section("Privacy-utility trade-off", _always, table=main_table, notes=footnotes,
             images=lambda r: [("tradeoff", "trade-off plot"), ("reconstructions", "reconstruction grid")]
             if r.has_privacy else [],

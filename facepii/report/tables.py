@@ -327,6 +327,18 @@ def operating_points_table(report: Report) -> Table:
     return headers, body
 
 
+def capabilities_table(report: Report) -> Table:
+    """Per row and scenario, what the attacker holds (ISO/IEC 24745 application model in the threat model)."""
+    from facepii.threat import row_capabilities
+
+    headers = ["defense", "params", "scenario", "stolen", "key", "target model", "matcher access"]
+    body = []
+    for r in report.rows:
+        for c in row_capabilities(r, report.settings or {}):
+            body.append([r.defense, _p(r), *c])
+    return headers, body
+
+
 def det_table(report: Report) -> Table:
     """Each row's utility operating points: the threshold TAR@FAR takes, the FMR it reached on how many
     impostor pairs, the FNMR there (1 - TAR), and whether those pairs support the figure."""
