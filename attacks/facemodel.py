@@ -259,6 +259,11 @@ class FaceModel:
             x = self.decoder(torch.from_numpy(to_unit(E)))
         return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
 
+    def __reduce__(self):
+        """Pickled (to a Dask worker) as its safetensors bytes: the decoder's class is built inside a
+        function, and the other side builds it again exactly as a cache read does."""
+        return (FaceModel.from_bytes, (self.to_bytes(),))
+
     def to_bytes(self) -> bytes:
         """Tensors only (safetensors): nothing in the data can execute code when read."""
         from safetensors.numpy import save

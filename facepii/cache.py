@@ -189,14 +189,45 @@ class Cache:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, path)
+            # the rename and the digest under one write lock of the database: another process writing the
+            # same model at the same time (two runs on one --cache-dir) goes wholly before or after, so the
+            # file and its recorded digest always belong together
+            with self._damage():
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    os.replace(tmp, path)
+                    self._db.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?)",
+                                     (name, hashlib.sha256(data).hexdigest(), len(data)))
+                    self._db.commit()
+                except BaseException:
+                    self._db.rollback()
+                    raise
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def verify(self) -> dict:
+        """Every entry checked (checksums, shapes, model digests): ``{"landmarks": n, "embeddings": n,
+        "models": n, "bad": [keys or names that fail]}``."""
+        out: dict = {"landmarks": 0, "embeddings": 0, "models": 0, "bad": []}
+        if self._db is None:
+            return out
         with self._damage():
-            self._db.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?)",
-                             (name, hashlib.sha256(data).hexdigest(), len(data)))
-            self._db.commit()
+            keys = {t: [r[0] for r in self._db.execute(f"SELECT key FROM {t}")] for t in ("landmarks", "embeddings")}
+            models = [r[0] for r in self._db.execute("SELECT name FROM models")]
+        before = self.rejected
+        for t, get in (("landmarks", self.get_landmarks), ("embeddings", self.get_embeddings)):
+            got = get(keys[t])
+            out[t] = len(got)
+            out["bad"] += [k for k in keys[t] if k not in got]
+        for name in models:
+            data, why = self.get_model(name) if MODEL_NAME.match(name) else (None, "bad name")
+            if data is None:
+                out["bad"].append(name)
+            else:
+                out["models"] += 1
+        self.rejected = before
+        return out
 
     def count(self, table: str = "embeddings") -> int:
         if self._db is None:

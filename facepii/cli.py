@@ -109,13 +109,19 @@ def evaluate(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the embedding cache.")] = False,
     executor: Annotated[str, typer.Option(
         "--executor", metavar="local|dask|dask:ADDRESS",
-        help="Where photos are embedded and rows' utility computed: local (this process), dask (a local Dask "
-             "cluster, one worker per core) or dask:ADDRESS (a running scheduler; photos must be on a shared "
-             "filesystem). Needs facepii[dask]. Figures are the same either way.")] = "local",
+        help="Where photos are embedded and rows evaluated (utility, attacks, judging): local (this process), "
+             "dask (a local Dask cluster, one worker per core) or dask:ADDRESS (a running scheduler; photos and "
+             "model files must be on a shared filesystem). Needs facepii[dask]. Figures are the same either way "
+             "for one --threads.")] = "local",
     max_memory: Annotated[str | None, typer.Option(
         "--max-memory", metavar="SIZE",
         help="Memory for exact impostor scores (default 4GB): all impostor pairs while they fit, else a seeded "
              "sample of 10^7 pairs, the sampling's share of each interval stated in the report.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", metavar="N", min=1, max=1024,
+        help="Threads for the attacks' torch computations (default: this machine's cores). Torch's rounding "
+             "depends on it: one N gives the same figures in this process and on any Dask worker; the report "
+             "records it.")] = None,
     scores: Annotated[str, typer.Option(
         "--scores", metavar="N|all|none",
         help="Score files under --out DIR/scores/ (CSV and bob.measure four-column, for bob.measure or pyeer): "
@@ -188,7 +194,7 @@ def evaluate(
         defenses=_split(defense) or ["none"], params=parse_param_options(param), max_identities=max_identities,
         min_images=min_images, seed=seed, cache_dir=str(cache_dir) if cache_dir else None, no_cache=no_cache,
         max_memory=None if max_memory is None else parse_size(max_memory), executor=executor,
-        scores=parse_scores(scores) if out else 0, bootstrap=bootstrap,
+        scores=parse_scores(scores) if out else 0, threads=threads, bootstrap=bootstrap,
         epsilons=[_number(e, "--epsilon") for e in _split(epsilon)],
         attacks=[] if no_privacy else (_split(attack) or list(DEFAULT_ATTACKS)), judge=judge,
         knowledge=knowledge, surrogate=surrogate, key=key, budget=budget, victims=_victims(victims), max_aux=max_aux,

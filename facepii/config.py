@@ -40,6 +40,7 @@ class DataConfig:
     max_memory: int | None = None  # bytes for exact impostor scores (default 4 GB); beyond, a sample
     executor: str = "local"        # local | dask | dask:ADDRESS
     scores: int = 100_000          # impostor pairs per row in the score files; -1 = all, 0 = no score files
+    threads: int | None = None     # torch threads behind the figures (default: this machine's cores)
 
 
 @dataclass
@@ -125,6 +126,9 @@ class EvaluateConfig:
                                          or not 1 << 26 <= d.max_memory <= 1 << 50):
             raise ParameterError(f"--max-memory must be between 64MB and 1PB, got {d.max_memory!r}.")
         check_executor(d.executor)
+        if d.threads is not None and (isinstance(d.threads, bool) or not isinstance(d.threads, int)
+                                      or not 1 <= d.threads <= 1024):
+            raise ParameterError(f"--threads must be a whole number 1..1024, got {d.threads!r}.")
         if isinstance(d.scores, bool) or not isinstance(d.scores, int) or d.scores < -1:
             raise ParameterError(f"--scores must be all, none or a number of impostor pairs, got {d.scores!r}.")
         if d.max_identities is not None and d.max_identities < 2:

@@ -94,6 +94,12 @@ class DlibEncoder:
             raise EncoderError("a dlib worker process died; rerun (finished embeddings are cached).") from None
         return np.concatenate(out).astype(np.float32)
 
+    def __getstate__(self) -> dict:
+        """Pickled (to a Dask worker) without its worker processes; there it embeds in its own process."""
+        state = dict(self.__dict__)
+        state["_workers"], state["n_jobs"] = [], 1
+        return state
+
     def close(self) -> None:
         for w in self._workers:
             try:

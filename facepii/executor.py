@@ -9,18 +9,23 @@ dask-jobqueue on SLURM/SGE). Two stages go to the workers:
   driver writes into its own SQLite cache as each task completes (an interrupted run resumes
   exactly as a local one). Workers read the photos from the same paths: the dataset must be on a
   filesystem the workers share. Photos' pixels never come back, only landmarks and embeddings;
-- the utility and ISO/IEC 30136 figures of each defense row: one task per row (the embeddings are
-  scattered to the workers once). Rows whose defense holds unpicklable key material (``he``: a SEAL
-  context) run in the driver. The attacks stay in the driver.
+- each defense row, one task per row: its templates, utility and ISO/IEC 30136 figures and, with
+  attacks, its attacks, judging and irreversibility (the embeddings, the attacker's kit with its face
+  model and the judges are scattered to every worker once; each worker process rebuilds the torch
+  copy of the target and opens the judges' models once, when the kit arrives). Rows whose defense
+  holds unpicklable key material (``he``: a SEAL context) run in the driver.
 
-Results are identical to the in-process run (same seed, same batches): tests check it on a
-``LocalCluster(n_workers=2, threads_per_worker=1)``.
+Torch's results depend on its number of threads (a sum split over two threads rounds differently),
+so the computations behind the figures run with ``--threads`` threads wherever they run
+(:func:`compute_threads`): in-process, 1 worker and 2 workers give the same report for the same
+``--threads`` (tests check it on a ``LocalCluster(n_workers=2, threads_per_worker=1)``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -81,6 +86,22 @@ class DaskExecutor:
         for fut in as_completed(futures):
             yield fut.result()
 
+    def map_indexed(self, fn, tasks: list, **shared) -> Iterator[tuple[int, Any]]:
+        """(index, fn(task, **shared)) for every task on the workers, as they complete."""
+        from distributed import as_completed
+
+        scattered = {k: self.client.scatter(v, broadcast=True) for k, v in shared.items()}
+        futures = {self.client.submit(fn, t, pure=False, **scattered): i for i, t in enumerate(tasks)}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+
+    def describe(self) -> dict:
+        """Where the work runs: the scheduler, the workers and their threads (the report's provenance)."""
+        info = self.client.scheduler_info()
+        ws = info.get("workers", {})
+        return {"kind": "dask", "scheduler": "local cluster" if self.cluster is not None else info.get("address"),
+                "workers": len(ws), "threads_per_worker": sorted({int(w.get("nthreads", 0)) for w in ws.values()})}
+
     def map_ordered(self, fn, tasks: list, **shared) -> list[Any]:
         scattered = {k: self.client.scatter(v, broadcast=True) for k, v in shared.items()}
         futures = [self.client.submit(fn, t, pure=False, **scattered) for t in tasks]
@@ -90,6 +111,30 @@ class DaskExecutor:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+@contextmanager
+def compute_threads(n: int | None):
+    """Torch's intra-op threads set to ``n`` for the computations behind figures (then restored)."""
+    import torch
+
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def worker_name() -> str:
+    """This Dask worker's address (or "driver" outside a worker)."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return "driver"
 
 
 def open_executor(spec: str | None) -> DaskExecutor | None:

@@ -199,12 +199,31 @@ class OnnxEncoder:
         settings = (f"{self.mean.tolist()}|{self.std.tolist()}|{self.bgr}|{self.layout}|{self.input_size}|"
                     f"{self.crop}|{self._output}")
         # the cache key: the file and every option that changes the raw output (center is applied after)
-        self.version = version or f"{file_digest(p)}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
+        self.file_sha = file_digest(p)
+        self.version = version or f"{self.file_sha}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
         out = self.embed(np.zeros((1, FACE_SIZE, FACE_SIZE, 3), np.uint8))
         self.dim = int(out.shape[1])
         if not 2 <= self.dim <= self.MAX_DIM:
             raise EncoderError(f"onnx:{p}: output {self._output!r} has {self.dim} values per face; a face "
                                f"embedding has 2..{self.MAX_DIM} (is it an image or a score?).")
+
+    def __getstate__(self) -> dict:
+        """Pickled (to a Dask worker) without its onnxruntime session, which the other side opens again from
+        the same file, after checking that the file there is the one this encoder's version names."""
+        state = dict(self.__dict__)
+        state.pop("_session", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        p = Path(self.path)
+        if not p.is_file():
+            raise EncoderError(f"{self.name}: {p} is not on this machine; workers need the model files at the "
+                               "driver's paths (a shared filesystem).")
+        if file_digest(p) != self.file_sha:
+            raise EncoderError(f"{self.name}: {p} on this machine is another file than the driver's (its digest "
+                               "differs); install the same model files on every worker.")
+        self._session = load_onnx_session(p, threads=1)
 
     def _prepare(self, faces: np.ndarray) -> np.ndarray:
         import cv2

@@ -14,6 +14,7 @@ and, with attacks, every attack's re-identification figures. Nothing here writes
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from facepii.encoder_base import same_model
 from facepii.encoders import Encoder, PrecomputedEncoder, get_encoder, spec_list
 from facepii.errors import ParameterError
 from facepii.estimates import AttackFigures, PrivacyEstimates, RowEstimates, value
-from facepii.executor import open_executor
+from facepii.executor import compute_threads, open_executor, worker_name
 from facepii.irreversibility import oracle_summary, row_irreversibility, system_view
 from facepii.judging import (
     Judge,
@@ -109,6 +110,8 @@ def run(cfg: EvaluateConfig) -> Evaluation:
         raise ParameterError(f"--encoder {cfg.data.encoder}: several targets make a transfer matrix, which "
                              "`facepii evaluate` runs (facepii.transfer.run_transfer); gate each target on its own.")
     p = cfg.privacy
+    if cfg.data.threads is None:  # resolved here, so that the report records the number the figures used
+        cfg.data.threads = os.cpu_count() or 1
     fs = load_selected(cfg)
     target = resolve_encoder(cfg.data.encoder, fs)
     check_rows_fit(cfg.grid(), int(target.dim) if target.dim else int(fs.embeddings.shape[1]))
@@ -150,7 +153,7 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executo
                 fit_pos = split.victim_pos
                 judges = make_judges(embedded, split, encoders["judge"], target,
                                      [e for r, e in encoders.items() if r not in ("target", "judge")])
-            with progress.stage("attacker's face model"):
+            with progress.stage("attacker's face model"), compute_threads(cfg.data.threads):
                 kit = prepare_attacker(p, cfg.seed, embedded, split, target, cache, list(surrogates))
             raw_impostor = metrics.pair_scores(embedded.embeddings["target"], labels,
                                                metrics.comparator(target.comparator))[1]
@@ -158,12 +161,23 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executo
                                 embedded.aligned(split.source_pos))
     finally:
         cache.close()
-    remote = _remote_rows(executor, embedded, grid, fit_pos, cfg) if executor is not None else {}
+    remote, whole = {}, {}
+    where_rows: dict[str, str] = {}
+    if executor is not None and attacked is not None:
+        whole = _remote_whole_rows(executor, embedded, grid, fit_pos, cfg, attacked)
+    elif executor is not None:
+        remote = _remote_rows(executor, embedded, grid, fit_pos, cfg)
     rows: list[RowEstimates] = []
     recon: dict[int, np.ndarray] = {}
     with progress.bar("evaluating defenses", len(grid)) as b:
         for n, (spec, params) in enumerate(grid):
-            row, faces = evaluate_row(cfg, embedded, spec, params, fit_pos, attacked, remote.get(n))
+            if n in whole:
+                row, faces, where_rows[row_label(spec, params)] = whole[n]
+            else:
+                with compute_threads(cfg.data.threads):
+                    row, faces = evaluate_row(cfg, embedded, spec, params, fit_pos, attacked, remote.get(n))
+                if executor is not None:
+                    where_rows[row_label(spec, params)] = "driver" if n not in remote else "workers (utility)"
             rows.append(row)
             if faces is not None:
                 recon[n] = faces
@@ -183,6 +197,7 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executo
                                      if embedded.has_photos else vectors_digest(embedded.embeddings["target"], labels),
                                      settings=settings,
                                      seed=cfg.seed, stage_seconds=dict(progress.STAGE_SECONDS),
+                                     executor=_where(executor, cfg, where_rows),
                                      cache_stats={"embeddings": embedded.dataset.get("embedding_stats"),
                                                   "face_model": extra.get("attacker", {}).get("face_model")})
     report = Report(dataset=embedded.dataset, encoder=encoder_dict(target), seed=cfg.seed, rows=rows,
@@ -292,6 +307,50 @@ def _remote_rows(executor, embedded, grid, fit_pos, cfg: EvaluateConfig) -> dict
         rows = executor.map_ordered(_row_task, [grid[n] for n in idx], embedded=embedded, fit_pos=fit_pos,
                                     cfg=cfg)
     return dict(zip(idx, rows))
+
+
+def _where(executor, cfg: EvaluateConfig, rows: dict[str, str]) -> dict:
+    """Where the work ran (the report's provenance): in this process, or the cluster and which worker ran
+    which row; and the torch threads behind the figures."""
+    if executor is None:
+        return {"kind": "in-process", "threads": cfg.data.threads}
+    return {**executor.describe(), "threads": cfg.data.threads, "rows": rows}
+
+
+def _whole_row_task(task, embedded, fit_pos, cfg, attacked):
+    """On a Dask worker: one row, every stage, as in the driver (same calls, same torch threads); with the
+    worker's address and the row's stage times."""
+    spec, params = task
+    progress.set_enabled(False)
+    progress.reset_stage_times()
+    started = time.monotonic()
+    with compute_threads(cfg.data.threads):
+        row, faces = evaluate_row(cfg, embedded, spec, params, fit_pos, attacked)
+    return {"row": row, "faces": faces, "worker": worker_name(), "stage_seconds": dict(progress.STAGE_SECONDS),
+            "seconds": time.monotonic() - started}
+
+
+def _remote_whole_rows(executor, embedded, grid, fit_pos, cfg: EvaluateConfig, attacked: Attacked) -> dict:
+    """Rows with their attacks as parallel Dask tasks: n -> (row, worst faces, worker). The embeddings, the
+    attacker's kit and the judges go to every worker once. Encrypted rows (a SEAL context cannot be
+    pickled) stay in the driver."""
+    idx = [n for n, (spec, params) in enumerate(grid) if not registry.create(spec, **params).encrypted]
+    out = {}
+    if not idx:
+        return out
+    progress.note(f"{len(idx)} rows (utility, attacks, judging, irreversibility) go to {executor.workers} Dask "
+                  "workers")
+    with progress.bar("rows on Dask workers", len(idx)) as b:
+        for i, res in executor.map_indexed(_whole_row_task, [grid[n] for n in idx], embedded=embedded,
+                                           fit_pos=fit_pos, cfg=cfg, attacked=attacked):
+            n = idx[i]
+            for k, v in res["stage_seconds"].items():
+                progress.STAGE_SECONDS[k] = progress.STAGE_SECONDS.get(k, 0.0) + v
+            label = row_label(*grid[n])
+            progress.note(f"row {label}: done on worker {res['worker']} in {res['seconds']:.1f} s")
+            out[n] = (res["row"], res["faces"], res["worker"])
+            b.update()
+    return out
 
 
 def _privacy_extra(cfg: EvaluateConfig, attacked: Attacked, labels, judge_is_target: bool) -> dict:

@@ -94,6 +94,12 @@ def bar(description: str, total: int | None) -> Iterator[_Bar | _Null | _Log]:
         yield _Bar(p, task)
 
 
+def note(message: str) -> None:
+    """One line on stderr (when progress is on): ``[HH:MM:SS] message``."""
+    if enabled():
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 #: wall seconds of every stage since the last ``reset_stage_times()`` (the report's provenance block)
 STAGE_SECONDS: dict[str, float] = {}
 

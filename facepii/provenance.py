@@ -101,7 +101,7 @@ def comparable(code: dict, models: dict, data: str, settings: dict, seed: int) -
 
 def provenance(*, keys: list[str], data_digest: str | None = None, encoders: dict[str, dict], settings: dict, seed: int,
                stage_seconds: dict[str, float], cache_stats: dict | None = None,
-               argv: list[str] | None = None) -> dict:
+               argv: list[str] | None = None, executor: dict | None = None) -> dict:
     """The report's provenance block."""
     code = {"facepii": __version__, "git": git_revision()}
     models = {role: f"{e.get('name')}@{e.get('version')}" for role, e in sorted(encoders.items())}
@@ -118,4 +118,5 @@ def provenance(*, keys: list[str], data_digest: str | None = None, encoders: dic
         "machine": machine(),
         "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
         "cache": cache_stats or {},
+        "executor": executor or {"kind": "in-process"},
     }

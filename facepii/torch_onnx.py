@@ -697,6 +697,21 @@ class TorchEncoder:
         self.bgr, self.size, self.layout, self.crop = bgr, tuple(size), layout, crop
         self.source = source  # the ONNX encoder: its centring vector, once the pipeline has set it
         self.check: dict | None = None  # how it compares with onnxruntime (verify)
+        self.path, self.output = str(path), output
+
+    def __getstate__(self) -> dict:
+        """Pickled (to a Dask worker) without its torch graph, which the other side builds again from the same
+        ONNX file (the source encoder checks it is the same file)."""
+        state = dict(self.__dict__)
+        net = state.pop("net")
+        w = next(net.buffers(), None)
+        state["_device"] = str(w.device) if w is not None else "cpu"
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        device = state.pop("_device", "cpu")
+        self.__dict__.update(state)
+        self.net = build(onnx_graph.load(self.path), self.output).to(device)
 
     chunk = 8  # images per pass: measured on 2 cores, 28 ms per image forward + backward in chunks of 8,
     #            47 ms in one batch of 50 (the activations of a small chunk stay in cache)
@@ -828,6 +843,8 @@ class QueryCounter:
         self.queries = 0
 
     def __getattr__(self, name):
+        if name.startswith("__") or "encoder" not in self.__dict__:  # pickling looks up hooks before state
+            raise AttributeError(name)
         return getattr(self.encoder, name)
 
     def embed(self, faces: np.ndarray) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from facepii.errors import ParameterError
@@ -14,6 +16,46 @@ def test_executor_specs():
     assert parse("dask:tcp://10.0.0.1:8786") == ("dask", "tcp://10.0.0.1:8786")
     with pytest.raises(ParameterError, match="--executor must be"):
         parse("spark")
+
+
+def test_what_goes_to_a_worker_pickles_and_computes_the_same(tmp_path):
+    """The attacker's kit and the judges travel to Dask workers pickled: ONNX encoders (their session
+    reopened from the same file, its digest checked), the torch copy of the target (its graph rebuilt),
+    the face model (as safetensors bytes) and the black-box query counter compute what the originals do."""
+    import pickle
+
+    import numpy as np
+    import torch
+
+    from attacks.facemodel import FaceModel, FaceSpace, build_decoder
+    from facepii.encoders import get_encoder
+    from facepii.errors import EncoderError
+    from facepii.torch_onnx import QueryCounter, torch_encoder_for
+
+    from helpers import tiny_face_model
+
+    path = tiny_face_model(tmp_path / "m.onnx", two_outputs=False)
+    enc = get_encoder(f"onnx:{path}")
+    faces = np.random.default_rng(0).integers(0, 255, (6, 112, 112, 3), dtype=np.uint8)
+    enc2 = pickle.loads(pickle.dumps(enc))
+    assert np.array_equal(enc.embed(faces), enc2.embed(faces)) and enc2.version == enc.version
+    t = torch_encoder_for(enc, faces)
+    t2 = pickle.loads(pickle.dumps(t))
+    assert np.array_equal(t.embed(faces), t2.embed(faces)) and t2.check == t.check
+    q = pickle.loads(pickle.dumps(QueryCounter(enc)))
+    assert np.array_equal(q.embed(faces), enc.embed(faces)) and q.queries == 6
+    rng = np.random.default_rng(1)
+    D = 112 * 112 * 3
+    space = FaceSpace(rng.random(D), np.linalg.qr(rng.normal(size=(D, 3)))[0].T, np.ones(3))
+    torch.manual_seed(0)
+    fm = FaceModel(space, build_decoder(space, 16).eval(), 16)
+    E = rng.normal(size=(4, 16)).astype(np.float32)
+    assert np.array_equal(pickle.loads(pickle.dumps(fm)).reconstruct(E), fm.reconstruct(E))
+    # a worker whose model file is another file than the driver's refuses it
+    data = pickle.dumps(enc)
+    tiny_face_model(path, two_outputs=False, seed=5)
+    with pytest.raises(EncoderError, match="another file than the driver's"):
+        pickle.loads(data)
 
 
 @pytest.mark.integration
@@ -38,3 +80,102 @@ def test_same_figures_with_and_without_dask(celeba, session_cache, tmp_path):
     # the workers' results went into the driver's cache: a local run there recomputes nothing
     again = run(cfg("local", tmp_path / "dask-cache")).report
     assert again.dataset["embedding_stats"]["computed"] == 0 and again.to_dict()["rows"] == local.to_dict()["rows"]
+
+
+def _comparable(report) -> str:
+    """The report's JSON without what may differ between equal runs: timings, machine, executor, cache hits
+    (``report``: a Report, or the path of a report.json written by the CLI)."""
+    import json
+
+    if isinstance(report, (str, os.PathLike)):
+        d = json.loads(open(report, encoding="utf-8").read())
+        d.get("settings", {}).pop("out", None)
+        d.get("settings", {}).pop("json", None)
+    else:
+        d = json.loads(report.to_json())
+    d.pop("provenance", None)
+    d["settings"].pop("executor", None)  # where it ran (the provenance says how)
+    d["settings"].pop("scores", None)    # what --out would write besides the report
+    d["dataset"].pop("embedding_stats", None)
+    d.get("attacker", {}).pop("face_model", None)  # "trained" or "cache": where the same model came from
+    return json.dumps(d, sort_keys=True)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_rows_on_workers_and_two_runs_on_one_cache_give_a_lone_runs_report(celeba, tmp_path):
+    """One small evaluation with attacks, four ways, each against a lone in-process run (its own fresh cache):
+
+    - on 2 Dask workers (a fresh cache: photos embedded and rows attacked on the workers),
+    - as two `facepii evaluate` processes started together on one fresh --cache-dir (then every entry of
+      that cache verifies),
+    - on 1 Dask worker with that shared cache (the face model one of the two processes wrote, read back);
+
+    the report JSON is byte-identical each time, timings and where it ran aside."""
+    distributed = pytest.importorskip("distributed")
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from facepii.cache import Cache
+    from facepii.config import EvaluateConfig
+    from facepii.pipeline import run
+
+    opts = dict(max_identities=6, victims=2, defenses=["noise"], params={"sigma": [0.05]},
+                attacks=["nearest", "decoder"], budget="quick", bootstrap=200, threads=1, seed=0)
+
+    def cfg(executor, cache):
+        return EvaluateConfig.from_options(dataset=f"celeba:{celeba}", cache_dir=str(cache), executor=executor,
+                                           **opts)
+
+    local = run(cfg("local", tmp_path / "lone-cache"))
+    want = _comparable(local.report)
+    assert local.report.rows[1].privacy is not None
+    assert local.report.extra["provenance"]["executor"] == {"kind": "in-process", "threads": 1}
+
+    # a fresh cache for the workers' run but for the attacker's face model, which the driver trains or
+    # reads in every mode (the same model: copied from the lone run's cache, to save a training)
+    lone, fresh = Cache(tmp_path / "lone-cache"), Cache(tmp_path / "dask-cache")
+    names = [r[0] for r in lone._db.execute("SELECT name FROM models")]
+    for name in names:
+        fresh.put_model(name, lone.get_model(name)[0])
+    lone.close()
+    fresh.close()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        two = run(cfg(f"dask:{cluster.scheduler_address}", tmp_path / "dask-cache"))
+    assert two.report.dataset["embedding_stats"]["computed"] > 0  # the photos were embedded on the workers
+    assert _comparable(two.report) == want
+    where = two.report.extra["provenance"]["executor"]
+    assert where["kind"] == "dask" and where["workers"] == 2 and where["threads"] == 1
+    assert set(where["rows"]) == {r.label for r in two.report.rows}
+    assert all(w.startswith("tcp://") for w in where["rows"].values())
+    for k, faces in local.reconstructions.items():
+        assert np.array_equal(two.reconstructions[k], faces)
+
+    shared = tmp_path / "shared-cache"
+    args = [sys.executable, "-m", "facepii", "evaluate", "-q", "--dataset", f"celeba:{celeba}",
+            "--max-identities", "6", "--victims", "2", "--defense", "noise", "--param", "sigma=0.05",
+            "--attack", "nearest,decoder", "--budget", "quick", "--bootstrap", "200", "--threads", "1",
+            "--seed", "0", "--cache-dir", str(shared)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([*args, "--json", str(tmp_path / f"run{i}.json")], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=1200)
+        assert p.returncode == 0, err[-2000:]
+    for i in range(2):
+        assert _comparable(tmp_path / f"run{i}.json") == want
+    c = Cache(shared)
+    v = c.verify()
+    c.close()
+    assert v["bad"] == [] and v["models"] >= 1 and v["embeddings"] > 0 and v["landmarks"] > 0
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        one = run(cfg(f"dask:{cluster.scheduler_address}", shared))
+    assert _comparable(one.report) == want
+    assert one.report.extra["attacker"]["face_model"] == "cache"
+    assert one.report.dataset["embedding_stats"]["computed"] == 0

@@ -405,6 +405,9 @@ def provenance_table(report: Report) -> Table:
              ["photos", pv.get("photos")], ["seed", pv.get("seed")]]
     rows += [[f"machine: {k}", v] for k, v in _table(pv.get("machine")).items()]
     rows += [[f"cache: {k}", v] for k, v in _table(pv.get("cache")).items()]
+    ex = _table(pv.get("executor"))
+    rows += [[f"ran: {k}", v] for k, v in ex.items() if k != "rows"]
+    rows += [[f"ran: row {k}", v] for k, v in _table(ex.get("rows")).items()]
     rows += [[f"seconds: {k}", v] for k, v in _table(pv.get("stage_seconds")).items()]
     return ["item", "value"], [[k, "" if v is None else str(v)] for k, v in rows]
 
