@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from facepii import lineup
+from facepii import scores as S
 from facepii.datasets import dataset_root
 from facepii.errors import FacepiiError
 from facepii.gate import junit_text
@@ -265,8 +266,6 @@ def write_scores(evaluation: Evaluation, out: Path) -> Path:
     privacy figures), and index.json saying what each file holds. Files an earlier run listed in its
     index.json and this run does not write are removed (only those: facepii deletes nothing it did not
     write)."""
-    from facepii import scores as S
-
     root = out / SCORES
     old = set(own_score_files(root))
     items = evaluation.items

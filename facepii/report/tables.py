@@ -21,6 +21,7 @@ from facepii.labels import (
 )
 from facepii.metrics._verification import MIN_IMPOSTORS_ABOVE
 from facepii.report import Report, aux_identities
+from facepii.threat import row_capabilities
 
 FOUR_X = 4.0  # the seed paper's line: re-identified at up to 4x a random guess
 Table = tuple[list[str], list[list[str]]]
@@ -329,8 +330,6 @@ def operating_points_table(report: Report) -> Table:
 
 def capabilities_table(report: Report) -> Table:
     """Per row and scenario, what the attacker holds (ISO/IEC 24745 application model in the threat model)."""
-    from facepii.threat import row_capabilities
-
     headers = ["defense", "params", "scenario", "stolen", "key", "target model", "matcher access"]
     body = []
     for r in report.rows:
