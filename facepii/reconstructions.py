@@ -125,16 +125,21 @@ def prepare_attacker(p: PrivacyConfig, seed: int, embedded: EmbeddedSet, split: 
     return kit
 
 
-def _face_model(kit: AttackerKit, aux_keys: list[str], cache: Cache):
-    """Train the face model, or read it from the cache. A cache entry is data, never code
-    (safetensors); one that does not read back as a face model of the right shape is retrained."""
+def face_model_key(kit: AttackerKit, aux_keys: list[str]) -> str:
+    """The face model's cache key: its auxiliary photos, the models, the attacker's knowledge, the budget,
+    the seed and torch's threads (they change the trained weights' rounding, --threads: a cache shared by
+    runs with different --threads never mixes their models)."""
     import torch
 
     ids = encoder_id(kit.target) + "".join(f"|surrogate:{encoder_id(s)}" for s in kit.surrogates)
-    # torch's threads change the trained weights' rounding (--threads): a model trained with other threads
-    # is another model, so a cache shared by runs with different --threads never mixes them
     ids += f"|torch-threads:{torch.get_num_threads()}"
-    key = FaceModel.cache_key(aux_keys, ids, kit.knowledge, kit.budget, kit.seed)
+    return FaceModel.cache_key(aux_keys, ids, kit.knowledge, kit.budget, kit.seed)
+
+
+def _face_model(kit: AttackerKit, aux_keys: list[str], cache: Cache):
+    """Train the face model, or read it from the cache. A cache entry is data, never code
+    (safetensors); one that does not read back as a face model of the right shape is retrained."""
+    key = face_model_key(kit, aux_keys)
     source = "trained"
     data, why = cache.get_model(f"facemodel-{key}")
     if why:

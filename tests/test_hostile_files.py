@@ -37,14 +37,14 @@ def _no_marker():
 def test_planted_cache_file_never_runs_and_is_retrained(tmp_path, monkeypatch, name):
     from attacks.facemodel import BUDGETS, FaceModel
     from facepii.cache import Cache
-    from facepii.reconstructions import AttackerKit, _face_model
+    from facepii.reconstructions import AttackerKit, _face_model, face_model_key
 
     kit = AttackerKit(target=type("T", (), {"name": "t", "version": "1", "embed": None})(), knowledge="white",
                       budget=BUDGETS["quick"], aux_faces=np.zeros((2, 112, 112, 3), np.uint8),
                       aux_embeddings=np.ones((2, 8), np.float32), aux_users=np.array(["a", "b"]), face_model=None,
                       torch_encoder=None, seed=0, device="cpu")
     cache = Cache(tmp_path / "cache")
-    key = FaceModel.cache_key(["k1", "k2"], "t@1", "white", kit.budget, 0)
+    key = face_model_key(kit, ["k1", "k2"])
     planted = tmp_path / "cache" / "models" / name.format(k=key)
     planted.parent.mkdir(parents=True)
     planted.write_bytes(pickle.dumps(Payload()))

@@ -339,9 +339,9 @@ def test_one_vector_under_two_identities_is_used_for_neither(tmp_path):
 def test_a_cached_face_model_with_zeroed_weights_is_retrained(tmp_path):
     import torch
 
-    from attacks.facemodel import BUDGETS, FaceModel
+    from attacks.facemodel import BUDGETS
     from facepii.cache import Cache
-    from facepii.reconstructions import AttackerKit, _face_model
+    from facepii.reconstructions import AttackerKit, _face_model, face_model_key
 
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 255, (24, 112, 112, 3), dtype=np.uint8)
@@ -357,7 +357,7 @@ def test_a_cached_face_model_with_zeroed_weights_is_retrained(tmp_path):
     with torch.no_grad():  # the same entry, its weights zeroed, written with a valid digest (a forged cache)
         for p in fm.decoder.parameters():
             p.zero_()
-    key = FaceModel.cache_key(["k"], "t@1", "black", budget, 0)
+    key = face_model_key(kit, ["k"])
     cache.put_model(f"facemodel-{key}", fm.to_bytes())
     fm2, source = _face_model(kit, ["k"], cache)
     assert source.startswith("retrained (cache entry unusable: its faces do not depend on the embedding")
