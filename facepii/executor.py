@@ -115,14 +115,21 @@ class DaskExecutor:
 
 @contextmanager
 def compute_threads(n: int | None):
-    """Torch's intra-op threads set to ``n`` for the computations behind figures (then restored)."""
+    """Torch's intra-op threads and the BLAS libraries' threads (threadpoolctl) set to ``n`` for the
+    computations behind figures, then restored: a float32 product or SVD splits its sums by thread, so
+    the same ``n`` everywhere (in-process, a Dask worker, a process started with OMP_NUM_THREADS=1) gives
+    the same numbers."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
+    if not n:
         yield
+        return
+    torch.set_num_threads(int(n))
+    try:
+        with threadpool_limits(limits=int(n)):  # BLAS and OpenMP (torch's MKL runs on OpenMP)
+            yield
     finally:
         torch.set_num_threads(old)
 
