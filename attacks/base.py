@@ -4,7 +4,11 @@ An attack is a scikit-learn estimator (``sklearn.base.BaseEstimator``: parameter
 ``clone``, ``get_params``, ``repr``): ``fit(templates, images, *, threat, cache)`` on the auxiliary set
 — the attacker's public photos of OTHER people and the protected templates the attacker computed
 for them with the defense's algorithm (the attack is adaptive) — and
-``reconstruct(templates, users=None)`` -> uint8 faces N x 112 x 112 x 3.
+``reconstruct(templates, users=None)`` -> uint8 faces N x 112 x 112 x 3. ``templates`` is N x d (one
+stolen template per victim) or N x K x d (K stolen templates of each victim, from K photos: a breached
+database holding several enrolments of one person); an attack combines a victim's K templates into one
+face (:func:`per_template` and :func:`pool`: each template's estimate of the raw embedding, averaged on
+the unit sphere; ``nearest`` averages its K scores; the decoder averages its K input embeddings).
 
 - :class:`ThreatModel` (read-only) is what the attacker of one row and key scenario holds: the
   target encoder (queries; plus its differentiable copy for a white-box attacker), the fitted
@@ -192,11 +196,45 @@ class _Raw:
 _RAW = _Raw()  # what Mapper needs to know of embeddings taken as they are
 
 
+def per_template(templates: np.ndarray, users: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Stolen templates one per line: N x d stays as it is (K = 1); N x K x d becomes (N K) x d, each
+    victim's user id repeated K times (its K templates were made with its one key). Returns (templates,
+    users, K)."""
+    T = np.asarray(templates)
+    if T.ndim != 3:
+        return T, users, 1
+    n, k = T.shape[:2]
+    return T.reshape(n * k, *T.shape[2:]), None if users is None else np.repeat(np.asarray(users), k), k
+
+
+def pool(X: np.ndarray, k: int) -> np.ndarray:
+    """Each victim's K estimates ((N K) x d, victim-major) as one: their mean, back on the unit sphere (the
+    maximum-likelihood direction under independent noise; K = 1: unchanged)."""
+    if k == 1:
+        return X
+    X = to_unit(np.asarray(X, np.float32))
+    return to_unit(X.reshape(len(X) // k, k, -1).mean(axis=1))
+
+
+def _pooled(fn):
+    """``fn(threat, cache, T_aux, templates, users, ...)`` for N x K x d templates: per template, then pooled."""
+    def wrapper(threat, cache, T_aux, templates, users, *args, **kwargs):
+        flat, u, k = per_template(templates, users)
+        out = fn(threat, cache, T_aux, flat, u, *args, **kwargs)
+        if isinstance(out, dict):
+            return {m: pool(v, k) for m, v in out.items()}
+        return pool(out, k)
+    wrapper.__doc__, wrapper.__name__, wrapper.__wrapped__ = fn.__doc__, fn.__name__, fn
+    return wrapper
+
+
+@_pooled
 def estimate_raw(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray, templates: np.ndarray,
                  users: np.ndarray | None) -> np.ndarray:
     """The attacker's estimate of each victim's raw embedding from its stolen template: the learned
     (ridge) inverse, or, with a disclosed key, the numerical solver of :mod:`attacks.solver` where the
-    attacker finds it better on its own auxiliary templates (it knows their raw embeddings)."""
+    attacker finds it better on its own auxiliary templates (it knows their raw embeddings). With K
+    templates per victim, the mean of their K estimates on the unit sphere."""
     if threat.raw_templates:
         return to_unit(templates)
     learned = learned_raw(threat, cache, T_aux, templates, users)
@@ -205,6 +243,7 @@ def estimate_raw(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray, templa
     return learned
 
 
+@_pooled
 def estimate_work(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray, templates: np.ndarray,
                   users: np.ndarray | None) -> np.ndarray:
     """The estimate in the attack's working space: the raw estimate itself without a surrogate; with
@@ -217,6 +256,7 @@ def estimate_work(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray, templ
     return learned_raw(threat, cache, T_aux, templates, users, into="work")
 
 
+@_pooled
 def recovered_embeddings(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray, templates: np.ndarray,
                          users) -> dict[str, np.ndarray]:
     """Every inverse the attacker has of the stolen templates: ``learned`` (the ridge map), and
@@ -229,6 +269,7 @@ def recovered_embeddings(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray
     return out
 
 
+@_pooled
 def learned_raw(threat: ThreatModel, cache: RowCache, T_aux: np.ndarray, templates: np.ndarray,
                 users, into: str = "raw") -> np.ndarray:
     """The ridge inverse of the stolen templates, into the target's raw space (``raw``) or the attack's

@@ -16,7 +16,7 @@ import copy
 
 import numpy as np
 
-from attacks.base import Attack, Mapper, RowCache, template_features
+from attacks.base import Attack, Mapper, RowCache, per_template, pool, template_features
 from attacks.facemodel import to_unit, train_decoder
 
 
@@ -79,17 +79,20 @@ class Decoder(Attack):
         return self
 
     def decode(self, templates):
-        """(faces uint8, face-space coefficients, detail residual) for the stolen templates."""
+        """(faces uint8, face-space coefficients, detail residual) for the stolen templates (N x d, or
+        N x K x d: the K input embeddings of a victim averaged on the unit sphere)."""
         import torch
 
         fm = self.threat_.face_model
+        flat, _, k = per_template(templates, None)
         with torch.no_grad():
             if self.net_ is None:
-                e = torch.from_numpy(to_unit(templates))
+                e = to_unit(flat)
                 dec = fm.decoder
             else:
-                e = self.net_.embed(torch.from_numpy(template_features(templates, self.threat_.defense)))
+                e = self.net_.embed(torch.from_numpy(template_features(flat, self.threat_.defense))).numpy()
                 dec = self.net_.dec
+            e = torch.from_numpy(np.ascontiguousarray(pool(e, k), np.float32))  # K templates: their mean
             coef, res = dec.coefficients(e), dec.residual(e)
             x = dec.render(coef, res).clamp(0, 1)
         faces = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)

@@ -28,15 +28,21 @@ class Nearest(Attack):
         return self
 
     def best(self, templates, users=None) -> np.ndarray:
-        """Index of the chosen auxiliary face for each stolen template."""
+        """Index of the chosen auxiliary face for each victim: the best score against its stolen template,
+        or with K templates per victim (N x K x d) the best mean of its K scores."""
         tm, d = self.threat_, self.threat_.defense
+        templates = np.asarray(templates)
+        k = templates.shape[1] if templates.ndim == 3 else 1
         if tm.key_disclosed_per_user and users is not None:
             out = np.empty(len(templates), int)
             for i, u in enumerate(users):
                 T_aux = tm.protect(tm.aux_embeddings, np.full(len(tm.aux_embeddings), u))
-                out[i] = int(np.argmax(d.score(templates[i:i + 1], T_aux)[0]))
+                mine = templates[i] if k > 1 else templates[i:i + 1]
+                out[i] = int(np.argmax(d.score(mine, T_aux).mean(axis=0)))
             return out
-        return np.argmax(d.score(templates, self.templates_), axis=1)
+        flat = templates.reshape(len(templates) * k, *templates.shape[2:]) if k > 1 else templates
+        S = np.asarray(d.score(flat, self.templates_))
+        return np.argmax(S.reshape(len(templates), k, -1).mean(axis=1), axis=1)
 
     def reconstruct(self, templates, users=None):
         return self.images_[self.best(np.asarray(templates), users)].copy()

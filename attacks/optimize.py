@@ -11,7 +11,11 @@ victim's raw embedding as the attacker estimates it from the template (the
 template itself without a defense; the ridge inverse otherwise).
 
 - white box: Adam on 1 - cos(F(x), target) through the differentiable copy
-  of F, plus the prior;
+  of F, plus the prior; with ``eot`` > 0 (expectation over transformation,
+  :mod:`attacks.eot`) the match is averaged over the face as rendered and
+  ``eot`` random views of it per step (re-alignment, mirror, blur,
+  resampling, brightness), so the face keeps what a matcher's own pipeline
+  does not wash out;
 - black box (``--knowledge black``): the same objective by natural-evolution
   strategies (antithetic random directions in the top face-space components,
   queries to F only, no gradients);
@@ -30,6 +34,7 @@ import numpy as np
 
 from attacks.base import Attack, RowCache, estimate_raw, estimate_work
 from attacks.decoder import Decoder
+from attacks.eot import DEFAULT_RANGE, views
 from attacks.facemodel import to_unit
 from facepii import progress
 
@@ -40,10 +45,13 @@ class Optimize(Attack):
     name = "optimize"
     white_box_gradients = True
 
-    def __init__(self, steps: int | None = None, lr: float = 0.05, prior: float = 1e-3):
+    def __init__(self, steps: int | None = None, lr: float = 0.05, prior: float = 1e-3, eot: int = 0,
+                 eot_range: float = 1.0):
         self.steps = steps
         self.lr = lr
         self.prior = prior
+        self.eot = eot                # random views per step besides the face itself (0: no EOT)
+        self.eot_range = eot_range    # how far the views depart, in units of attacks.eot.DEFAULT_RANGE
 
     def fit(self, templates, images, *, threat, cache=None):
         self.threat_, self.cache_ = threat, (RowCache() if cache is None else cache)
@@ -87,12 +95,18 @@ class Optimize(Attack):
         c = c_start.clone().requires_grad_(True)
         opt = torch.optim.Adam([c], lr=self.lr * float(scale.mean()))
         enc = tm.torch_encoder
+        rng = np.random.default_rng(tm.seed + 2718)
+        views_per_step = int(self.eot)
+        spread = DEFAULT_RANGE.scaled(float(self.eot_range))
+        tgt_all = tgt.repeat(1 + views_per_step, 1)
         with progress.bar("optimizing faces", steps) as b:
             for _ in range(steps):
                 x = self._render(c, r)
+                if views_per_step:  # the face as it is, and as a matcher's pipeline may see it (attacks.eot)
+                    x = torch.cat([x, views(x, views_per_step, rng, spread)])
                 y = enc(x * 255.0)
                 y = y / y.norm(dim=1, keepdim=True)
-                match = (1 - (y * tgt).sum(1)).mean()
+                match = (1 - (y * tgt_all).sum(1)).mean()
                 loss = match + self.prior * (((c - c_start) / scale) ** 2).mean()
                 opt.zero_grad()
                 loss.backward()

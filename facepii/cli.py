@@ -165,6 +165,12 @@ def evaluate(
         "--max-aux", metavar="N",
         help="At most N auxiliary identities for the attacks to train on: a seeded sample when the "
              "dataset has more (large galleries); the victims are unchanged.")] = 1000,
+    templates_per_victim: Annotated[str, typer.Option(
+        "--templates-per-victim", metavar="K[,K...]",
+        help="Stolen templates per victim (a breached database often holds several enrolments of one person): "
+             "the attacker gets K templates of each victim, from K photos none of which is in the judge's "
+             "gallery, and combines them. 1,2,4 reports leakage at each K (table, plot, gate rules at a K); "
+             "the first K is the headline. Victims then need K_max + 1 photos.")] = "1",
     device: Annotated[str, typer.Option(
         "--device", metavar="cpu|cuda", help="Where the attacks train (cuda where available).")] = "cpu",
     oracle: Annotated[str, typer.Option(
@@ -198,7 +204,7 @@ def evaluate(
         epsilons=[_number(e, "--epsilon") for e in _split(epsilon)],
         attacks=[] if no_privacy else (_split(attack) or list(DEFAULT_ATTACKS)), judge=judge,
         knowledge=knowledge, surrogate=surrogate, key=key, budget=budget, victims=_victims(victims), max_aux=max_aux,
-        device=device,
+        device=device, templates_per_victim=templates_per_victim,
         oracle=oracle, oracle_queries=oracle_queries,
     ).validate()
     # every output path is checked before the long work starts

@@ -67,6 +67,11 @@ class PrivacyConfig:
     device: str = "cpu"
     oracle: str = "none"
     oracle_queries: int | None = None
+    templates_per_victim: list[int] = field(default_factory=lambda: [1])  # K stolen templates per victim;
+    #                                 the first K is the headline, every K is reported (--templates-per-victim 1,2,4)
+
+
+MAX_TEMPLATES_PER_VICTIM = 16
 
 
 @dataclass
@@ -174,6 +179,13 @@ class EvaluateConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
                     (isinstance(v, float) and 0 < v < 1) or (v >= 2 and v == int(v))):
                 raise ParameterError(f"--victims {v!r}: give a count >= 2 or a fraction between 0 and 1.")
+        ks = p.templates_per_victim
+        if not ks or len(set(ks)) != len(ks) or not all(1 <= k <= MAX_TEMPLATES_PER_VICTIM for k in ks):
+            raise ParameterError(f"--templates-per-victim {','.join(map(str, ks)) or '(empty)'}: give distinct whole "
+                                 f"numbers 1..{MAX_TEMPLATES_PER_VICTIM}, e.g. 1,2,4 (the first is the headline).")
+        if ks != [1] and not p.attacks:
+            raise ParameterError("--templates-per-victim has no effect without attacks (--no-privacy): drop one "
+                                 "of the two.")
         judge_specs(p.judge)  # an empty or repeated entry fails here
         m = p.max_aux
         if isinstance(m, bool) or not isinstance(m, int) or m < 2:
@@ -199,6 +211,14 @@ def _coerce(name: str, value: Any, annotation: str, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise bad("a list")
         value = list(value)
+        if "int" in annotation:
+            try:
+                value = [int(x) if isinstance(x, str) else x for x in value]
+            except ValueError:
+                raise bad("a list of whole numbers") from None
+            if not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+                raise bad("a list of whole numbers")
+            return value
         if "float" in annotation:
             if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
                 raise bad("a list of numbers")

@@ -424,6 +424,19 @@ def det_from(d: Any, where: str) -> dict | None:
     return d
 
 
+def templates_from(d: Any, where: str) -> dict[int, PrivacyEstimates]:
+    """``{"2": privacy, "4": privacy}`` -> {2: ..., 4: ...}: keys whole numbers 1..1000, each a privacy block."""
+    out = {}
+    for k, b in _table(d, where).items():
+        if not (isinstance(k, str) and k.isdigit() and 1 <= int(k) <= 1000):
+            raise ReportError(f"{where}: {k!r} is not a number of templates per victim.")
+        block = PrivacyEstimates.from_dict(b, f"{where}.{k}")
+        if block is None or block.not_applicable is not None:
+            raise ReportError(f"{where}.{k}: not the figures of an attack.")
+        out[int(k)] = block
+    return out
+
+
 @dataclass
 class RowEstimates:
     """Everything the evaluation found for one defense setting."""
@@ -446,6 +459,9 @@ class RowEstimates:
     privacy: PrivacyEstimates | None = None                    # the headline key scenario
     privacy_key_secret: PrivacyEstimates | None = None         # keyed rows with --key both: the secret key
     oracle: PrivacyEstimates | None = None
+    #: --templates-per-victim 1,2,4: the headline key scenario's privacy with each further K stolen templates
+    #: per victim (``privacy`` holds the first K's)
+    privacy_templates: dict[int, PrivacyEstimates] = field(default_factory=dict)
     utility_drop: float | None = None
     pareto: bool | None = None
     extras: dict[str, Any] = field(default_factory=dict)       # fields of a report read back that facepii
@@ -480,6 +496,8 @@ class RowEstimates:
             out[K.PRIVACY_SECRET] = self.privacy_key_secret.to_dict()
         if self.oracle is not None:
             out[K.PRIVACY_ORACLE] = self.oracle.to_dict()
+        if self.privacy_templates:
+            out[K.PRIVACY_TEMPLATES] = {str(k): b.to_dict() for k, b in sorted(self.privacy_templates.items())}
         out["utility_drop"] = self.utility_drop
         if self.pareto is not None:
             out["pareto"] = self.pareto
@@ -488,7 +506,7 @@ class RowEstimates:
 
     KNOWN = ("defense", "params", "epsilon", "delta", "template_bytes", "all_params", "utility", "pairs",
              "impostor_sampling", "det", "key_mode", "encrypted_matching", "utility_stolen_token", "iso30136",
-             K.PRIVACY, K.PRIVACY_SECRET, K.PRIVACY_ORACLE, "utility_drop", "pareto")
+             K.PRIVACY, K.PRIVACY_SECRET, K.PRIVACY_ORACLE, K.PRIVACY_TEMPLATES, "utility_drop", "pareto")
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> RowEstimates:
@@ -515,5 +533,6 @@ class RowEstimates:
             privacy=PrivacyEstimates.from_dict(d.get(K.PRIVACY), f"{where}.privacy"),
             privacy_key_secret=PrivacyEstimates.from_dict(d.get(K.PRIVACY_SECRET), f"{where}.privacy_key_secret"),
             oracle=PrivacyEstimates.from_dict(d.get(K.PRIVACY_ORACLE), f"{where}.privacy_oracle"),
+            privacy_templates=templates_from(d.get(K.PRIVACY_TEMPLATES), f"{where}.{K.PRIVACY_TEMPLATES}"),
             utility_drop=drop, pareto=d.get("pareto"),
             extras={k: v for k, v in d.items() if k not in cls.KNOWN})

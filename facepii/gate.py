@@ -17,6 +17,9 @@ Configuration (``facepii.toml``, or ``[tool.facepii]`` in ``pyproject.toml``)::
     [gate.rows."noise sigma=0.05"]   # rules for one row only (they replace the general ones)
     max_leakage_ratio = 5.0
 
+    [gate.templates_per_victim."4"]  # privacy rules with 4 stolen templates per victim (evaluate with
+    max_rank1 = 0.3                  # --templates-per-victim 1,4), on every row the gate judges
+
 A rule on a rate is judged on the pessimistic end of its 95% interval: the
 upper bound for leakage and SAR, the lower bound for utility. Rules apply to
 the protected rows; a report with no protected row gates its unprotected
@@ -39,7 +42,7 @@ import numpy as np
 from attacks import DEFAULT_ATTACKS
 from facepii.config import EvaluateConfig, parse_size
 from facepii.errors import ConfigError, ReportError
-from facepii.labels import LEAKAGE, PRIVACY_ORACLE, RANK1, SAR_1E3, TAR_1E3, label_of, tar_key
+from facepii.labels import LEAKAGE, PRIVACY_ORACLE, PRIVACY_TEMPLATES, RANK1, SAR_1E3, TAR_1E3, label_of, tar_key
 
 RULES = {
     "max_leakage_ratio": "upper 95% bound of the leakage ratio (rank-1 / random) <= value",
@@ -70,6 +73,10 @@ UPPER_RULES = {
     "max_sar_type2": (("iso30136", "irreversibility", "faces", "type2"), SAR_1E3, "SAR type II"),
     "max_oracle_rank1": ((PRIVACY_ORACLE,), RANK1, "score oracle"),
 }
+
+#: the rules a [gate.templates_per_victim."K"] table may hold: those on the attacks' re-identification
+PRIVACY_RULES = ("max_leakage_ratio", "max_sar", "max_rank1", "max_worst_judge_rank1")
+MAX_K = 1000
 
 TOL = 1e-9  # rates are compared with this slack for floating-point rounding (0.80 - 0.65 != 0.15)
 
@@ -141,12 +148,12 @@ def check_evaluate(ev: dict, where: Path | str = "config"):
 
 
 def check_gate(gate: dict, where: Path | str = "config") -> None:
-    def rules(table: dict, ctx: str) -> None:
+    def rules(table: dict, ctx: str, allowed=tuple(RULES)) -> None:
         for k, v in table.items():
-            if k == "rows" and ctx == "[gate]":
+            if k in ("rows", "templates_per_victim") and ctx == "[gate]":
                 continue
-            if k not in RULES:
-                raise ConfigError(f"{where}: {ctx} has no rule '{k}'; rules: {', '.join(RULES)}.")
+            if k not in allowed:
+                raise ConfigError(f"{where}: {ctx} has no rule '{k}'; rules: {', '.join(allowed)}.")
             if k == "min_tar_at_far":
                 if not isinstance(v, dict) or set(v) != {"far", "value"} or not all(
                         _type_ok(x, float) for x in v.values()):
@@ -169,6 +176,17 @@ def check_gate(gate: dict, where: Path | str = "config") -> None:
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: [gate.rows.\"{label}\"] must be a table of rules.")
         rules(table, f'[gate.rows."{label}"]')
+    per_k = gate.get("templates_per_victim", {})
+    if not isinstance(per_k, dict):
+        raise ConfigError(f"{where}: [gate.templates_per_victim] must hold one table per K (\"4\" = 4 stolen "
+                          "templates per victim).")
+    for k, table in per_k.items():
+        if not (str(k).isdigit() and 1 <= int(k) <= MAX_K):
+            raise ConfigError(f'{where}: [gate.templates_per_victim."{k}"]: {k!r} is not a number of templates '
+                              "per victim (1, 2, 4 ...).")
+        if not isinstance(table, dict):
+            raise ConfigError(f'{where}: [gate.templates_per_victim."{k}"] must be a table of rules.')
+        rules(table, f'[gate.templates_per_victim."{k}"]', PRIVACY_RULES)
 
 
 def evaluate_config(ev: dict):
@@ -209,6 +227,24 @@ def _no_interval(label: str, rule: str, figure: str, v: float, threshold) -> Ver
     """A figure without its interval fails: a gate judges the pessimistic end, and there is none."""
     return Verdict(label, rule, False, v, None, None, threshold,
                    f"{figure} {v:.4g} has no 95% interval in the report: a gate needs its pessimistic end")
+
+
+def headline_k(report: dict) -> int:
+    """The K of a report's rows' ``privacy`` (the first of --templates-per-victim; 1 when not recorded)."""
+    ks = (report.get("settings") or {}).get("templates_per_victim") if isinstance(report, dict) else None
+    ok = isinstance(ks, list) and ks and isinstance(ks[0], int) and not isinstance(ks[0], bool) and ks[0] >= 1
+    return ks[0] if ok else 1
+
+
+def at_k(row: dict, k: int, headline: int) -> dict | None:
+    """A row with K stolen templates per victim: its ``privacy`` replaced by that K's (None: not in the report)."""
+    if k == headline:
+        return row
+    per = row.get(PRIVACY_TEMPLATES)
+    if per is not None and not isinstance(per, dict):
+        raise ReportError(f"row {label_of(row)!r}: {PRIVACY_TEMPLATES} is not a table.")
+    block = (per or {}).get(str(k))
+    return None if block is None else {**row, "privacy": block}
 
 
 def judge_rule(rule: str, threshold: Any, row: dict, base_tar: float | None) -> Verdict:
@@ -335,7 +371,9 @@ def run_gate(report: dict, gate: dict, baseline: dict | None = None) -> list[Ver
     for label in scoped:
         if label not in labels:
             raise ConfigError(f'[gate.rows."{label}"]: no such row in the report; rows: {", ".join(labels)}.')
-    general = {k: v for k, v in gate.items() if k != "rows"}
+    general = {k: v for k, v in gate.items() if k not in ("rows", "templates_per_victim")}
+    per_k = {int(k): t for k, t in (gate.get("templates_per_victim") or {}).items()}
+    head = headline_k(report)
     protected = [r for r in rows if r["defense"] != "none"] or rows
     base_tar = _est((rows[0].get("utility") or {}).get(TAR_1E3), "unprotected row")[0] \
         if rows[0]["defense"] == "none" else None
@@ -350,6 +388,18 @@ def run_gate(report: dict, gate: dict, baseline: dict | None = None) -> list[Ver
             continue
         for rule, threshold in rules.items():
             verdicts.append(judge_rule(rule, threshold, r, base_tar))
+        for k, table in sorted(per_k.items()):
+            rk = at_k(r, k, head)
+            for rule, threshold in table.items():
+                name = f"{rule}@K={k}"
+                if rk is None:
+                    verdicts.append(Verdict(label, name, False, None, None, None, threshold,
+                                            f"no privacy figures with {k} stolen templates per victim in the report "
+                                            f"(run evaluate with --templates-per-victim {head},{k})"))
+                    continue
+                v = judge_rule(rule, threshold, rk, base_tar)
+                v.rule, v.message = name, f"{v.message} [{k} stolen templates per victim]"
+                verdicts.append(v)
     if baseline is not None:
         verdicts += compare_baseline(report, baseline)
     return verdicts

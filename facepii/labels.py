@@ -39,6 +39,7 @@ LEAKAGE = "leakage_ratio"
 PRIVACY = "privacy"
 PRIVACY_SECRET = "privacy_key_secret"
 PRIVACY_ORACLE = "privacy_oracle"
+PRIVACY_TEMPLATES = "privacy_templates_per_victim"  # K (text) -> privacy with K stolen templates per victim
 
 
 def row_label(defense: str, params: dict) -> str:

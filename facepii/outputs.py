@@ -34,6 +34,7 @@ from facepii.plots import (
     irreversibility_figure,
     linkability_figure,
     reconstruction_figure,
+    templates_figure,
     tradeoff_figure,
 )
 from facepii.report import Evaluation, Report
@@ -41,7 +42,8 @@ from facepii.report.render import markdown, page
 
 #: every file facepii may write under --out (each checked before the work: a plain file or nothing)
 REPORT_FILES = ("report.json", "report.md", "report.html", "tradeoff.png", "det.png", "reconstructions.png",
-                "linkability.png", "irreversibility.png", "transfer.md", "transfer.json", "transfer.png")
+                "linkability.png", "irreversibility.png", "templates.png",
+                "transfer.md", "transfer.json", "transfer.png")
 LINEUP = "lineup"
 SCORES = "scores"
 SCORE_INDEX = "index.json"
@@ -242,6 +244,11 @@ def write_outputs(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
         if fig is not None:
             images["irreversibility"] = write_figure(fig, out / "irreversibility.png")
             paths.append(images["irreversibility"])
+    if rep.has_templates:
+        fig = templates_figure(rep)
+        if fig is not None:
+            images["templates"] = write_figure(fig, out / "templates.png")
+            paths.append(images["templates"])
     if rep.has_privacy:
         images["tradeoff"] = write_figure(tradeoff_figure(rep), out / "tradeoff.png")
         paths.append(images["tradeoff"])

@@ -149,7 +149,7 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executo
         fit_pos = None  # the defender fits its defense on its own users' enrolments: the victims
         if want_privacy:
             with progress.stage("split and judges"):
-                split = split_identities(labels, p.victims, cfg.seed, p.max_aux)
+                split = split_identities(labels, p.victims, cfg.seed, p.max_aux, max(p.templates_per_victim))
                 fit_pos = split.victim_pos
                 judges = make_judges(embedded, split, encoders["judge"], target,
                                      [e for r, e in encoders.items() if r not in ("target", "judge")])
@@ -236,12 +236,21 @@ def evaluate_row(cfg: EvaluateConfig, embedded: EmbeddedSet, spec: str, params: 
         if t.defense.encrypted and key == "secret":
             row.privacy_key_secret = PrivacyEstimates("", {}, key, not_applicable=CIPHERTEXT)
             continue
-        with progress.stage(f"row {label}: attacks" + (f" (key {key})" if t.defense.keyed else "")):
-            r = reconstruct(kit, t, key, split, labels, p.attacks)
+        ks = p.templates_per_victim if i == 0 else p.templates_per_victim[:1]  # further K: headline key only
+        many = f" (K = {', '.join(map(str, ks))} templates per victim)" if ks != [1] else ""
+        with progress.stage(f"row {label}: attacks" + (f" (key {key})" if t.defense.keyed else "") + many):
+            r = reconstruct(kit, t, key, split, labels, p.attacks, ks)
         with progress.stage(f"row {label}: judging"):
             block = privacy_block(judges, _judge_all(judges, r.faces, attacked, cfg), key if t.defense.keyed else None)
         block.queries = r.queries
         _keep_judge_scores(row, block, judges, "" if i == 0 else f" (key {key})")
+        for k, (faces_k, queries_k) in r.more.items():
+            with progress.stage(f"row {label}: judging, {k} templates per victim"):
+                bk = privacy_block(judges, _judge_all(judges, faces_k, attacked, cfg),
+                                   key if t.defense.keyed else None)
+            bk.queries = queries_k
+            row.privacy_templates[k] = bk
+            _keep_judge_scores(row, bk, judges, f" ({k} templates per victim)")
         if i == 0:
             row.privacy = block
             worst_faces = r.faces[block.attack]

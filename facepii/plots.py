@@ -214,6 +214,49 @@ def irreversibility_figure(report):
     return fig
 
 
+def templates_figure(report):
+    """Rank-1 and SAR of the headline judge (worst attack) against K stolen templates per victim, one line
+    per row, with 95% intervals; the random guess as a dotted line."""
+    ks = report.templates_ks
+    rows = [r for r in report.rows if r.privacy_templates]
+    if not rows or len(ks) < 2:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110, sharex=True)
+    for ax, what in ((axes[0], "rank1"), (axes[1], "sar")):
+        for n, r in enumerate(rows):
+            xs, ys, lo, hi = [], [], [], []
+            for k in ks:
+                b = report.privacy_at(r, k)
+                e = None if b is None or b.headline is None else getattr(b.headline, what)
+                if e is None or e.value != e.value:
+                    continue
+                xs.append(k * (1 + 0.03 * (n - len(rows) / 2)))  # rows side by side, not on top of each other
+                ys.append(e.value)
+                lo.append(e.value - e.ci95[0] if e.ci95[0] == e.ci95[0] else 0.0)
+                hi.append(e.ci95[1] - e.value if e.ci95[1] == e.ci95[1] else 0.0)
+            if xs:
+                color = "tab:red" if r.defense == "none" else None
+                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", ms=4, lw=1.2, capsize=3, label=r.label, color=color)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks)
+        ax.set_xticklabels([str(k) for k in ks])
+        ax.set_xlabel("stolen templates per victim (K)", fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    base = (report.extra.get("privacy_baselines") or {}).get("random_guess_rank1")
+    if isinstance(base, float):
+        axes[0].axhline(base, color="grey", lw=1, ls=":", label="random guess")
+    axes[0].set_ylabel(f"rank-1 by {report.judge}", fontsize=8)
+    axes[1].set_ylabel(f"SAR at {report.judge}'s FMR 1e-3", fontsize=8)
+    axes[0].legend(fontsize=6, loc="best")
+    fig.suptitle("leakage against the number of stolen templates per victim (worst attack, 95% intervals)",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def transfer_figure(transfer):
     """Heat-map of the transfer matrix: rank-1 per target (row) and judge (column), values written in."""
     plt = _plt()

@@ -74,6 +74,9 @@ class Reconstructions:
     faces: dict[str, np.ndarray]                  # attack -> N x 112 x 112 x 3 uint8
     recovered: dict[str, np.ndarray] | None = None  # "learned" (and "solver") -> N x d unit embeddings
     queries: dict | None = None                   # a black-box attacker's queries to the target
+    #: with several K (--templates-per-victim 1,2,4): K -> (attack -> faces, queries), from the same fitted
+    #: attacks; ``faces`` above are the headline K's
+    more: dict[int, tuple[dict[str, np.ndarray], dict | None]] = field(default_factory=dict)
 
 
 def resolve_surrogates(spec: str | None, target: Encoder) -> list[Encoder]:
@@ -167,19 +170,27 @@ def _face_model(kit: AttackerKit, aux_keys: list[str], cache: Cache):
 
 
 def reconstruct(kit: AttackerKit, templates: Templates, key: str, split: Split, labels: np.ndarray,
-                attacks: list[str]) -> Reconstructions:
+                attacks: list[str], ks: tuple[int, ...] | list[int] = (1,)) -> Reconstructions:
     """Fit every attack on the auxiliary set's templates (made with the attacker's own view of the
-    defense) and reconstruct each victim's face from its stolen template."""
+    defense) and reconstruct each victim's face from its stolen templates: ``ks[0]`` per victim (the
+    headline), then, from the same fitted attacks, every further K of ``ks`` (``Reconstructions.more``)."""
     view = templates.attacker[key]
     T_aux = view(kit.aux_embeddings, kit.aux_users)
     victims = labels[split.source_pos]
     threat = _threat(kit, templates.defense, view, view.key, victims)
     cache = RowCache()
-    T_vic = templates.templates[split.source_pos]
+    T_vic = templates.templates[split.stolen_for(ks[0])]
     start = kit.queries.queries if kit.queries is not None else 0
-    faces = _run(threat, cache, kit, T_aux, T_vic, victims, attacks)
-    return Reconstructions(key, faces, recovered_embeddings(threat, cache, T_aux, T_vic, victims),
-                           _queries(kit, start, len(victims)))
+    fitted: dict = {}
+    faces = _run(threat, cache, kit, T_aux, T_vic, victims, attacks, fitted)
+    out = Reconstructions(key, faces, recovered_embeddings(threat, cache, T_aux, T_vic, victims),
+                          _queries(kit, start, len(victims)))
+    for k in ks[1:]:
+        start = kit.queries.queries if kit.queries is not None else 0
+        T_k = templates.templates[split.stolen_for(k)]
+        out.more[k] = ({name: atk.reconstruct(T_k, users=victims) for name, atk in fitted.items()},
+                       _queries(kit, start, len(victims)))
+    return out
 
 
 def _queries(kit: AttackerKit, start: int, n_victims: int) -> dict | None:
@@ -201,12 +212,15 @@ def _threat(kit: AttackerKit, defense, protect, key: str, victims: np.ndarray) -
 
 
 def _run(threat: ThreatModel, cache: RowCache, kit: AttackerKit, T_aux: np.ndarray, T_vic: np.ndarray,
-         victims: np.ndarray, attacks: list[str]) -> dict[str, np.ndarray]:
+         victims: np.ndarray, attacks: list[str], fitted: dict | None = None) -> dict[str, np.ndarray]:
+    """Each attack fitted, then its faces; the fitted attacks are kept in ``fitted`` when given."""
     faces = {}
     for name in attacks:
         atk = attack_registry.create(name)
         atk.fit(T_aux, kit.aux_faces, threat=threat, cache=cache)
         faces[name] = atk.reconstruct(T_vic, users=victims)
+        if fitted is not None:
+            fitted[name] = atk
     return faces
 
 

@@ -151,45 +151,72 @@ class Split:
     gallery_pos: np.ndarray    # the victims' other photos: the judge's gallery
     seed: int
     aux_available: int | None = None  # auxiliary identities before the --max-aux sample
+    stolen_pos: np.ndarray | None = None  # (victims x K_max): every stolen template's photo; column 0 = source_pos
+
+    @property
+    def stolen(self) -> np.ndarray:
+        """(victims x K_max) positions of the photos whose templates are stolen (K_max = 1: the sources)."""
+        return self.source_pos[:, None] if self.stolen_pos is None else self.stolen_pos
+
+    def stolen_for(self, k: int) -> np.ndarray:
+        """The stolen templates' positions with ``k`` per victim: (victims,) for 1, (victims x k) else."""
+        if k > self.stolen.shape[1]:
+            raise ParameterError(f"{k} stolen templates per victim: the split holds {self.stolen.shape[1]}.")
+        return self.source_pos if k == 1 else self.stolen[:, :k]
 
     def to_dict(self, labels: np.ndarray) -> dict:
-        return {"seed": self.seed, "victims": int(len(self.victim_ids)),
-                "auxiliary_identities": int(len(np.unique(labels[self.aux_pos]))),
-                "auxiliary_identities_available": self.aux_available,
-                "auxiliary_images": int(len(self.aux_pos)), "gallery_images": int(len(self.gallery_pos)),
-                "source_images": int(len(self.source_pos))}
+        out = {"seed": self.seed, "victims": int(len(self.victim_ids)),
+               "auxiliary_identities": int(len(np.unique(labels[self.aux_pos]))),
+               "auxiliary_identities_available": self.aux_available,
+               "auxiliary_images": int(len(self.aux_pos)), "gallery_images": int(len(self.gallery_pos)),
+               "source_images": int(self.stolen.size)}
+        if self.stolen.shape[1] > 1:
+            out["templates_per_victim_max"] = int(self.stolen.shape[1])
+        return out
 
     @property
     def victim_pos(self) -> np.ndarray:
-        """Every photo of the victims (sources and gallery), in order."""
-        return np.sort(np.concatenate([self.source_pos, self.gallery_pos]))
+        """Every photo of the victims (stolen templates' photos and gallery), in order."""
+        return np.sort(np.concatenate([self.stolen.ravel(), self.gallery_pos]))
 
 
 def split_identities(labels: np.ndarray, victims: float | int | None, seed: int,
-                     max_aux: int | None = None) -> Split:
-    """Seeded: victims drawn among identities with >= 2 photos, the rest is auxiliary (at most
-    ``max_aux`` identities of it, a seeded sample, drawn after the victims so that they do not change)."""
+                     max_aux: int | None = None, templates: int = 1) -> Split:
+    """Seeded: victims drawn among identities with >= ``templates`` + 1 photos (``templates`` stolen
+    templates' photos, at least one in the judge's gallery), the rest is auxiliary (at most ``max_aux``
+    identities of it, a seeded sample, drawn after the victims so that they do not change). With one
+    template per victim the split is the same as it always was; with K_max > 1 every K <= K_max shares
+    the victims, the gallery and the first stolen photo."""
     labels = np.asarray(labels)
     ids, counts = np.unique(labels, return_counts=True)
-    eligible = ids[counts >= 2]
+    need = templates + 1
+    eligible = ids[counts >= need]
     n = n_victims(len(ids), victims)
     if n > len(eligible):
-        raise ParameterError(f"--victims {n}: only {len(eligible)} identities have the 2 images a victim needs.")
+        what = f"--templates-per-victim {templates}: " if templates > 1 else ""
+        raise ParameterError(f"{what}--victims {n}: only {len(eligible)} identities have the {need} images a "
+                             "victim needs" + (" (its stolen templates' photos and one for the judge's gallery)."
+                                               if templates > 1 else "."))
     rng = np.random.default_rng(seed + 31337)
     vic = np.sort(rng.choice(eligible, size=n, replace=False))
     is_vic = np.isin(labels, vic)
-    source, gallery = [], []
+    source, gallery, stolen = [], [], []
     for v in vic:
         pos = np.flatnonzero(labels == v)
-        s = int(rng.choice(pos))
-        source.append(s)
-        gallery.extend(int(p) for p in pos if p != s)
+        if templates == 1:
+            taken = [int(rng.choice(pos))]
+        else:
+            taken = [int(x) for x in rng.choice(pos, size=templates, replace=False)]
+        source.append(taken[0])
+        stolen.append(taken)
+        gallery.extend(int(p) for p in pos if p not in taken)
     aux = np.flatnonzero(~is_vic)
     aux_ids = np.unique(labels[aux])
     if max_aux is not None and len(aux_ids) > max_aux:
         keep = np.random.default_rng(seed + 4242).choice(aux_ids, size=max_aux, replace=False)
         aux = aux[np.isin(labels[aux], keep)]
-    return Split(vic, aux, np.array(source), np.array(sorted(gallery)), seed, int(len(aux_ids)))
+    return Split(vic, aux, np.array(source), np.array(sorted(gallery)), seed, int(len(aux_ids)),
+                 None if templates == 1 else np.array(stolen))
 
 
 # ---------------------------------------------------------------- Templates

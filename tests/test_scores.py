@@ -167,7 +167,7 @@ def scored_run(celeba, session_cache, tmp_path_factory):
     args = ["evaluate", "-q", "--dataset", f"celeba:{celeba}", "--max-identities", "20", "--encoder", "sface",
             "--defense", "noise", "--param", "sigma=0.05", "--attack", "nearest", "--budget", "quick",
             "--victims", "8", "--judge", "dlib", "--scores", "all", "--bootstrap", "200",
-            "--cache-dir", str(session_cache), "--out", str(out)]
+            "--templates-per-victim", "1,2", "--cache-dir", str(session_cache), "--out", str(out)]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     return out, json.loads((out / "report.json").read_text())
@@ -199,24 +199,50 @@ def test_the_reports_figures_come_back_from_its_score_files(scored_run):
 
         # the judges' scores: rank-1 and SAR of every attack and judge, as the report has them
         jrows = _rows((out / "scores" / f"{stem}.judges.csv").read_text())
-        figs = row["privacy"]["per_attack"]
-        checked = 0
-        for attack, f in figs.items():
-            for judge, want in (("dlib", f), (rep["encoder"]["name"], f["target_judge"])):
-                mine = [r for r in jrows if r["attack"] == attack and r["judge"] == judge]
-                assert mine, (attack, judge)
-                thr = np.float32(mine[0]["threshold"])
-                rank1, sar = [], []
-                for probe in dict.fromkeys(r["probe"] for r in mine):
-                    pr = [r for r in mine if r["probe"] == probe]
-                    gs = np.array([np.float32(r["score"]) for r in pr if r["genuine"] == "1"])
-                    others = np.array([np.float32(r["score"]) for r in pr if r["genuine"] == "0"])
-                    rank1.append(float(gs.max() > others.max()))
-                    sar.append(float(np.mean(gs >= thr)))
-                assert np.mean(rank1) == pytest.approx(want["rank1"]["value"], abs=1e-12)
-                assert np.mean(sar) == pytest.approx(want["sar@fmr=1e-3"]["value"], abs=1e-12)
-                checked += 1
-        assert checked >= 2
+        assert _judged_again(jrows, row["privacy"]["per_attack"], rep["encoder"]["name"]) >= 2
+        # with 2 stolen templates per victim (--templates-per-victim 1,2): the same, from their own lines
+        assert _judged_again(jrows, row["privacy_templates_per_victim"]["2"]["per_attack"], rep["encoder"]["name"],
+                             " (2 templates per victim)") >= 2
+
+
+def _judged_again(jrows: list[dict], figs: dict, target: str, scenario: str = "") -> int:
+    """Every attack's rank-1 and SAR for dlib and the target as judge, recomputed from the judges.csv lines,
+    equal to the report's; returns how many were checked."""
+    checked = 0
+    for attack, f in figs.items():
+        for judge, want in (("dlib", f), (target, f["target_judge"])):
+            mine = [r for r in jrows if r["attack"] == attack + scenario and r["judge"] == judge]
+            assert mine, (attack, judge)
+            thr = np.float32(mine[0]["threshold"])
+            rank1, sar = [], []
+            for probe in dict.fromkeys(r["probe"] for r in mine):
+                pr = [r for r in mine if r["probe"] == probe]
+                gs = np.array([np.float32(r["score"]) for r in pr if r["genuine"] == "1"])
+                others = np.array([np.float32(r["score"]) for r in pr if r["genuine"] == "0"])
+                rank1.append(float(gs.max() > others.max()))
+                sar.append(float(np.mean(gs >= thr)))
+            assert np.mean(rank1) == pytest.approx(want["rank1"]["value"], abs=1e-12)
+            assert np.mean(sar) == pytest.approx(want["sar@fmr=1e-3"]["value"], abs=1e-12)
+            checked += 1
+    return checked
+
+
+@pytest.mark.integration
+def test_several_stolen_templates_per_victim_in_the_report(scored_run):
+    from facepii.report import Report
+
+    out, rep = scored_run
+    assert rep["settings"]["templates_per_victim"] == [1, 2]
+    assert rep["split"]["templates_per_victim_max"] == 2 and rep["split"]["source_images"] == 16
+    for row in rep["rows"]:
+        two = row["privacy_templates_per_victim"]["2"]
+        assert set(two["per_attack"]) == set(row["privacy"]["per_attack"])
+        assert two["rank1"]["ci95"][0] <= two["rank1"]["value"] <= two["rank1"]["ci95"][1]
+    assert (out / "templates.png").stat().st_size > 10_000
+    md = (out / "report.md").read_text()
+    assert "## Several stolen templates per victim" in md and "K=2: rank-1" in md
+    back = Report.from_json(out / "report.json")
+    assert back.templates_ks == [1, 2] and back.to_dict()["rows"] == rep["rows"]
 
 
 def S_label(row: dict) -> str:

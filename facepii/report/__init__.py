@@ -93,6 +93,31 @@ class Report:
         return any(r.oracle is not None for r in self.rows)
 
     @property
+    def templates_per_victim(self) -> list[int]:
+        """The K of --templates-per-victim (the first is the rows' ``privacy``); [1] when not recorded."""
+        ks = self.settings.get("templates_per_victim")
+        ok = isinstance(ks, list) and ks and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
+                                                 for k in ks)
+        return list(ks) if ok else [1]
+
+    @property
+    def has_templates(self) -> bool:
+        """Leakage at several K stolen templates per victim."""
+        return any(r.privacy_templates for r in self.rows)
+
+    @property
+    def templates_ks(self) -> list[int]:
+        """Every K of the rows, ascending."""
+        ks = {self.templates_per_victim[0]}
+        for r in self.rows:
+            ks |= set(r.privacy_templates)
+        return sorted(ks)
+
+    def privacy_at(self, r, k: int):
+        """Row ``r``'s privacy (headline key scenario) with ``k`` stolen templates per victim, or None."""
+        return r.privacy if k == self.templates_per_victim[0] else r.privacy_templates.get(k)
+
+    @property
     def judge(self) -> str:
         """The headline judge's name."""
         return next((r.privacy.judge for r in self.rows if r.privacy is not None and r.privacy.judge), "judge")

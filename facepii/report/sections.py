@@ -32,6 +32,8 @@ from facepii.report.tables import (
     oracle_table,
     provenance_table,
     settings_table,
+    templates_notes,
+    templates_table,
     unlinkability_table,
     utility_table,
 )
@@ -102,6 +104,8 @@ SECTIONS: list[Section] = [
     Section("DET curves and operating points", lambda r: any(x.det for x in r.rows), table=det_table,
             notes=lambda r: [DET_NOTE], images=lambda r: [("det", "DET curves")]),
     Section("Every judge", lambda r: r.has_judges, table=judge_table, notes=lambda r: [JUDGES_NOTE]),
+    Section("Several stolen templates per victim", lambda r: r.has_templates, table=templates_table,
+            notes=templates_notes, images=lambda r: [("templates", "leakage against K")]),
     Section("Every attack", lambda r: r.has_privacy, table=attack_table,
             notes=lambda r: [r.extra.get("personal_data") or PERSONAL_DATA]),
     Section("ISO/IEC 30136: unlinkability and renewability", lambda r: r.has_unlinkability, table=unlinkability_table,
