@@ -45,6 +45,10 @@ BEFORE = ["nearest", "inverse", "decoder", "optimize"]
 AFTER = ["nearest", "inverse", "decoder", "optimize-eot"]
 
 
+def fmt(d: dict) -> str:
+    return f"{d['value']:.2f} [{d['ci95'][0]:.2f}, {d['ci95'][1]:.2f}]"
+
+
 def best(block, judge: str, attacks: list[str]):
     """The attack ``judge`` re-identifies best among ``attacks`` (rank-1, then SAR) and its figures."""
     def figs(a):
@@ -59,6 +63,8 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--templates-per-victim", default="1", help="also K = 1,2,4 stolen templates per victim "
+                    "(victims then need K_max + 1 photos: another split than README's)")
     args = ap.parse_args()
     registry.register(OptimizeEot.name, OptimizeEot)
     progress.set_enabled(False)
@@ -66,7 +72,7 @@ def main() -> None:
     cfg = EvaluateConfig.from_options(
         dataset=f"celeba:{SHARED / 'datasets' / 'celeba-subset'}", defenses=["noise", "projection"],
         params={"sigma": [0.02, 0.05, 0.1]}, attacks=BEFORE + ["optimize-eot"], judge=f"dlib,onnx:{mfn}",
-        cache_dir=args.cache_dir, threads=args.threads, seed=0)
+        cache_dir=args.cache_dir, threads=args.threads, seed=0, templates_per_victim=args.templates_per_victim)
     t0 = time.perf_counter()
     ev = run(cfg)
     secs = time.perf_counter() - t0
@@ -87,8 +93,23 @@ def main() -> None:
                 out.append(line)
                 print(f"{r.label:22s} {block.key or '':9s} {j:14s} before {line['before_text']:55s} "
                       f"after {line['after_text']}", flush=True)
+    ks = rep.templates_ks
+    per_k = []
+    if len(ks) > 1:
+        for r in rep.rows:
+            for j in list(r.privacy.worst.judges or {r.privacy.judge: None}):
+                line = {"row": r.label, "judge": j}
+                for k in ks:
+                    b = rep.privacy_at(r, k)
+                    for when, atk in (("before", BEFORE), ("after", AFTER)):
+                        a, f = best(b, j, atk)
+                        line[f"K={k} {when}"] = {"attack": a, "rank1": f.rank1.to_dict(), "sar": f.sar.to_dict()}
+                print(f"{r.label:22s} {j:14s} " + "  ".join(
+                    f"K={k}: rank-1 {fmt(line[f'K={k} before']['rank1'])} -> {fmt(line[f'K={k} after']['rank1'])}"
+                    for k in ks), flush=True)
+                per_k.append(line)
     if args.json:
-        Path(args.json).write_text(json.dumps({"seconds": secs, "rows": out,
+        Path(args.json).write_text(json.dumps({"seconds": secs, "rows": out, "templates_per_victim": per_k,
                                                "stage_seconds": rep.extra["provenance"]["stage_seconds"]}, indent=1))
 
 

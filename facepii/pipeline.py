@@ -30,7 +30,7 @@ from facepii.encoder_base import same_model
 from facepii.encoders import Encoder, PrecomputedEncoder, get_encoder, spec_list
 from facepii.errors import ParameterError
 from facepii.estimates import AttackFigures, PrivacyEstimates, RowEstimates, value
-from facepii.executor import compute_threads, open_executor, worker_name
+from facepii.executor import compute_threads, open_executor, relax_malloc_trim, worker_name
 from facepii.irreversibility import oracle_summary, row_irreversibility, system_view
 from facepii.judging import (
     Judge,
@@ -304,6 +304,7 @@ def row_estimates(embedded, t: Templates, fit_pos, cfg: EvaluateConfig) -> RowEs
 def _row_task(task, embedded, fit_pos, cfg) -> RowEstimates:
     """On a Dask worker: one row's templates and estimates (the same calls as in the driver)."""
     spec, params = task
+    relax_malloc_trim()
     t = protect(embedded, spec, params, fit_pos, cfg.privacy.key, cfg.seed)
     return row_estimates(embedded, t, fit_pos, cfg)
 
@@ -330,6 +331,7 @@ def _whole_row_task(task, embedded, fit_pos, cfg, attacked):
     """On a Dask worker: one row, every stage, as in the driver (same calls, same torch threads); with the
     worker's address and the row's stage times."""
     spec, params = task
+    relax_malloc_trim()
     progress.set_enabled(False)
     progress.reset_stage_times()
     started = time.monotonic()

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from facepii.errors import ParameterError
-from facepii.executor import parse
+from facepii.executor import parse, relax_malloc_trim
 
 
 def test_executor_specs():
@@ -16,6 +16,19 @@ def test_executor_specs():
     assert parse("dask:tcp://10.0.0.1:8786") == ("dask", "tcp://10.0.0.1:8786")
     with pytest.raises(ParameterError, match="--executor must be"):
         parse("spark")
+
+
+def test_a_worker_started_by_dasks_nanny_gets_glibcs_adaptive_malloc_back(monkeypatch):
+    import ctypes.util
+
+    monkeypatch.setattr(relax_malloc_trim, "done", False, raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    assert relax_malloc_trim() is False  # not a nanny's worker: nothing to undo
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    if ctypes.util.find_library("c") is None or os.uname().sysname != "Linux":
+        pytest.skip("mallopt is glibc's (Linux)")
+    assert relax_malloc_trim() is True
+    assert relax_malloc_trim() is False  # once per process
 
 
 def test_what_goes_to_a_worker_pickles_and_computes_the_same(tmp_path):
