@@ -55,7 +55,7 @@ def test_pooling_several_noisy_templates_recovers_the_embedding_better(aux):  # 
     assert flat.shape == (n * k, d) and kk == k and list(users[:k]) == [0] * k
     one = np.sum(noisy[:, 0] * truth, 1).mean()
     four = np.sum(pool(flat, k) * truth, 1).mean()
-    assert four > one + 0.1, (one, four)   # about 0.66 against 0.87
+    assert four > one + 0.1, (one, four)   # 0.650 against 0.860
     # an attacker's estimate of raw templates does the same
     tm, _ = threat(aux, "white", "none")
     assert np.allclose(estimate_raw(tm, RowCache(), None, noisy, None), pool(flat, k), atol=1e-6)
