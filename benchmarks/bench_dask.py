@@ -4,10 +4,11 @@
     python benchmarks/bench_dask.py --rows 8 [--budget quick] [--max-identities 200]
 
 With ``--rows N``: a sweep of N noise rows (sigma 0.01 .. 0.15) with every default attack on the shared
-subset, run (1) in-process with one torch thread, (2) on a local cluster of 2 workers x 1 thread, (3)
-in-process with two threads; the cache is warmed first (embeddings and the attacker's face model), so
-the clock measures the rows. It prints each mode's wall time, the speed-up and whether the report JSON
-of (1) and (2) is identical (timings aside).
+subset, run (1) in-process on one core (the process pinned to its first core, so torch, BLAS,
+onnxruntime and dlib all have one: the single-threaded unit a worker is), (2) on a local cluster of 2
+workers x 1 thread, (3) in-process with two threads; the cache is warmed first (embeddings and the
+attacker's face model), so the clock measures the rows. It prints each mode's wall time, the speed-up
+and whether the report JSON of (1) and (2) is identical (timings aside).
 
 Without ``--rows``: each mode embeds the same photos of the shared CelebA subset into a fresh cache folder (nothing
 cached), through `facepii.stages.embed` exactly as `facepii evaluate` does; the Dask cluster is
@@ -17,6 +18,7 @@ started before the clock starts (a cluster's start-up is paid once per session, 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +44,7 @@ def main() -> None:
     ap.add_argument("--budget", default="quick")
     ap.add_argument("--max-identities", type=int, default=200)
     ap.add_argument("--cache-dir", default=None, help="a cache to start from (default: a fresh one)")
-    ap.add_argument("--modes", default="1,2,3", help="with --rows: which modes to run (1: in-process 1 thread, "
+    ap.add_argument("--modes", default="1,2,3", help="with --rows: which modes to run (1: in-process on 1 core, "
                     "2: 2 workers x 1 thread, 3: in-process 2 threads)")
     ap.add_argument("--warm", action="store_true", help="with --rows: the --cache-dir already holds the embeddings "
                     "and the face model (no warm-up run)")
@@ -110,7 +112,7 @@ def rows(args) -> None:
     print(f"warm-up (embed, face model, one row): {time.perf_counter() - t0:.1f} s; {args.rows} rows, budget "
           f"{args.budget}, sigma {sigmas}")
     times, reports = {}, {}
-    modes = ("in-process, 1 thread", "dask, 2 workers x 1 thread", "in-process, 2 threads")
+    modes = ("in-process, 1 core", "dask, 2 workers x 1 thread", "in-process, 2 threads")
     for mode in [modes[int(m) - 1] for m in args.modes.split(",")]:
         cluster = ex = None
         if mode.startswith("dask"):
@@ -118,22 +120,26 @@ def rows(args) -> None:
             ex = DaskExecutor(cluster.scheduler_address)
             ex.map_ordered(lambda x: x, list(range(4)))  # workers up before the clock starts
             ex.close()
+        cores = os.sched_getaffinity(0)
+        if mode.endswith("1 core"):  # onnxruntime's and dlib's pools are sized from the affinity (usable_cpus)
+            os.sched_setaffinity(0, {min(cores)})
         t0 = time.perf_counter()
         ev = run(cfg(2 if mode.endswith("2 threads") else 1,
                      executor="local" if cluster is None else f"dask:{cluster.scheduler_address}"))
         times[mode] = time.perf_counter() - t0
+        os.sched_setaffinity(0, cores)
         reports[mode] = comparable(ev.report)
         if args.save:
             Path(args.save).mkdir(parents=True, exist_ok=True)
             (Path(args.save) / (mode.replace(",", "").replace(" ", "-") + ".json")).write_text(reports[mode])
         if cluster is not None:
             cluster.close()
-        base = times.get("in-process, 1 thread", times[mode])
+        base = times.get("in-process, 1 core", times[mode])
         print(f"{mode:28s} {times[mode]:7.1f} s  ({times[mode] / args.rows:5.1f} s per row; {base / times[mode]:.2f}x "
-              "the in-process 1-thread run)", flush=True)
-    if {"in-process, 1 thread", "dask, 2 workers x 1 thread"} <= set(reports):
-        same = reports["in-process, 1 thread"] == reports["dask, 2 workers x 1 thread"]
-        print(f"report JSON identical, in-process 1 thread vs 2 workers x 1 thread: {same}")
+              "the in-process 1-core run)", flush=True)
+    if {"in-process, 1 core", "dask, 2 workers x 1 thread"} <= set(reports):
+        same = reports["in-process, 1 core"] == reports["dask, 2 workers x 1 thread"]
+        print(f"report JSON identical, in-process 1 core vs 2 workers x 1 thread: {same}")
     if {"in-process, 2 threads", "dask, 2 workers x 1 thread"} <= set(times):
         ratio = times["in-process, 2 threads"] / times["dask, 2 workers x 1 thread"]
         print(f"in-process 2 threads vs 2 workers x 1 thread: {ratio:.2f}x")

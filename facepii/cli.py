@@ -119,9 +119,10 @@ def evaluate(
              "sample of 10^7 pairs, the sampling's share of each interval stated in the report.")] = None,
     threads: Annotated[int | None, typer.Option(
         "--threads", metavar="N", min=1, max=1024,
-        help="Threads for the computations behind the figures: torch, BLAS and OpenMP (default: this machine's "
-             "cores). Torch's rounding depends on it: one N gives the same figures in this process and on any "
-             "Dask worker; the report records it.")] = None,
+        help="Threads for the computations behind the figures: torch, BLAS and OpenMP (default: the cores this "
+             "process may use: its CPU affinity, e.g. taskset or a batch scheduler's cpuset). Torch's rounding "
+             "depends on it: one N gives the same figures in this process and on any Dask worker; the report "
+             "records it.")] = None,
     scores: Annotated[str, typer.Option(
         "--scores", metavar="N|all|none",
         help="Score files under --out DIR/scores/ (CSV and bob.measure four-column, for bob.measure or pyeer): "

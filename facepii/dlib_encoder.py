@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 
+from facepii.cpus import usable_cpus
 from facepii.encoder_base import check_faces
 from facepii.errors import EncoderError
 
@@ -63,7 +64,7 @@ class DlibEncoder:
     comparator = "l2"
 
     def __init__(self, n_jobs: int | None = None):
-        self.n_jobs = n_jobs or os.cpu_count() or 1
+        self.n_jobs = n_jobs or usable_cpus()
         self._workers: list = []
         _dlib_models()  # fail early with a clear message when dlib is missing
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from facepii.cpus import usable_cpus
 from facepii.encoders import get_encoder
 from facepii.errors import ImageError, ParameterError
 from facepii.faces import align, default_aligner, read_image
@@ -70,7 +71,7 @@ class DaskExecutor:
             except (OSError, TimeoutError, ValueError) as exc:
                 raise ParameterError(f"--executor dask:{address}: cannot reach the Dask scheduler ({exc}).") from None
         else:
-            self.cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
+            self.cluster = LocalCluster(n_workers=usable_cpus(), threads_per_worker=1, processes=True,
                                         dashboard_address=None)
             self.client = Client(self.cluster)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from facepii import onnx_graph
+from facepii.cpus import usable_cpus
 from facepii.encoder_base import TIGHT_CROP, check_faces, crop_margin, file_digest
 from facepii.errors import EncoderError, ParameterError
 from facepii.faces import FACE_SIZE, models_dir
@@ -30,7 +31,7 @@ def load_onnx_session(path: str | os.PathLike, threads: int | None = None):
     except EncoderError as exc:
         raise EncoderError(f"{path}: {exc}") from None
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or os.cpu_count() or 1
+    so.intra_op_num_threads = threads or usable_cpus()
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     # no busy-waiting between batches: leaves the cores to detection running alongside

@@ -14,7 +14,6 @@ and, with attacks, every attack's re-identification figures. Nothing here writes
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import defenses as registry
 from facepii import __version__, metrics, progress
 from facepii.cache import Cache, default_cache_dir
 from facepii.config import EvaluateConfig
+from facepii.cpus import usable_cpus
 from facepii.datasets import FaceSet, dataset_root
 from facepii.encoder_base import same_model
 from facepii.encoders import Encoder, PrecomputedEncoder, get_encoder, spec_list
@@ -111,7 +111,7 @@ def run(cfg: EvaluateConfig) -> Evaluation:
                              "`facepii evaluate` runs (facepii.transfer.run_transfer); gate each target on its own.")
     p = cfg.privacy
     if cfg.data.threads is None:  # resolved here, so that the report records the number the figures used
-        cfg.data.threads = os.cpu_count() or 1
+        cfg.data.threads = usable_cpus()
     fs = load_selected(cfg)
     target = resolve_encoder(cfg.data.encoder, fs)
     check_rows_fit(cfg.grid(), int(target.dim) if target.dim else int(fs.embeddings.shape[1]))

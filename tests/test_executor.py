@@ -31,6 +31,22 @@ def test_a_worker_started_by_dasks_nanny_gets_glibcs_adaptive_malloc_back(monkey
     assert relax_malloc_trim() is False  # once per process
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="this OS has no CPU affinity")
+def test_a_process_pinned_to_one_core_sizes_its_pools_for_one():
+    from facepii.cpus import usable_cpus
+    from facepii.dlib_encoder import DlibEncoder
+
+    cores = os.sched_getaffinity(0)
+    assert usable_cpus() == len(cores)
+    try:
+        os.sched_setaffinity(0, {min(cores)})  # as `taskset -c 0` or a batch scheduler's cpuset does
+        assert usable_cpus() == 1
+        assert DlibEncoder().n_jobs == 1  # one dlib process, not one per core of the machine
+    finally:
+        os.sched_setaffinity(0, cores)
+    assert usable_cpus() == len(cores)
+
+
 def test_what_goes_to_a_worker_pickles_and_computes_the_same(tmp_path):
     """The attacker's kit and the judges travel to Dask workers pickled: ONNX encoders (their session
     reopened from the same file, its digest checked), the torch copy of the target (its graph rebuilt),
