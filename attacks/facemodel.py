@@ -42,6 +42,7 @@ class Budget:
     flips: bool            # mirror-augment the auxiliary set
     nes_steps: int         # black-box refinement steps (NES, queries only)
     nes_samples: int       # antithetic query pairs per NES step
+    eot_views: int = 0     # white-box refinement: random views per step besides the face (attacks.eot)
 
 
 BUDGETS = {
@@ -50,8 +51,13 @@ BUDGETS = {
     # the README job's figures stayed within their intervals (SAR at noise sigma 0.1 0.112 instead of
     # 0.147, but a run with them and the same code also gave 0.112); one split cannot show they are
     # useless, and an attack is not weakened to save time on that evidence
-    "standard": Budget("standard", 400, 150, 25, 30, True, 8, 10),
-    "thorough": Budget("thorough", 600, 1500, 200, 150, True, 40, 24),
+    # standard and thorough refine through 2 random views per step (expectation over transformation),
+    # chosen on held-aside auxiliary identities judged by dlib (benchmarks/tune_eot.py) and confirmed on the
+    # victims by two judges the attack does not use (docs/results.md): dlib's rank-1 rose on every row
+    # (README's job, unprotected 0.74 -> 0.78, sigma 0.1 0.38 -> 0.44), MobileFaceNet's did not fall;
+    # the refinement takes 3.5x as long (31 -> 117 s per row). quick stays without: it is the fast check
+    "standard": Budget("standard", 400, 150, 25, 30, True, 8, 10, 2),
+    "thorough": Budget("thorough", 600, 1500, 200, 150, True, 40, 24, 2),
 }
 
 

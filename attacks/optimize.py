@@ -15,7 +15,9 @@ template itself without a defense; the ridge inverse otherwise).
   :mod:`attacks.eot`) the match is averaged over the face as rendered and
   ``eot`` random views of it per step (re-alignment, mirror, blur,
   resampling, brightness), so the face keeps what a matcher's own pipeline
-  does not wash out;
+  does not wash out (default: the budget's, 2 for standard and thorough, 0
+  for quick; measured in docs/results.md, "Reconstructions other matchers
+  recognise");
 - black box (``--knowledge black``): the same objective by natural-evolution
   strategies (antithetic random directions in the top face-space components,
   queries to F only, no gradients);
@@ -45,12 +47,12 @@ class Optimize(Attack):
     name = "optimize"
     white_box_gradients = True
 
-    def __init__(self, steps: int | None = None, lr: float = 0.05, prior: float = 1e-3, eot: int = 0,
+    def __init__(self, steps: int | None = None, lr: float = 0.05, prior: float = 1e-3, eot: int | None = None,
                  eot_range: float = 1.0):
         self.steps = steps
         self.lr = lr
         self.prior = prior
-        self.eot = eot                # random views per step besides the face itself (0: no EOT)
+        self.eot = eot                # random views per step besides the face (0: none; None: the budget's)
         self.eot_range = eot_range    # how far the views depart, in units of attacks.eot.DEFAULT_RANGE
 
     def fit(self, templates, images, *, threat, cache=None):
@@ -96,7 +98,7 @@ class Optimize(Attack):
         opt = torch.optim.Adam([c], lr=self.lr * float(scale.mean()))
         enc = tm.torch_encoder
         rng = np.random.default_rng(tm.seed + 2718)
-        views_per_step = int(self.eot)
+        views_per_step = int(tm.budget.eot_views if self.eot is None else self.eot)
         spread = DEFAULT_RANGE.scaled(float(self.eot_range))
         tgt_all = tgt.repeat(1 + views_per_step, 1)
         with progress.bar("optimizing faces", steps) as b:
