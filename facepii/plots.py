@@ -236,7 +236,7 @@ def templates_figure(report):
                 lo.append(e.value - e.ci95[0] if e.ci95[0] == e.ci95[0] else 0.0)
                 hi.append(e.ci95[1] - e.value if e.ci95[1] == e.ci95[1] else 0.0)
             if xs:
-                color = "tab:red" if r.defense == "none" else None
+                color = "tab:red" if r.defense == "none" else f"C{(n % 9) + (1 if n % 9 >= 3 else 0)}"
                 ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", ms=4, lw=1.2, capsize=3, label=r.label, color=color)
         ax.set_xscale("log", base=2)
         ax.set_xticks(ks)

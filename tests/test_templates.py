@@ -174,3 +174,21 @@ def test_optimize_with_eot_is_seeded_and_optimises_other_views(aux):  # noqa: F8
         out.append(a.reconstruct(E[:2]))
     np.testing.assert_array_equal(out[0], out[1])
     assert not np.array_equal(out[0], out[2])
+
+
+def test_the_k_figure_draws_every_row_in_its_own_colour():
+    from facepii.plots import templates_figure
+    from facepii.report import Report
+
+    rep = make_report()
+    rep["settings"] = {"templates_per_victim": [1, 2]}
+    noise = rep["rows"].pop()
+    for sigma in (0.01, 0.02, 0.05, 0.1, 0.2):  # the 4th protected row once took the unprotected row's red
+        rep["rows"].append({**copy.deepcopy(noise), "params": {"sigma": sigma}})
+    for r in rep["rows"]:
+        r["privacy_templates_per_victim"] = {"2": copy.deepcopy(r["privacy"])}
+    fig = templates_figure(Report.from_dict(rep))
+    from matplotlib.colors import to_hex
+
+    colours = [to_hex(c.lines[0].get_color()) for c in fig.axes[0].containers]
+    assert len(colours) == 6 and len(set(colours)) == 6
