@@ -21,6 +21,7 @@ people) and shared by the attacks of every row:
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,8 @@ class Budget:
     nes_steps: int         # black-box refinement steps (NES, queries only)
     nes_samples: int       # antithetic query pairs per NES step
     eot_views: int = 0     # white-box refinement: random views per step besides the face (attacks.eot)
+    decoder_lr: float = 1e-3          # the raw decoder's (peak) Adam learning rate
+    decoder_schedule: str = "constant"  # its learning-rate schedule: constant, or cosine (warm-up, then decay)
 
 
 BUDGETS = {
@@ -168,12 +171,27 @@ def jitter(x, gen):
     return (x * gain + bias).clamp(0, 1)
 
 
+def learning_rate(lr: float, schedule: str, step: int, steps: int) -> float:
+    """The learning rate at ``step`` (0-based) of ``steps``: ``constant``, or ``cosine``: a linear warm-up
+    over the first 5% of the steps (at least one), then a half cosine from ``lr`` down to ``lr / 20``."""
+    if schedule == "constant":
+        return lr
+    if schedule != "cosine":
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+    warm = max(1, steps // 20)
+    if step < warm:
+        return lr * (step + 1) / warm
+    t = (step - warm) / max(1, steps - warm)
+    return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
 def train_decoder(net, E: np.ndarray, faces: np.ndarray, steps: int, torch_encoder=None, *,
-                  id_targets: np.ndarray | None = None, lr: float = 1e-3, batch: int = 32, seed: int = 0,
-                  id_weight: float = 1.0, device: str = "cpu", desc: str = "training decoder"):
+                  id_targets: np.ndarray | None = None, lr: float = 1e-3, schedule: str = "constant",
+                  batch: int = 32, seed: int = 0, id_weight: float = 1.0, device: str = "cpu",
+                  desc: str = "training decoder"):
     """Fit ``net`` (inputs E -> faces) for ``steps`` steps of ``batch``. With a differentiable target
     encoder (white box) an identity loss pulls F(x_hat) towards ``id_targets`` (default: E itself,
-    when E are raw embeddings)."""
+    when E are raw embeddings). ``schedule``: the learning rate's course (:func:`learning_rate`)."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -188,7 +206,9 @@ def train_decoder(net, E: np.ndarray, faces: np.ndarray, steps: int, torch_encod
     perm = torch.randperm(n, generator=gen)
     pos = 0
     with progress.bar(desc, steps) as b:
-        for _ in range(steps):
+        for step in range(steps):
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(lr, schedule, step, steps)
             if pos + batch > n:
                 perm, pos = torch.randperm(n, generator=gen), 0
             idx = perm[pos:pos + batch]
@@ -208,6 +228,28 @@ def train_decoder(net, E: np.ndarray, faces: np.ndarray, steps: int, torch_encod
             b.update(info=f"loss {loss.item():.3f}")
     net.eval()
     return net
+
+
+def canonical_header(data: bytes) -> bytes:
+    """safetensors ``data`` with its JSON header written in one fixed order: the same tensors and
+    metadata give the same bytes in every process.
+
+    The library keeps the metadata in a Rust HashMap, whose order is seeded per process: the same face
+    model saved by two processes came out as two byte strings (the metadata's two keys swapped) and so
+    with two digests. The header is re-serialised with the metadata's keys sorted and padded with
+    spaces to its original length (the data offsets are relative to the header's end, so nothing else
+    moves); the file reads back as before."""
+    import json
+    import struct
+
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}) | header
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    if len(text) > n:  # cannot happen for the library's compact JSON; keep its bytes rather than break them
+        return data
+    return data[:8] + text + b" " * (n - len(text)) + data[8 + n:]
 
 
 class FaceModel:
@@ -230,20 +272,34 @@ class FaceModel:
     def train(cls, E_aux: np.ndarray, faces_aux: np.ndarray, budget: Budget, torch_encoder=None,
               query=None, seed: int = 0, device: str = "cpu") -> FaceModel:
         """``query(faces) -> embeddings`` (the target encoder) embeds the mirrored faces."""
+        start = cls.start(E_aux, faces_aux, budget, query, seed)
+        return cls.fit_decoder(start, budget, torch_encoder, seed, device)
+
+    @staticmethod
+    def start(E_aux: np.ndarray, faces_aux: np.ndarray, budget: Budget, query=None, seed: int = 0) -> tuple:
+        """What the decoder trains from: (unit embeddings, faces) with the mirrored copies where the budget
+        has them, the face space and the ridge start."""
         E = to_unit(E_aux)
         faces = faces_aux
         if budget.flips and query is not None:
             flipped = np.ascontiguousarray(faces_aux[:, :, ::-1])
             E = np.concatenate([E, to_unit(query(flipped))])
             faces = np.concatenate([faces_aux, flipped])
-        import torch
-
         space = FaceSpace.fit(faces, budget.components, seed)
         w, b = ridge_init(space, E, faces)
+        return E, faces, space, w, b
+
+    @classmethod
+    def fit_decoder(cls, start: tuple, budget: Budget, torch_encoder=None, seed: int = 0,
+                    device: str = "cpu") -> FaceModel:
+        """The raw decoder trained from :meth:`start`'s output with the budget's steps and learning rate."""
+        import torch
+
+        E, faces, space, w, b = start
         torch.manual_seed(seed)  # the network's initial weights
         net = build_decoder(space, E.shape[1], w, b)
-        train_decoder(net, E, faces, budget.decoder_steps, torch_encoder, seed=seed, device=device,
-                      desc="training face decoder")
+        train_decoder(net, E, faces, budget.decoder_steps, torch_encoder, lr=budget.decoder_lr,
+                      schedule=budget.decoder_schedule, seed=seed, device=device, desc="training face decoder")
         return cls(space, net.cpu(), E.shape[1])
 
     def problem(self, E: np.ndarray, faces: np.ndarray) -> str | None:
@@ -277,8 +333,8 @@ class FaceModel:
         arrays = {"space.mean": self.space.mean, "space.components": self.space.components,
                   "space.scale": self.space.scale}
         arrays.update({f"state.{k}": v.detach().cpu().numpy() for k, v in self.decoder.state_dict().items()})
-        return save({k: np.ascontiguousarray(v) for k, v in arrays.items()},
-                    metadata={"format": FACEMODEL_VERSION, "d_in": str(self.d_in)})
+        return canonical_header(save({k: np.ascontiguousarray(v) for k, v in arrays.items()},
+                                     metadata={"format": FACEMODEL_VERSION, "d_in": str(self.d_in)}))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FaceModel:

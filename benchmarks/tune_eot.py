@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from heldaside import held_aside_split
 
 from attacks.base import RowCache
 from attacks.decoder import Decoder
@@ -30,7 +31,7 @@ from facepii.executor import compute_threads
 from facepii.judging import judge_faces, make_judges
 from facepii.labels import fmt_est
 from facepii.reconstructions import _threat, prepare_attacker
-from facepii.stages import Split, embed, load_selected, protect, split_identities
+from facepii.stages import embed, load_selected, protect
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,21 +58,10 @@ def main() -> None:
     cache = Cache(args.cache_dir) if args.cache_dir else Cache(None)
     embedded = embed(cfg, fs, encoders, cache)
     labels = embedded.labels
-    real = split_identities(labels, None, 0, 1000)          # README's split: its victims stay untouched
-    aux_ids = np.unique(labels[real.aux_pos])
-    rng = np.random.default_rng(2024)
-    held = np.sort(rng.choice([i for i in aux_ids if (labels[real.aux_pos] == i).sum() >= 2], args.held,
-                              replace=False))
-    source, gallery = [], []
-    for v in held:
-        pos = np.flatnonzero(labels == v)
-        s = int(rng.choice(pos))
-        source.append(s)
-        gallery += [int(p) for p in pos if p != s]
-    train_pos = real.aux_pos[~np.isin(labels[real.aux_pos], held)]
-    split = Split(held, train_pos, np.array(source), np.array(sorted(gallery)), 0)
+    split, n_victims = held_aside_split(labels, args.held)
+    held, train_pos = split.victim_ids, split.aux_pos
     print(f"held-aside auxiliary identities: {len(held)}; the attacker trains on {len(np.unique(labels[train_pos]))} "
-          f"identities ({len(train_pos)} photos); README's {len(real.victim_ids)} victims are not used")
+          f"identities ({len(train_pos)} photos); README's {n_victims} victims are not used")
     t0 = time.perf_counter()
     with compute_threads(args.threads):
         kit = prepare_attacker(cfg.privacy, 0, embedded, split, encoders["target"], cache)

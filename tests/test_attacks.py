@@ -109,6 +109,59 @@ def test_cached_face_model_computes_exactly_what_the_trained_one_does(world, sfa
     np.testing.assert_array_equal(outs[0][1], outs[1][1])
 
 
+def test_face_model_bytes_do_not_depend_on_the_metadata_order():
+    """safetensors keeps metadata in a per-process-seeded hash map: the header is rewritten in one order."""
+    import json
+    import struct
+
+    from safetensors.numpy import load, save
+
+    from attacks.facemodel import canonical_header
+
+    arrays = {"b": np.arange(6, dtype=np.float32).reshape(2, 3), "a": np.ones(3, np.int64)}
+    one = canonical_header(save(arrays, metadata={"format": "x", "d_in": "128"}))
+    two = canonical_header(save(arrays, metadata={"d_in": "128", "format": "x"}))
+    raw = save(arrays, metadata={"format": "x", "d_in": "128"})
+    assert one == two and len(one) == len(raw)
+    n = struct.unpack("<Q", one[:8])[0]
+    assert list(json.loads(one[8:8 + n])["__metadata__"]) == ["d_in", "format"]
+    back = load(one)
+    np.testing.assert_array_equal(back["b"], arrays["b"])
+    np.testing.assert_array_equal(back["a"], arrays["a"])
+
+
+_TRAIN_IN_A_PROCESS = """
+import hashlib, numpy as np
+from dataclasses import replace
+from attacks.facemodel import BUDGETS, FaceModel
+from facepii.executor import compute_threads
+rng = np.random.default_rng(0)
+faces = rng.integers(0, 255, (24, 112, 112, 3), dtype=np.uint8)
+E = rng.normal(size=(24, 16)).astype(np.float32)
+budget = replace(BUDGETS["quick"], components=6, decoder_steps=2, flips=False)
+with compute_threads(1):
+    fm = FaceModel.train(E, faces, budget, seed=0)
+print(hashlib.sha256(fm.to_bytes()).hexdigest())
+"""
+
+
+def test_the_same_face_model_has_the_same_bytes_in_every_process():
+    """Trained in processes started with and without OMP_NUM_THREADS=1 (what a Dask nanny and a CI runner
+    do), at one torch thread: the same file, byte for byte (the cache's digest of it included)."""
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | {"CI": "true"}
+    digests = set()
+    for env in ({}, {"OMP_NUM_THREADS": "1"}, {}, {"OMP_NUM_THREADS": "1"}):
+        out = subprocess.run([sys.executable, "-c", _TRAIN_IN_A_PROCESS], capture_output=True, text=True,
+                             env=base | env, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        digests.add(out.stdout.split()[-1])
+    assert len(digests) == 1
+
+
 @pytest.mark.parametrize("defense", ["none", "projection", "quantize"])
 def test_nearest_is_exact_on_templates_it_saw(world, sface, defense):
     faces, E, users, _, _ = world

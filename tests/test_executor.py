@@ -164,7 +164,8 @@ def test_rows_on_workers_and_two_runs_on_one_cache_give_a_lone_runs_report(celeb
     assert local.report.extra["provenance"]["executor"] == {"kind": "in-process", "threads": 1}
 
     # fresh caches for the other runs but for the attacker's face model, which the driver trains or reads
-    # in every mode (the same model: copied from the lone run's cache, to keep this test within CI's time)
+    # in every mode (the same model, byte for byte, in any process: tests/test_attacks.py; copied from the
+    # lone run's cache to keep this test within CI's time)
     lone = Cache(tmp_path / "lone-cache")
     for folder in ("dask-cache", "shared-cache"):
         fresh = Cache(tmp_path / folder)
