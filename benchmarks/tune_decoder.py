@@ -44,10 +44,9 @@ from facepii.stages import embed, load_selected, protect
 ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = {  # name -> (decoder steps, peak learning rate, schedule)
-    "150 steps, 1e-3 constant": (150, 1e-3, "constant"),
-    "150 steps, 2e-3 cosine": (150, 2e-3, "cosine"),
-    "100 steps, 2e-3 cosine": (100, 2e-3, "cosine"),
-    "100 steps, 3e-3 cosine": (100, 3e-3, "cosine"),
+    "150 steps 1e-3 constant": (150, 1e-3, "constant"),
+    "150 steps 2e-3 cosine": (150, 2e-3, "cosine"),
+    "100 steps 2e-3 cosine": (100, 2e-3, "cosine"),
 }
 
 

@@ -58,3 +58,28 @@ def test_chunked_batches_equal_one_pass(tmp_path):
     y2.sum().backward()
     np.testing.assert_allclose(y.detach().numpy(), y2.detach().numpy(), atol=1e-5)
     np.testing.assert_allclose(g.numpy(), x2.grad.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_prelus_cheaper_backward_gives_torchs_gradient_bit_for_bit(dtype):
+    """facepii's PReLU backward (no slope gradient, no ``where``) against autograd through ``F.prelu``, exact
+    zeros and negative slopes included."""
+    from torch.nn import functional as F
+
+    from facepii.torch_onnx import prelu
+
+    dt = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 6, 7, generator=gen, dtype=dt)
+    x[0, :, :2] = 0.0  # exact zeros: the side each formula puts them on matters
+    x[1, 0, 0, 0] = -0.0
+    slope = torch.randn(5, generator=gen, dtype=dt)  # some negative
+    g = torch.randn(x.shape, generator=gen, dtype=dt)
+    ours, ref = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    y, y_ref = prelu(ours, slope), F.prelu(ref, slope)
+    y.backward(g)
+    y_ref.backward(g)
+    assert torch.equal(y, y_ref)
+    assert torch.equal(ours.grad, ref.grad)
+    with torch.no_grad():
+        assert torch.equal(prelu(x, slope), y_ref.detach())
