@@ -176,6 +176,22 @@ def test_optimize_with_eot_is_seeded_and_optimises_other_views(aux):  # noqa: F8
     assert not np.array_equal(out[0], out[2])
 
 
+def test_optimize_gives_the_same_faces_whatever_part_of_the_batch_each_pass_takes(aux, monkeypatch):  # noqa: F811
+    """The target's forward + backward passes a part of the faces and views at a time (memory): each face's
+    gradient is its own, so one pass for all and one per chunk of 8 give the same faces, bit for bit."""
+    from attacks.optimize import Optimize
+
+    enc, faces, E, users, fm = aux
+    tm, d = threat(aux, "white", "none")
+    out = []
+    for per_pass in (1000, 1, 2):
+        monkeypatch.setattr(Optimize, "images_per_pass", per_pass)
+        a = Optimize(steps=3, eot=2).fit(E, faces, threat=tm, cache=RowCache())
+        out.append(a.reconstruct(E[:12]))  # 36 faces and views: 5 chunks of 8, the last one short
+    np.testing.assert_array_equal(out[0], out[1])
+    np.testing.assert_array_equal(out[0], out[2])
+
+
 def test_the_k_figure_draws_every_row_in_its_own_colour():
     from facepii.plots import templates_figure
     from facepii.report import Report
