@@ -88,14 +88,20 @@ class DaskExecutor:
         for fut in as_completed(futures):
             yield fut.result()
 
-    def map_indexed(self, fn, tasks: list, **shared) -> Iterator[tuple[int, Any]]:
-        """(index, fn(task, **shared)) for every task on the workers, as they complete."""
+    def map_chained(self, first, then, tasks: list, **shared) -> Iterator[tuple[int, Any]]:
+        """(index, then(first(task, **shared), **shared)) for every task, as the second stage completes.
+
+        Two tasks per item: a free worker takes the next first stage or any ready second stage (tasks
+        submitted earlier go first), so the second stages fill the time a lone last first stage would
+        leave the other workers idle. A second stage may run on another worker than its first (its input
+        travels there)."""
         from distributed import as_completed
 
         scattered = {k: self.client.scatter(v, broadcast=True) for k, v in shared.items()}
-        futures = {self.client.submit(fn, t, pure=False, **scattered): i for i, t in enumerate(tasks)}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+        firsts = [self.client.submit(first, t, pure=False, **scattered) for t in tasks]
+        seconds = {self.client.submit(then, f, pure=False, **scattered): i for i, f in enumerate(firsts)}
+        for fut in as_completed(seconds):
+            yield seconds[fut], fut.result()
 
     def describe(self) -> dict:
         """Where the work runs: the scheduler, the workers and their threads (the report's provenance)."""

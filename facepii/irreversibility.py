@@ -128,13 +128,27 @@ def _unit(E: np.ndarray) -> np.ndarray:
     return E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
 
 
-def system_view(embedded, t, split, target) -> dict:
+#: seed offsets of the randomness the protected system draws when it is probed after enrolment: the
+#: reconstructed faces' templates (type I SAR) and the oracle's queries
+PROBE_RANDOMNESS, ORACLE_RANDOMNESS = 2_000_029, 3_000_017
+
+
+def probing(defense, seed: int):
+    """The system's defense as it answers probes: a randomized one (noise) draws fresh randomness for each
+    probe from a stream of its own, so that what one stage draws never depends on what another stage
+    drew before it (the row's stages may run in any order, on different Dask workers). Keys and learned
+    parts are the stored templates' own; a defense without randomness is itself."""
+    return defense.with_randomness(seed) if defense.randomized else defense
+
+
+def system_view(embedded, t, split, target, seed: int = 0) -> dict:
     """The protected system as the type I comparison and the oracles see it: the victims' stored
     gallery templates and the protected impostor scores of the victims' photos (its thresholds)."""
     labels = embedded.labels
     vpos = split.victim_pos
     _, imp = metrics.pair_scores(t.templates[vpos], labels[vpos], t.defense.score)
-    return {"defense": t.defense, "encoder": target, "gallery": t.templates[split.gallery_pos],
+    return {"defense": probing(t.defense, seed + PROBE_RANDOMNESS), "encoder": target,
+            "gallery": t.templates[split.gallery_pos],
             "gallery_labels": labels[split.gallery_pos], "impostor": imp,
             "threshold": metrics.threshold_at_far(imp, 1e-3)}
 

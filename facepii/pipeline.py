@@ -43,7 +43,14 @@ from facepii.judging import (
 )
 from facepii.labels import row_label
 from facepii.provenance import provenance, vectors_digest
-from facepii.reconstructions import AttackerKit, oracle_attack, prepare_attacker, reconstruct, resolve_surrogates
+from facepii.reconstructions import (
+    AttackerKit,
+    Reconstructions,
+    oracle_attack,
+    prepare_attacker,
+    reconstruct,
+    resolve_surrogates,
+)
 from facepii.report import Evaluation, Report, mark_pareto
 from facepii.scores import Items, JudgeScores, item_names
 from facepii.stages import (
@@ -215,23 +222,46 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executo
                       gallery_sets, items)
 
 
+@dataclass
+class RowAttacks:
+    """A row after its attack stage: its estimates so far (utility, unlinkability) and what the judging
+    stage needs: per attacked key scenario the reconstructions, and the oracle's. Plain data: on a cluster
+    the two stages may run on two workers."""
+
+    spec: str
+    params: dict
+    row: RowEstimates
+    scenarios: list[tuple[str, Reconstructions]]           # (key, reconstructions), the headline key first
+    oracle: tuple[Reconstructions, object] | None = None   # (reconstructions, OracleResult)
+    templates: Templates | None = None                     # in-process only: the judging stage reuses them
+
+
 def evaluate_row(cfg: EvaluateConfig, embedded: EmbeddedSet, spec: str, params: dict, fit_pos,
                  attacked: Attacked | None, estimated: RowEstimates | None = None
                  ) -> tuple[RowEstimates, np.ndarray | None]:
     """One defense setting, every stage: its templates, utility and unlinkability (or ``estimated``,
     computed elsewhere), and with attacks its privacy per key scenario, irreversibility and the
     oracle. Returns the row's estimates and its worst reconstructions (None without attacks)."""
+    ra = row_attacks(cfg, embedded, spec, params, fit_pos, attacked, estimated)
+    if attacked is None:
+        return ra.row, None
+    return row_judging(cfg, embedded, ra, fit_pos, attacked)
+
+
+def row_attacks(cfg: EvaluateConfig, embedded: EmbeddedSet, spec: str, params: dict, fit_pos,
+                attacked: Attacked | None, estimated: RowEstimates | None = None, keep_templates: bool = True
+                ) -> RowAttacks:
+    """A row's first stage: templates, utility and unlinkability, and with attacks every key scenario's
+    (and the oracle's) reconstructions."""
     p = cfg.privacy
     label = row_label(spec, params)
     with progress.stage(f"row {label}: templates, utility, unlinkability"):
         t = protect(embedded, spec, params, fit_pos, p.key, cfg.seed)
         row = estimated if estimated is not None else row_estimates(embedded, t, fit_pos, cfg)
+    out = RowAttacks(spec, params, row, [], templates=t if keep_templates else None)
     if attacked is None:
-        return row, None
-    split, kit, judges = attacked.split, attacked.kit, attacked.judges
-    labels = embedded.labels
-    system = system_view(embedded, t, split, kit.target)
-    worst_faces = None
+        return out
+    split, kit = attacked.split, attacked.kit
     for i, key in enumerate(t.scenarios):
         if t.defense.encrypted and key == "secret":
             row.privacy_key_secret = PrivacyEstimates("", {}, key, not_applicable=CIPHERTEXT)
@@ -239,7 +269,26 @@ def evaluate_row(cfg: EvaluateConfig, embedded: EmbeddedSet, spec: str, params: 
         ks = p.templates_per_victim if i == 0 else p.templates_per_victim[:1]  # further K: headline key only
         many = f" (K = {', '.join(map(str, ks))} templates per victim)" if ks != [1] else ""
         with progress.stage(f"row {label}: attacks" + (f" (key {key})" if t.defense.keyed else "") + many):
-            r = reconstruct(kit, t, key, split, labels, p.attacks, ks)
+            out.scenarios.append((key, reconstruct(kit, t, key, split, embedded.labels, p.attacks, ks)))
+    if p.oracle != "none":
+        budget = p.oracle_queries or ORACLE_QUERIES[p.oracle]
+        threshold = system_view(embedded, t, split, kit.target, cfg.seed)["threshold"]
+        with progress.stage(f"row {label}: {p.oracle} oracle ({budget} queries per victim), attacks"):
+            out.oracle = oracle_attack(kit, t, embedded, split, p.oracle, budget, threshold, p.attacks)
+    return out
+
+
+def row_judging(cfg: EvaluateConfig, embedded: EmbeddedSet, ra: RowAttacks, fit_pos, attacked: Attacked
+                ) -> tuple[RowEstimates, np.ndarray]:
+    """A row's second stage: the judges on every reconstruction, irreversibility, the oracle's figures.
+    Returns the row's estimates and its worst reconstructions."""
+    p = cfg.privacy
+    label = row_label(ra.spec, ra.params)
+    t = ra.templates if ra.templates is not None else protect(embedded, ra.spec, ra.params, fit_pos, p.key, cfg.seed)
+    split, kit, judges, row = attacked.split, attacked.kit, attacked.judges, ra.row
+    system = system_view(embedded, t, split, kit.target, cfg.seed)
+    worst_faces = None
+    for i, (key, r) in enumerate(ra.scenarios):
         with progress.stage(f"row {label}: judging"):
             block = privacy_block(judges, _judge_all(judges, r.faces, attacked, cfg), key if t.defense.keyed else None)
         block.queries = r.queries
@@ -259,10 +308,8 @@ def evaluate_row(cfg: EvaluateConfig, embedded: EmbeddedSet, spec: str, params: 
                                                           system, attacked.raw_impostor, cfg.bootstrap, cfg.seed)
         else:
             row.privacy_key_secret = block
-    if p.oracle != "none":
-        budget = p.oracle_queries or ORACLE_QUERIES[p.oracle]
-        with progress.stage(f"row {label}: {p.oracle} oracle ({budget} queries per victim), attacks"):
-            r, res = oracle_attack(kit, t, embedded, split, p.oracle, budget, system["threshold"], p.attacks)
+    if ra.oracle is not None:
+        r, res = ra.oracle
         with progress.stage(f"row {label}: judging the oracle's faces"):
             block = privacy_block(judges, _judge_all(judges, r.faces, attacked, cfg), None)
         block.oracle = oracle_summary(res, embedded, split, attacked.raw_impostor, cfg.bootstrap, cfg.seed)
@@ -327,39 +374,59 @@ def _where(executor, cfg: EvaluateConfig, rows: dict[str, str]) -> dict:
     return {**executor.describe(), "threads": cfg.data.threads, "rows": rows}
 
 
-def _whole_row_task(task, embedded, fit_pos, cfg, attacked):
-    """On a Dask worker: one row, every stage, as in the driver (same calls, same torch threads); with the
-    worker's address and the row's stage times."""
-    spec, params = task
+def _start_task() -> float:
     relax_malloc_trim()
     progress.set_enabled(False)
     progress.reset_stage_times()
-    started = time.monotonic()
+    return time.monotonic()
+
+
+def _row_attacks_task(task, embedded, fit_pos, cfg, attacked) -> dict:
+    """On a Dask worker: a row's first stage (templates, utility, the attacks), as in the driver (same
+    calls, same torch threads); with the worker's address and the stage times."""
+    spec, params = task
+    started = _start_task()
     with compute_threads(cfg.data.threads):
-        row, faces = evaluate_row(cfg, embedded, spec, params, fit_pos, attacked)
-    return {"row": row, "faces": faces, "worker": worker_name(), "stage_seconds": dict(progress.STAGE_SECONDS),
+        ra = row_attacks(cfg, embedded, spec, params, fit_pos, attacked, keep_templates=False)
+    return {"ra": ra, "worker": worker_name(), "stage_seconds": dict(progress.STAGE_SECONDS),
             "seconds": time.monotonic() - started}
 
 
+def _row_judging_task(first: dict, embedded, fit_pos, cfg, attacked) -> dict:
+    """On a Dask worker: a row's second stage (judging, irreversibility, the oracle's figures) from its
+    first stage's result, which may have run on another worker."""
+    started = _start_task()
+    with compute_threads(cfg.data.threads):
+        row, faces = row_judging(cfg, embedded, first["ra"], fit_pos, attacked)
+    times = dict(first["stage_seconds"])
+    for k, v in progress.STAGE_SECONDS.items():
+        times[k] = times.get(k, 0.0) + v
+    return {"row": row, "faces": faces, "workers": (first["worker"], worker_name()), "stage_seconds": times,
+            "seconds": (first["seconds"], time.monotonic() - started)}
+
+
 def _remote_whole_rows(executor, embedded, grid, fit_pos, cfg: EvaluateConfig, attacked: Attacked) -> dict:
-    """Rows with their attacks as parallel Dask tasks: n -> (row, worst faces, worker). The embeddings, the
-    attacker's kit and the judges go to every worker once. Encrypted rows (a SEAL context cannot be
-    pickled) stay in the driver."""
+    """Rows with their attacks on Dask workers: n -> (row, worst faces, where). Each row is two tasks, its
+    attacks and then its judging (which a free worker may take while another still attacks a row). The
+    embeddings, the attacker's kit and the judges go to every worker once. Encrypted rows (a SEAL context
+    cannot be pickled) stay in the driver."""
     idx = [n for n, (spec, params) in enumerate(grid) if not registry.create(spec, **params).encrypted]
     out = {}
     if not idx:
         return out
-    progress.note(f"{len(idx)} rows (utility, attacks, judging, irreversibility) go to {executor.workers} Dask "
-                  "workers")
+    progress.note(f"{len(idx)} rows (utility and attacks, then judging and irreversibility) go to "
+                  f"{executor.workers} Dask workers")
     with progress.bar("rows on Dask workers", len(idx)) as b:
-        for i, res in executor.map_indexed(_whole_row_task, [grid[n] for n in idx], embedded=embedded,
-                                           fit_pos=fit_pos, cfg=cfg, attacked=attacked):
+        for i, res in executor.map_chained(_row_attacks_task, _row_judging_task, [grid[n] for n in idx],
+                                           embedded=embedded, fit_pos=fit_pos, cfg=cfg, attacked=attacked):
             n = idx[i]
             for k, v in res["stage_seconds"].items():
                 progress.STAGE_SECONDS[k] = progress.STAGE_SECONDS.get(k, 0.0) + v
             label = row_label(*grid[n])
-            progress.note(f"row {label}: done on worker {res['worker']} in {res['seconds']:.1f} s")
-            out[n] = (res["row"], res["faces"], res["worker"])
+            (wa, wj), (sa, sj) = res["workers"], res["seconds"]
+            where = wa if wa == wj else f"{wa} (attacks), {wj} (judging)"
+            progress.note(f"row {label}: attacks on worker {wa} in {sa:.1f} s, judging on worker {wj} in {sj:.1f} s")
+            out[n] = (res["row"], res["faces"], where)
             b.update()
     return out
 

@@ -25,6 +25,7 @@ from facepii.config import PrivacyConfig
 from facepii.encoder_base import same_model
 from facepii.encoders import Encoder, encoder_id, get_encoder, spec_list
 from facepii.errors import ParameterError
+from facepii.irreversibility import ORACLE_RANDOMNESS, probing
 from facepii.stages import EmbeddedSet, Split, Templates, attacker_view, encoder_dict
 from facepii.torch_onnx import Ensemble, QueryCounter, torch_encoder_for
 
@@ -232,7 +233,7 @@ def oracle_attack(kit: AttackerKit, templates: Templates, embedded: EmbeddedSet,
     labels = embedded.labels
     victims = labels[split.source_pos]
     stored = (embedded.embeddings["target"] if d.encrypted else templates.templates)[split.source_pos]
-    oracle = Oracle(d, stored, victims, threshold)
+    oracle = Oracle(probing(d, kit.seed + ORACLE_RANDOMNESS), stored, victims, threshold)
     prior = Prior(kit.aux_embeddings)
     if kind == "score":
         calib = calibrate(attacker_view(d, "secret", kit.seed), kit.aux_embeddings, kit.aux_users, kit.seed)

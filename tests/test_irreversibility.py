@@ -12,7 +12,7 @@ import defenses
 from attacks.oracle import Oracle, Prior, calibrate, decision_search, score_solver
 from attacks.solver import can_solve, solve
 from facepii import metrics
-from facepii.irreversibility import accept_share, isr, operating_point, sar_levels
+from facepii.irreversibility import accept_share, isr, operating_point, probing, sar_levels
 from facepii.stages import attacker_view
 
 
@@ -84,6 +84,22 @@ def test_sar_levels_grow_with_fmr_and_carry_the_curve():
     vals = [out.sar[k].value for k in ("1e-2", "1e-3", "1e-4")]
     assert vals[0] >= vals[1] >= vals[2]
     assert len(out.curve["fmr"]) == len(out.curve["sar"]) and np.all(np.diff(out.curve["sar"]) >= 0)
+
+
+@pytest.mark.parametrize("spec,params", [("noise", {"sigma": 0.1}), ("projection+noise", {"sigma": 0.1})])
+def test_a_randomized_systems_answers_to_probes_do_not_depend_on_earlier_draws(spec, params):
+    """Type I probes and oracle queries draw the system's randomness from streams of their own: what a row's
+    other stages drew before (in another order, on another Dask worker) changes nothing."""
+    E, lab = clustered(n_ids=30)
+    d = defenses.create(spec, **params).fit(E, lab)
+    d.transform(E, lab)  # the stored templates
+    first = probing(d, 5).transform(E[:10], lab[:10])
+    d.transform(E, lab)  # another stage draws from the system's own stream
+    probing(d, 6).transform(E, lab)
+    np.testing.assert_array_equal(probing(d, 5).transform(E[:10], lab[:10]), first)
+    assert not np.array_equal(probing(d, 6).transform(E[:10], lab[:10]), first)
+    keyed = defenses.create("projection").fit(E, lab)
+    assert probing(keyed, 5) is keyed  # nothing random: the system itself
 
 
 # ---------------------------------------------------------------- oracles
