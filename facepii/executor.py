@@ -9,11 +9,12 @@ dask-jobqueue on SLURM/SGE). Two stages go to the workers:
   driver writes into its own SQLite cache as each task completes (an interrupted run resumes
   exactly as a local one). Workers read the photos from the same paths: the dataset must be on a
   filesystem the workers share. Photos' pixels never come back, only landmarks and embeddings;
-- each defense row, one task per row: its templates, utility and ISO/IEC 30136 figures and, with
-  attacks, its attacks, judging and irreversibility (the embeddings, the attacker's kit with its face
-  model and the judges are scattered to every worker once; each worker process rebuilds the torch
-  copy of the target and opens the judges' models once, when the kit arrives). Rows whose defense
-  holds unpicklable key material (``he``: a SEAL context) run in the driver.
+- each defense row: one task, its templates, utility and ISO/IEC 30136 figures; with attacks two
+  (:meth:`DaskExecutor.map_chained`), its attacks, then its judging and irreversibility (the
+  embeddings, the attacker's kit with its face model and the judges are scattered to every worker
+  once; each worker process rebuilds the torch copy of the target and opens the judges' models once,
+  when the kit arrives). Rows whose defense holds unpicklable key material (``he``: a SEAL context)
+  run in the driver.
 
 Torch's results depend on its number of threads (a sum split over two threads rounds differently),
 so the computations behind the figures run with ``--threads`` threads wherever they run
@@ -65,6 +66,7 @@ class DaskExecutor:
         from distributed import Client, LocalCluster
 
         self.cluster = None
+        self._chained: dict = {}  # the last map_chained's shared objects and their futures
         if address:
             try:
                 self.client = Client(address, timeout="30s")
@@ -91,17 +93,30 @@ class DaskExecutor:
     def map_chained(self, first, then, tasks: list, **shared) -> Iterator[tuple[int, Any]]:
         """(index, then(first(task, **shared), **shared)) for every task, as the second stage completes.
 
-        Two tasks per item: a free worker takes the next first stage or any ready second stage (tasks
-        submitted earlier go first), so the second stages fill the time a lone last first stage would
-        leave the other workers idle. A second stage may run on another worker than its first (its input
-        travels there)."""
+        Two tasks per item: every first stage goes before any second stage (priorities), and a free
+        worker takes a ready second stage when no first stage is left, so the second stages fill the
+        time a lone last first stage would leave the other workers idle. A second stage may run on
+        another worker than its first (its input travels there)."""
         from distributed import as_completed
 
         scattered = {k: self.client.scatter(v, broadcast=True) for k, v in shared.items()}
-        firsts = [self.client.submit(first, t, pure=False, **scattered) for t in tasks]
-        seconds = {self.client.submit(then, f, pure=False, **scattered): i for i, f in enumerate(firsts)}
-        for fut in as_completed(seconds):
-            yield seconds[fut], fut.result()
+        self._chained = {k: (v, scattered[k]) for k, v in shared.items()}
+        firsts = [self.client.submit(first, t, pure=False, priority=2, **scattered) for t in tasks]
+        seconds = {self.client.submit(then, f, pure=False, priority=1, **scattered): i for i, f in enumerate(firsts)}
+
+        def results():  # every task is submitted before the first result is asked for
+            for fut in as_completed(seconds):
+                yield seconds[fut], fut.result()
+
+        return results()
+
+    def submit_last(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on a worker after every task of higher priority (the rows' stages) has
+        started: small work that fills a worker's idle time at the end. Returns a future (``.result()``).
+        A keyword argument that the last :meth:`map_chained` shared (the same object) is not sent again."""
+        shared = self._chained
+        kwargs = {k: shared[k][1] if k in shared and shared[k][0] is v else v for k, v in kwargs.items()}
+        return self.client.submit(fn, *args, pure=False, priority=0, **kwargs)
 
     def describe(self) -> dict:
         """Where the work runs: the scheduler, the workers and their threads (the report's provenance)."""

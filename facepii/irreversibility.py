@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from facepii import metrics
+from facepii.encoder_base import same_model
 from facepii.estimates import Irreversibility, SarLevels
 from facepii.labels import fmr_text, isr_key
 
@@ -114,10 +115,13 @@ def face_sar(faces: np.ndarray, victims: np.ndarray, judges: dict, system: dict,
              seed: int) -> tuple[SarLevels, SarLevels]:
     """Type I (target system, protected) and type II (independent judge) SAR of one set of faces."""
     j = judges["judge"]
-    emb = j.encoder.embed(faces)
+    emb = j.embed(faces)
     type2 = sar_levels(j.score(emb, j.gallery), victims, j.gallery_labels, j.impostor, n_boot, seed)
     d = system["defense"]
-    probe = d.transform(system["encoder"].embed(faces), victims)
+    target = judges.get("target")  # the system's own model, as the upper-bound judge: it has met these faces
+    embed = target.embed if target is not None and same_model(target.encoder, system["encoder"]) else \
+        system["encoder"].embed
+    probe = d.transform(embed(faces), victims)
     type1 = sar_levels(d.score(probe, system["gallery"]), victims, system["gallery_labels"], system["impostor"],
                        n_boot, seed)
     return type1, type2

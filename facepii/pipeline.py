@@ -34,7 +34,9 @@ from facepii.executor import compute_threads, open_executor, relax_malloc_trim, 
 from facepii.irreversibility import oracle_summary, row_irreversibility, system_view
 from facepii.judging import (
     Judge,
+    baseline_faces,
     baselines,
+    judge_baselines,
     judge_faces,
     judge_role,
     make_judges,
@@ -168,10 +170,10 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executo
                                 embedded.aligned(split.source_pos))
     finally:
         cache.close()
-    remote, whole = {}, {}
+    remote, whole, floors = {}, {}, None
     where_rows: dict[str, str] = {}
     if executor is not None and attacked is not None:
-        whole = _remote_whole_rows(executor, embedded, grid, fit_pos, cfg, attacked)
+        whole, floors = _remote_whole_rows(executor, embedded, grid, fit_pos, cfg, attacked)
     elif executor is not None:
         remote = _remote_rows(executor, embedded, grid, fit_pos, cfg)
     rows: list[RowEstimates] = []
@@ -197,8 +199,9 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executo
     if attacked is not None:
         mark_pareto(rows)
         extra.update(_privacy_extra(cfg, attacked, labels, same_model(encoders["judge"], target)))
-        extra["privacy_baselines"].update(baselines(attacked.judges, attacked.kit.aux_faces, attacked.victims,
-                                                    cfg.bootstrap, cfg.seed))
+        if floors is None:
+            floors = baselines(attacked.judges, attacked.kit.aux_faces, attacked.victims, cfg.bootstrap, cfg.seed)
+        extra["privacy_baselines"].update(floors)
     settings = {k: v for k, v in cfg.options().items() if k != "cache_dir"}
     extra["provenance"] = provenance(keys=embedded.keys, encoders=embedded.encoders, data_digest=None
                                      if embedded.has_photos else vectors_digest(embedded.embeddings["target"], labels),
@@ -405,20 +408,25 @@ def _row_judging_task(first: dict, embedded, fit_pos, cfg, attacked) -> dict:
             "seconds": (first["seconds"], time.monotonic() - started)}
 
 
-def _remote_whole_rows(executor, embedded, grid, fit_pos, cfg: EvaluateConfig, attacked: Attacked) -> dict:
-    """Rows with their attacks on Dask workers: n -> (row, worst faces, where). Each row is two tasks, its
-    attacks and then its judging (which a free worker may take while another still attacks a row). The
-    embeddings, the attacker's kit and the judges go to every worker once. Encrypted rows (a SEAL context
-    cannot be pickled) stay in the driver."""
+def _remote_whole_rows(executor, embedded, grid, fit_pos, cfg: EvaluateConfig, attacked: Attacked
+                       ) -> tuple[dict, dict | None]:
+    """Rows with their attacks on Dask workers: (n -> (row, worst faces, where), the empirical baselines or
+    None). Each row is two tasks, its attacks and then its judging (which a free worker may take while
+    another still attacks a row); the baselines' judging is one more task, last. The embeddings, the
+    attacker's kit and the judges go to every worker once. Encrypted rows (a SEAL context cannot be
+    pickled) stay in the driver."""
     idx = [n for n, (spec, params) in enumerate(grid) if not registry.create(spec, **params).encrypted]
     out = {}
     if not idx:
-        return out
+        return out, None
     progress.note(f"{len(idx)} rows (utility and attacks, then judging and irreversibility) go to "
                   f"{executor.workers} Dask workers")
+    done = executor.map_chained(_row_attacks_task, _row_judging_task, [grid[n] for n in idx],
+                                embedded=embedded, fit_pos=fit_pos, cfg=cfg, attacked=attacked)
+    floors = executor.submit_last(_baselines_task, baseline_faces(attacked.kit.aux_faces, len(attacked.victims),
+                                                                  cfg.seed), cfg=cfg, attacked=attacked)
     with progress.bar("rows on Dask workers", len(idx)) as b:
-        for i, res in executor.map_chained(_row_attacks_task, _row_judging_task, [grid[n] for n in idx],
-                                           embedded=embedded, fit_pos=fit_pos, cfg=cfg, attacked=attacked):
+        for i, res in done:
             n = idx[i]
             for k, v in res["stage_seconds"].items():
                 progress.STAGE_SECONDS[k] = progress.STAGE_SECONDS.get(k, 0.0) + v
@@ -428,7 +436,14 @@ def _remote_whole_rows(executor, embedded, grid, fit_pos, cfg: EvaluateConfig, a
             progress.note(f"row {label}: attacks on worker {wa} in {sa:.1f} s, judging on worker {wj} in {sj:.1f} s")
             out[n] = (res["row"], res["faces"], where)
             b.update()
-    return out
+    return out, floors.result()
+
+
+def _baselines_task(faces, cfg, attacked) -> dict:
+    """On a Dask worker: the empirical baselines through the judges (the driver's call, same threads)."""
+    _start_task()
+    with compute_threads(cfg.data.threads):
+        return judge_baselines(attacked.judges, faces, attacked.victims, cfg.bootstrap, cfg.seed)
 
 
 def _privacy_extra(cfg: EvaluateConfig, attacked: Attacked, labels, judge_is_target: bool) -> dict:

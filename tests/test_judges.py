@@ -159,6 +159,32 @@ def test_threshold_calibrated_on_the_judges_own_impostor_scores():
     assert np.mean(np.asarray(imp) >= np.nextafter(j.threshold, -1)) > 0      # the lowest such threshold
 
 
+
+def test_a_judge_embeds_the_same_faces_once_and_other_faces_anew():
+    from facepii.judging import Judge
+
+    calls = []
+
+    class Counting:
+        name, comparator = "counting", "cosine"
+
+        def embed(self, faces):
+            calls.append(faces.shape)
+            return faces.reshape(len(faces), -1).astype(np.float32).mean(axis=1, keepdims=True) + len(calls)
+
+    j = Judge(Counting(), np.zeros((1, 1), np.float32), np.zeros(1), 0.5)
+    a = np.random.default_rng(0).integers(0, 255, size=(3, 4, 4, 3), dtype=np.uint8)
+    first = j.embed(a)
+    assert np.array_equal(j.embed(a.copy()), first) and len(calls) == 1       # the same pixels: not again
+    b = a.copy()
+    b[0, 0, 0, 0] ^= 1
+    assert not np.array_equal(j.embed(b), first) and len(calls) == 2          # one pixel differs: embedded
+    assert not np.array_equal(j.embed(a[:2]), first[:2]) and len(calls) == 3  # another shape: embedded
+    for k in range(10):                                                        # a few kept, not every one
+        j.embed(a + np.uint8(k + 1))
+    j.embed(a)
+    assert len(calls) == 14
+
 def _fig(r1, sar):
     from facepii.estimates import JudgeFigures
     from facepii.metrics import Estimate
