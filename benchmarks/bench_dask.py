@@ -134,6 +134,9 @@ def rows(args) -> None:
             (Path(args.save) / (mode.replace(",", "").replace(" ", "-") + ".json")).write_text(reports[mode])
         if cluster is not None:
             cluster.close()
+        stages = ev.report.extra["provenance"]["stage_seconds"]  # on workers: the sum over the workers' tasks
+        print(f"  {mode}: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(stages.items(), key=lambda kv: -kv[1])
+                                        if v >= 1.0), flush=True)
         base = times.get("in-process, 1 core", times[mode])
         print(f"{mode:28s} {times[mode]:7.1f} s  ({times[mode] / args.rows:5.1f} s per row; {base / times[mode]:.2f}x "
               "the in-process 1-core run)", flush=True)
