@@ -97,12 +97,12 @@ class Judge:
         judged as an attack and again for irreversibility) are not embedded twice: the last few results
         are kept by the faces' digest (an encoder computes the same embeddings each time)."""
         faces = np.ascontiguousarray(faces)
-        key = hashlib.sha256(faces.tobytes()).hexdigest() + repr(faces.shape)
+        key = hashlib.sha256(faces.tobytes()).hexdigest() + repr((faces.shape, faces.dtype.str))
         if key not in self._seen:
             while len(self._seen) >= 8:
                 self._seen.pop(next(iter(self._seen)))
             self._seen[key] = self.encoder.embed(faces)
-        return self._seen[key]
+        return self._seen[key].copy()  # a caller that changes its copy leaves the kept one as computed
 
     def judge(self, faces: np.ndarray, victims: np.ndarray, n_boot: int, seed: int) -> JudgeFigures:
         return self.judge_scores(faces, victims, n_boot, seed)[0]

@@ -159,7 +159,6 @@ def test_threshold_calibrated_on_the_judges_own_impostor_scores():
     assert np.mean(np.asarray(imp) >= np.nextafter(j.threshold, -1)) > 0      # the lowest such threshold
 
 
-
 def test_a_judge_embeds_the_same_faces_once_and_other_faces_anew():
     from facepii.judging import Judge
 
@@ -176,6 +175,8 @@ def test_a_judge_embeds_the_same_faces_once_and_other_faces_anew():
     a = np.random.default_rng(0).integers(0, 255, size=(3, 4, 4, 3), dtype=np.uint8)
     first = j.embed(a)
     assert np.array_equal(j.embed(a.copy()), first) and len(calls) == 1       # the same pixels: not again
+    j.embed(a)[:] = -1                                                         # a caller's change stays its own
+    assert np.array_equal(j.embed(a), first) and len(calls) == 1
     b = a.copy()
     b[0, 0, 0, 0] ^= 1
     assert not np.array_equal(j.embed(b), first) and len(calls) == 2          # one pixel differs: embedded
@@ -184,6 +185,7 @@ def test_a_judge_embeds_the_same_faces_once_and_other_faces_anew():
         j.embed(a + np.uint8(k + 1))
     j.embed(a)
     assert len(calls) == 14
+
 
 def _fig(r1, sar):
     from facepii.estimates import JudgeFigures
