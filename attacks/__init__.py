@@ -5,6 +5,8 @@ through the entry-point group ``facepii.attacks`` (a class with the
 :class:`attacks.base.Attack` contract).
 """
 
+import facepii  # noqa: F401,I001  (first: it pins the kernels before numpy and torch load)
+
 from attacks.base import Attack, RowCache, ThreatModel
 from attacks.decoder import Decoder
 from attacks.inverse import Inverse

@@ -194,13 +194,15 @@ def train_decoder(net, E: np.ndarray, faces: np.ndarray, steps: int, torch_encod
     when E are raw embeddings). ``schedule``: the learning rate's course (:func:`learning_rate`)."""
     import torch
 
+    from facepii import exact
+
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net.to(device).train()
     X = torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2)
     Et = torch.from_numpy(np.asarray(E, np.float32))
     R = torch.from_numpy(to_unit(id_targets)) if id_targets is not None else None
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = exact.Adam(net.parameters(), lr=lr)
     n = len(X)
     batch = min(batch, n)
     perm = torch.randperm(n, generator=gen)

@@ -92,6 +92,8 @@ class Optimize(Attack):
     def _white(self, target, c0, r0):
         import torch
 
+        from facepii import exact
+
         tm = self.threat_
         steps = self.steps if self.steps is not None else tm.budget.optimize_steps
         scale = torch.from_numpy(tm.face_model.space.scale)
@@ -99,7 +101,7 @@ class Optimize(Attack):
         r = torch.from_numpy(r0)
         tgt = torch.from_numpy(to_unit(target))
         c = c_start.clone().requires_grad_(True)
-        opt = torch.optim.Adam([c], lr=self.lr * float(scale.mean()))
+        opt = exact.Adam([c], lr=self.lr * float(scale.mean()))
         enc = tm.torch_encoder
         rng = np.random.default_rng(tm.seed + 2718)
         views_per_step = int(tm.budget.eot_views if self.eot is None else self.eot)

@@ -38,6 +38,8 @@ def solve(defense, templates: np.ndarray, users: np.ndarray | None, start: np.nd
 def _solve(defense, templates, users, start, starts, steps, lr, seed):
     import torch
 
+    from facepii import exact
+
     d = defense.steps_()[0]
     T = np.asarray(templates)
     start = np.asarray(start, np.float32)
@@ -54,7 +56,7 @@ def _solve(defense, templates, users, start, starts, steps, lr, seed):
         X0 /= np.maximum(np.linalg.norm(X0, axis=1, keepdims=True), 1e-12)
         Tk = torch.from_numpy(np.tile(np.asarray(T[idx], np.float32), (starts, 1)))
         x = torch.from_numpy(X0).requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=lr)
+        opt = exact.Adam([x], lr=lr)
         loss_fn = d.inversion_loss(key_seed(d.seed, k))
         for _ in range(steps):
             u = x / x.norm(dim=1, keepdim=True).clamp_min(1e-8)

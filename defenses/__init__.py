@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import facepii  # noqa: F401,I001  (first: it pins the kernels before numpy and torch load)
 from defenses.base import Defense
 from defenses.biohash import BioHash
 from defenses.chain import Chain

@@ -6,6 +6,11 @@ reconstructions, and reports the privacy-utility trade-off against the
 unprotected, PII-level leakage.
 """
 
+# Before anything else: every numeric library reads its kernel switches when it loads (facepii.kernels).
+from facepii import kernels as _kernels  # noqa: E402
+
+_kernels.pin()
+
 __version__ = "0.1.0"
 
 from facepii.errors import FacepiiError  # noqa: E402

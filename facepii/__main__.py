@@ -1,3 +1,3 @@
-from facepii.cli import main
+from facepii.launch import main
 
 main()

@@ -16,7 +16,7 @@ from tabulate import tabulate
 import attacks as attack_pkg
 import defenses as defense_pkg
 from attacks import DEFAULT_ATTACKS
-from facepii import __version__, lineup, outputs, progress
+from facepii import __version__, kernels, lineup, outputs, progress
 from facepii import datasets as ds
 from facepii import gate as g
 from facepii import registry as reg
@@ -60,6 +60,19 @@ def _main(
     """Test how much identity leaks from (protected) face embeddings, and what the protection costs in
     recognition accuracy. Exit codes: 0 done (gate: every rule passed), 1 a gate rule failed, 2 a usage,
     configuration or input error, 3 an internal error (add --debug for the traceback), 130 interrupted."""
+
+
+FAST_KERNELS_HELP = ("Let torch, oneDNN, MKL, OpenBLAS and OpenCV use this CPU's fastest kernels (AVX-512 where it has "
+                     "them) instead of the x86-64 AVX2 level facepii pins by default: faster on such CPUs, but the "
+                     "figures may then differ on another CPU type, and the report says so. See `facepii kernels`.")
+
+
+def _check_fast_kernels(fast: bool) -> None:
+    """``--fast-kernels`` is acted on by the ``facepii`` command before numpy and torch load
+    (:mod:`facepii.launch`); here only checked to have taken effect."""
+    if fast and kernels.status().get("pinned"):
+        raise ParameterError("--fast-kernels: the kernels were pinned before this command ran (facepii was started "
+                             "another way than the `facepii` command); set FACEPII_FAST_KERNELS=1 in the environment.")
 
 
 def _split(values: list[str]) -> list[str]:
@@ -191,9 +204,11 @@ def evaluate(
         help="Bootstrap replicates for the 95% intervals of utility and other means (rates over victims "
              "take mid-p intervals, no replicates).")] = 1000,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    fast_kernels: Annotated[bool, typer.Option("--fast-kernels", help=FAST_KERNELS_HELP)] = False,
 ) -> None:
     """``facepii evaluate``: the options into one EvaluateConfig, then :func:`facepii.pipeline.run`."""
     progress.set_enabled(not quiet)
+    _check_fast_kernels(fast_kernels)
     if no_privacy and attack:
         raise ParameterError("--attack has no effect with --no-privacy (utility only): drop one of the two.")
     cfg = EvaluateConfig.from_options(
@@ -294,9 +309,11 @@ def gate(
         "--out", metavar="DIR",
         help="Write report.json/.md/.html (with the verdicts) and the pictures here.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    fast_kernels: Annotated[bool, typer.Option("--fast-kernels", help=FAST_KERNELS_HELP)] = False,
 ) -> None:
     """``facepii gate``: rules on a report (read, or made by :func:`facepii.pipeline.run`)."""
     progress.set_enabled(not quiet)
+    _check_fast_kernels(fast_kernels)
     if config is None:
         config = next((p for p in (Path("facepii.toml"), Path("pyproject.toml")) if p.is_file()), None)
         if config is None:
@@ -426,6 +443,27 @@ def defenses() -> None:
 def attacks() -> None:
     """List the reconstruction attacks."""
     _list(reg.attacks)
+
+
+@app.command("kernels")
+def kernels_cmd(
+    env: Annotated[bool, typer.Option(
+        "--env", help="Print `export` lines that start another process (a Dask worker of your cluster) at the "
+                      "same level, e.g. `eval \"$(facepii kernels --env)\"; dask worker ADDRESS`.")] = False,
+    fast_kernels: Annotated[bool, typer.Option("--fast-kernels", help=FAST_KERNELS_HELP)] = False,
+) -> None:
+    """Show the instruction-set level the figures are computed at: facepii pins torch, oneDNN, MKL, OpenBLAS
+    and OpenCV to x86-64 AVX2 before they load, so the same inputs give the same figures on any x86-64 CPU."""
+    if env:
+        lines = kernels.env_lines() if not fast_kernels else [f"export {kernels.OPT_OUT}=1"]
+        typer.echo("\n".join(lines) if lines else "# nothing to pin on this CPU")
+        return
+    st = kernels.status()
+    typer.echo(st["note"])
+    for k in ("torch", "openblas", "onednn_max_isa", "mkl_cbwr", "opencv_not_used", "onnxruntime"):
+        v = st.get(k)
+        typer.echo(f"  {k:16} {', '.join(v) if isinstance(v, list) else v}")
+    typer.echo(f"comparable as:   {kernels.fingerprint(st)}")
 
 
 @app.command()

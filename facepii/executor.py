@@ -25,6 +25,7 @@ so the computations behind the figures run with ``--threads`` threads wherever t
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from facepii import kernels
 from facepii.cpus import usable_cpus
 from facepii.encoders import get_encoder
 from facepii.errors import ImageError, ParameterError
@@ -76,6 +78,17 @@ class DaskExecutor:
             self.cluster = LocalCluster(n_workers=usable_cpus(), threads_per_worker=1, processes=True,
                                         dashboard_address=None)
             self.client = Client(self.cluster)
+        # every task checks that its worker computes at this process's kernels' level (facepii.kernels):
+        # a worker of a user's cluster started without the pin would give other figures
+        self.kernels = kernels.fingerprint()
+        try:
+            self.client.run(kernels.require, self.kernels)
+        except ParameterError:
+            self.close()
+            raise
+
+    def _fn(self, fn):
+        return functools.partial(_checked, self.kernels, fn)
 
     @property
     def workers(self) -> int:
@@ -86,7 +99,7 @@ class DaskExecutor:
         from distributed import as_completed
 
         scattered = {k: self.client.scatter(v, broadcast=True) for k, v in shared.items()}
-        futures = [self.client.submit(fn, t, pure=False, **scattered) for t in tasks]
+        futures = [self.client.submit(self._fn(fn), t, pure=False, **scattered) for t in tasks]
         for fut in as_completed(futures):
             yield fut.result()
 
@@ -101,8 +114,9 @@ class DaskExecutor:
 
         scattered = {k: self.client.scatter(v, broadcast=True) for k, v in shared.items()}
         self._chained = {k: (v, scattered[k]) for k, v in shared.items()}
-        firsts = [self.client.submit(first, t, pure=False, priority=2, **scattered) for t in tasks]
-        seconds = {self.client.submit(then, f, pure=False, priority=1, **scattered): i for i, f in enumerate(firsts)}
+        firsts = [self.client.submit(self._fn(first), t, pure=False, priority=2, **scattered) for t in tasks]
+        seconds = {self.client.submit(self._fn(then), f, pure=False, priority=1, **scattered): i
+                   for i, f in enumerate(firsts)}
 
         def results():  # every task is submitted before the first result is asked for
             for fut in as_completed(seconds):
@@ -116,7 +130,7 @@ class DaskExecutor:
         A keyword argument that the last :meth:`map_chained` shared (the same object) is not sent again."""
         shared = self._chained
         kwargs = {k: shared[k][1] if k in shared and shared[k][0] is v else v for k, v in kwargs.items()}
-        return self.client.submit(fn, *args, pure=False, priority=0, **kwargs)
+        return self.client.submit(self._fn(fn), *args, pure=False, priority=0, **kwargs)
 
     def describe(self) -> dict:
         """Where the work runs: the scheduler, the workers and their threads (the report's provenance)."""
@@ -127,7 +141,7 @@ class DaskExecutor:
 
     def map_ordered(self, fn, tasks: list, **shared) -> list[Any]:
         scattered = {k: self.client.scatter(v, broadcast=True) for k, v in shared.items()}
-        futures = [self.client.submit(fn, t, pure=False, **scattered) for t in tasks]
+        futures = [self.client.submit(self._fn(fn), t, pure=False, **scattered) for t in tasks]
         return self.client.gather(futures)
 
     def close(self) -> None:
@@ -196,6 +210,12 @@ def open_executor(spec: str | None) -> DaskExecutor | None:
 
 
 # ---------------------------------------------------------------- worker side
+
+
+def _checked(expected: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on a worker whose kernels' level is ``expected`` (else a ParameterError)."""
+    kernels.require(expected)
+    return fn(*args, **kwargs)
 
 
 def _model(spec: str):

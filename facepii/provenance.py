@@ -2,9 +2,11 @@
 
 Two reports whose ``comparable`` digests are equal were made by the same code (version and, from a
 checkout, git revision), the same models (each one's name and version, which carries its digest),
-the same photos in the same order (a digest of their content hashes), the same settings and seed:
-their figures must agree. Everything else in the block (machine, command line, wall times, cache
-hits) says how the run went and may differ between comparable runs.
+the same photos in the same order (a digest of their content hashes), the same settings and seed,
+and the same kernels' level (:mod:`facepii.kernels`: pinned to x86-64 AVX2, or this CPU's own kernels,
+which another CPU type does not share): their figures must agree. Everything else in the block
+(machine, command line, wall times, cache hits) says how the run went and may differ between
+comparable runs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from facepii import __version__
+from facepii import __version__, kernels
 
 
 def dataset_digest(keys: list[str]) -> str:
@@ -92,10 +94,11 @@ def machine() -> dict:
 NOT_COMPARED = ("dataset", "executor", "cache_dir", "no_cache", "out", "json", "quiet", "scores")
 
 
-def comparable(code: dict, models: dict, data: str, settings: dict, seed: int) -> str:
+def comparable(code: dict, models: dict, data: str, settings: dict, seed: int, kernels_id: str) -> str:
+    """The digest of everything a figure depends on; ``kernels_id``: :func:`facepii.kernels.fingerprint`."""
     settings = {k: v for k, v in settings.items() if k not in NOT_COMPARED}
-    blob = json.dumps({"code": code, "models": models, "data": data, "settings": settings, "seed": seed},
-                      sort_keys=True, default=str)
+    blob = json.dumps({"code": code, "models": models, "data": data, "settings": settings, "seed": seed,
+                       "kernels": kernels_id}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -107,8 +110,9 @@ def provenance(*, keys: list[str], data_digest: str | None = None, encoders: dic
     models = {role: f"{e.get('name')}@{e.get('version')}" for role, e in sorted(encoders.items())}
     data = data_digest or dataset_digest(keys)
     argv = sys.argv if argv is None else argv
+    kern = kernels.status()
     return {
-        "comparable": comparable(code, models, data, settings, seed),
+        "comparable": comparable(code, models, data, settings, seed, kernels.fingerprint(kern)),
         "command": shlex.join(["facepii", *argv[1:]]) if argv else None,
         "code": code,
         "models": models,
@@ -116,6 +120,7 @@ def provenance(*, keys: list[str], data_digest: str | None = None, encoders: dic
         "photos": len(keys),
         "seed": seed,
         "machine": machine(),
+        "kernels": kern,
         "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
         "cache": cache_stats or {},
         "executor": executor or {"kind": "in-process"},

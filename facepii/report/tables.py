@@ -137,6 +137,9 @@ def data_lines(report: Report) -> list[str]:
         lines.append(f"provenance: comparable {pv.get('comparable')} (equal for runs whose figures must agree); "
                      f"facepii {code.get('facepii')}{rev}; photos digest "
                      f"{str(pv.get('dataset_digest'))[:16]}; {m.get('cpu')}, {m.get('cores')} cores")
+        kern = _table(pv.get("kernels"))
+        if kern.get("note"):
+            lines.append(f"kernels: {kern['note']}")
     reasons: dict[str, int] = {}
     for s in d.get("skipped", []):
         key = s["reason"].split(" (")[0]
@@ -446,6 +449,8 @@ def provenance_table(report: Report) -> Table:
               pv.get("dataset_digest")],
              ["photos", pv.get("photos")], ["seed", pv.get("seed")]]
     rows += [[f"machine: {k}", v] for k, v in _table(pv.get("machine")).items()]
+    rows += [[f"kernels: {k}", ", ".join(map(str, v)) if isinstance(v, list) else v]
+             for k, v in _table(pv.get("kernels")).items()]
     rows += [[f"cache: {k}", v] for k, v in _table(pv.get("cache")).items()]
     ex = _table(pv.get("executor"))
     rows += [[f"ran: {k}", v] for k, v in ex.items() if k != "rows"]
