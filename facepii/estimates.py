@@ -153,6 +153,10 @@ class JudgeFigures:
         return cls(get(K.RANK1), get("rank5"), get(K.LEAKAGE, COUNT), get(K.SAR_1E3), b)
 
 
+#: the realism figures and the range each can take (nearest_real: the judge's own score units)
+REALISM = {"sharpness": COUNT, "face_found": RATE, "detector_score": RATE, "nearest_real": None}
+
+
 def _key(e: Estimate | None) -> float:
     return -math.inf if e is None or e.value != e.value else e.value
 
@@ -168,12 +172,17 @@ class AttackFigures:
     #: each judge's (victims x gallery) scores behind these figures, by judge name, target included: for
     #: the score files only (never serialised, absent from a report read back)
     scores: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: what a person would see (facepii.judging.realism): sharpness relative to real photos, the share a face
+    #: detector finds a face in and its score, the headline judge's score to the nearest real stranger
+    realism: dict[str, Estimate] | None = None
 
     def to_dict(self) -> dict:
         out = {**self.judge.to_dict(), "ssim": self.ssim.to_dict(), "target_judge": self.target_judge.to_dict()}
         if self.judges is not None:
             # the headline judge's entry repeats its rates (schema facepii.report/1: without the baseline)
             out["judges"] = {n: j.to_dict(with_baseline=j is not self.judge) for n, j in self.judges.items()}
+        if self.realism is not None:
+            out["realism"] = {k: e.to_dict() for k, e in self.realism.items()}
         return out
 
     @classmethod
@@ -185,8 +194,13 @@ class AttackFigures:
             js = _table(d["judges"], f"{where}.judges")
             judges = {str(n): (judge if n == headline else JudgeFigures.from_dict(j, f"{where}.judges.{n}"))
                       for n, j in js.items()}
+        looks = None
+        if d.get("realism") is not None:
+            r = _table(d["realism"], f"{where}.realism")
+            looks = {k: est_from(r.get(k), f"{where}.realism.{k}", bounds) or nan_estimate()
+                     for k, bounds in REALISM.items() if k in r}
         return cls(judge, est_from(d.get("ssim"), f"{where}.ssim", SIMILARITY) or nan_estimate(),
-                   JudgeFigures.from_dict(d.get("target_judge"), f"{where}.target_judge"), judges)
+                   JudgeFigures.from_dict(d.get("target_judge"), f"{where}.target_judge"), judges, realism=looks)
 
 
 @dataclass

@@ -247,3 +247,14 @@ class FaceAligner:
 @lru_cache(maxsize=1)
 def default_aligner() -> FaceAligner:
     return FaceAligner()
+
+
+def face_scores(faces: np.ndarray) -> np.ndarray:
+    """YuNet's score of the largest face it finds in each aligned face (0 where it finds none, at its
+    score threshold 0.6): whether a face detector takes a reconstruction for a face at all."""
+    det = default_aligner().detector
+    out = np.zeros(len(faces))
+    for i, f in enumerate(np.asarray(faces, np.uint8)):
+        d = largest(det.detect(np.ascontiguousarray(f)))
+        out[i] = 0.0 if d is None else float(d.score)
+    return out

@@ -21,6 +21,8 @@ from facepii.encoder_base import same_model
 from facepii.encoders import Encoder, get_encoder
 from facepii.errors import ParameterError
 from facepii.estimates import AttackFigures, JudgeFigures, PrivacyEstimates
+from facepii.faces import face_scores
+from facepii.metrics import Estimate
 from facepii.stages import EmbeddedSet, Split
 
 
@@ -143,12 +145,37 @@ def independent(judges: dict[str, Judge]) -> list[str]:
     return [r for r in judges if r != "target"]
 
 
+def realism(judge: Judge, faces: np.ndarray, victims: np.ndarray, sources: np.ndarray, n_boot: int,
+            seed: int) -> dict[str, Estimate]:
+    """What a person would see, per victim, with intervals over victims:
+
+    - ``sharpness``: the reconstructions' fine detail relative to the victims' real aligned photos (the
+      stolen templates' sources): sum of the variance of the Laplacian over the reconstructions / the same
+      over the photos (:func:`facepii.metrics.sharpness`; 1 = as much detail as a photo);
+    - ``face_found``: the share a face detector (YuNet) finds a face in; ``detector_score``: its mean score
+      (0 where it finds none);
+    - ``nearest_real``: the judge's score between the reconstruction and the nearest real photo of ANOTHER
+      person (the other victims' gallery): how close it lies to real faces in the judge's feature space,
+      apart from whether it is the victim (the judge's own units: cosine, or minus the L2 distance)."""
+    det = face_scores(faces)
+    emb = judge.embed(faces)
+    S = np.asarray(judge.score(emb, judge.gallery), np.float64)
+    S[np.asarray(victims)[:, None] == judge.gallery_labels[None, :]] = -np.inf
+    nearest = S.max(axis=1)
+    return {"sharpness": metrics.bootstrap_ratio(metrics.sharpness(faces), metrics.sharpness(sources), n_boot, seed),
+            "face_found": metrics.rate_mean((det > 0).astype(float)),
+            "detector_score": metrics.bootstrap_mean(det, n_boot, seed),
+            "nearest_real": metrics.bootstrap_mean(nearest[np.isfinite(nearest)], n_boot, seed)}
+
+
 def judge_faces(judges: dict[str, Judge], faces: np.ndarray, victims: np.ndarray, sources: np.ndarray,
                 n_boot: int, seed: int) -> AttackFigures:
-    """One attack's figures: the independent judges', the target's as judge, and SSIM to the source."""
+    """One attack's figures: the independent judges', the target's as judge, SSIM to the source, and what a
+    person would see (:func:`realism`)."""
     scores = {}
     head, scores[judges["judge"].encoder.name] = judges["judge"].judge_scores(faces, victims, n_boot, seed)
     ssim = metrics.bootstrap_mean(metrics.ssim(faces, sources), n_boot, seed)
+    looks = realism(judges["judge"], faces, victims, sources, n_boot, seed)
     target, scores[judges["target"].encoder.name] = judges["target"].judge_scores(faces, victims, n_boot, seed)
     roles = independent(judges)
     every = None
@@ -157,7 +184,7 @@ def judge_faces(judges: dict[str, Judge], faces: np.ndarray, victims: np.ndarray
         for r in roles[1:]:
             every[judges[r].encoder.name], scores[judges[r].encoder.name] = judges[r].judge_scores(
                 faces, victims, n_boot, seed)
-    return AttackFigures(head, ssim, target, every, scores)
+    return AttackFigures(head, ssim, target, every, scores, looks)
 
 
 def privacy_block(judges: dict[str, Judge], per_attack: dict[str, AttackFigures], key: str | None) -> PrivacyEstimates:

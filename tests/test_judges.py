@@ -271,3 +271,34 @@ def test_two_judges_under_one_name_are_refused(tmp_path):
         resolve_judges(f"onnx:{a}?output=embedding,onnx:{b}?output=embedding", target)
     js, _ = resolve_judges(f"onnx:{a}?output=embedding,onnx:{b}?output=embedding&name=other", target)
     assert [j.name for j in js] == ["onnx:m.onnx", "other"]
+
+
+def test_what_a_person_would_see_sharpness_detection_and_the_nearest_stranger(celeba):
+    """Real aligned photos against themselves: as sharp as a photo (1), faces found; blurred: a fraction of
+    the detail; noise: no face. The nearest real stranger is another person's photo, never the victim's."""
+    import cv2
+
+    from facepii.faces import default_aligner
+    from facepii.judging import Judge, realism
+
+    from helpers import face_photo
+
+    photos = np.stack([default_aligner()(face_photo(celeba, k))[0] for k in range(4)])
+
+    class Pixels:
+        name, comparator = "pixels", "cosine"
+
+        def embed(self, faces):
+            return faces[:, ::8, ::8].reshape(len(faces), -1).astype(np.float32)
+
+    victims = np.array(["a", "b", "c", "d"])
+    j = Judge(Pixels(), Pixels().embed(photos), victims, 0.5)
+    same = realism(j, photos, victims, photos, 200, 0)
+    assert abs(same["sharpness"].value - 1) < 1e-9 and same["face_found"].value == 1.0
+    assert 0.6 < same["detector_score"].value <= 1
+    assert same["nearest_real"].value < 1 - 1e-6  # its own photo (cosine 1) is excluded
+    blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 2.5) for f in photos])
+    soft = realism(j, blurred, victims, photos, 200, 0)
+    assert soft["sharpness"].value < 0.2 and soft["sharpness"].ci95[1] < 0.3
+    noise = np.random.default_rng(0).integers(0, 255, photos.shape, dtype=np.uint8)
+    assert realism(j, noise, victims, photos, 200, 0)["face_found"].value == 0.0

@@ -6,7 +6,7 @@ Split the way scikit-learn splits its metrics; the formulas are in each module's
 - :mod:`~facepii.metrics._bootstrap`: :class:`Estimate` (value + 95% interval), mid-p rates, identity bootstrap;
 - :mod:`~facepii.metrics._verification`: TAR@FAR, EER, AUC of all pairs, thresholds at a FAR;
 - :mod:`~facepii.metrics._identification`: rank-k, utility block, re-identification (leakage, SAR);
-- :mod:`~facepii.metrics._image`: SSIM of reconstructions.
+- :mod:`~facepii.metrics._image`: SSIM and sharpness of reconstructions.
 """
 
 from facepii.metrics._bootstrap import (
@@ -36,7 +36,7 @@ from facepii.metrics._identification import (
     reidentification,
     utility,
 )
-from facepii.metrics._image import ssim
+from facepii.metrics._image import sharpness, ssim
 from facepii.metrics._pairs import paired_scores, sample_impostor_pairs
 from facepii.metrics._verification import (
     FAR_LEVELS,
@@ -59,6 +59,7 @@ __all__ = [
     "bootstrap_weights", "comparator", "cosine_similarity", "eer", "far_key", "hamming_similarity", "identification",
     "identity_scores", "neg_l2", "pair_scores", "paired_scores", "percentile_ci",
     "midp_interval", "rate_mean", "rank_k_hits", "reidentification",
-    "roc_auc", "sample_impostor_pairs", "ssim", "tar_at_far", "threshold_at_far", "utility", "verification",
+    "roc_auc", "sample_impostor_pairs", "sharpness", "ssim", "tar_at_far", "threshold_at_far", "utility",
+    "verification",
     "verification_pairs", "MIN_IMPOSTORS_ABOVE", "lowest_supported_far", "supported",
 ]

@@ -327,6 +327,37 @@ def attack_table(report: Report) -> Table:
     return headers, body
 
 
+def realism_table(report: Report) -> Table:
+    """Per row and attack: what a person would see (facepii.judging.realism)."""
+    headers = ["defense", "params", "key", "attack", "sharpness (x real photos)", "face found", "detector score",
+               "score to nearest real stranger"]
+    body = []
+    for r in report.rows:
+        for key, block in _blocks(r):
+            for name, a in block.per_attack.items():
+                if not a.realism:
+                    continue
+                g = a.realism.get
+                mark = " (worst)" if name == block.attack else ""
+                body.append([r.defense, _p(r), key, name + mark, fmt_est(g("sharpness"), 2), fmt_est(g("face_found")),
+                             fmt_est(g("detector_score")), fmt_est(g("nearest_real"))])
+    return headers, body
+
+
+def realism_notes(report: Report) -> list[str]:
+    prior = (report.extra.get("attacker") or {}).get("prior")
+    prior = prior if isinstance(prior, dict) else {}
+    out = ["Sharpness: fine detail (variance of the Laplacian of the grey face) of the reconstructions over that of "
+           "the victims' real aligned photos, 1 = as much as a photo. Face found: the share in which a face "
+           "detector (YuNet) finds a face, and its mean score. Score to the nearest real stranger: the headline "
+           "judge's score between each reconstruction and the closest real photo of ANOTHER victim (how close it "
+           "lies to real faces in the judge's feature space). Intervals over victims."]
+    if prior.get("kind"):
+        out.append(f"The attacker's face prior: {prior.get('kind')} ({prior.get('photos')} photos of "
+                   f"{prior.get('identities')} identities, {prior.get('source') or 'given'}; {prior.get('from')}).")
+    return out
+
+
 # ---------------------------------------------------------------- ISO/IEC 30136
 
 
