@@ -94,7 +94,7 @@ class Decoder(Attack):
                 dec = self.net_.dec
             e = torch.from_numpy(np.ascontiguousarray(pool(e, k), np.float32))  # K templates: their mean
             coef, res = dec.coefficients(e), dec.residual(e)
-            x = dec.render(coef, res).clamp(0, 1)
+            x = fm.finish(dec.render(coef, res).clamp(0, 1))  # with the prior's detail
         faces = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
         return faces, coef.numpy(), res.numpy()
 

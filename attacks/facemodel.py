@@ -26,9 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from attacks.facespace import FaceSpace, canonical_header  # noqa: F401  (also imported from here)
+from attacks.prior import FacePrior
 from facepii import progress
 
-FACEMODEL_VERSION = "facemodel/v3"  # v2: safetensors files; v3: C-order arrays (cached = trained, bit for bit)
+FACEMODEL_VERSION = "facemodel/v4"  # v2: safetensors files; v3: C-order arrays; v4: with its prior
 
 
 @dataclass(frozen=True)
@@ -67,36 +69,6 @@ BUDGETS = {
 def to_unit(E: np.ndarray) -> np.ndarray:
     E = np.asarray(E, np.float32)
     return E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
-
-
-class FaceSpace:
-    """Mean face + principal components of aligned faces (pixels scaled to [0, 1])."""
-
-    def __init__(self, mean: np.ndarray, components: np.ndarray, scale: np.ndarray):
-        # C order always: the SVD returns the components in Fortran order, the cache gives them back in
-        # C order, and the layout picks the BLAS path (its rounding): a face model read from the cache
-        # computed other faces than the same model trained in the run
-        self.mean = np.ascontiguousarray(mean, np.float32)              # (D,)
-        self.components = np.ascontiguousarray(components, np.float32)  # (k, D), orthonormal rows
-        self.scale = np.ascontiguousarray(scale, np.float32)            # (k,) std of the coefficients
-
-    @classmethod
-    def fit(cls, faces: np.ndarray, k: int, seed: int = 0) -> FaceSpace:
-        from sklearn.utils.extmath import randomized_svd
-
-        X = faces.reshape(len(faces), -1).astype(np.float32) / 255.0
-        mean = X.mean(axis=0)
-        k = int(min(k, len(X) - 1))
-        _, s, vt = randomized_svd(X - mean, k, n_iter=4, random_state=seed)
-        return cls(mean, vt, s / np.sqrt(max(len(X) - 1, 1)))
-
-    def encode(self, faces: np.ndarray) -> np.ndarray:
-        X = faces.reshape(len(faces), -1).astype(np.float32) / 255.0
-        return (X - self.mean) @ self.components.T
-
-    def decode(self, coef: np.ndarray) -> np.ndarray:
-        X = coef @ self.components + self.mean
-        return np.clip(X * 255.0, 0, 255).reshape(-1, 112, 112, 3).astype(np.uint8)
 
 
 def build_decoder(space: FaceSpace, d_in: int, init_w: np.ndarray | None = None,
@@ -232,68 +204,65 @@ def train_decoder(net, E: np.ndarray, faces: np.ndarray, steps: int, torch_encod
     return net
 
 
-def canonical_header(data: bytes) -> bytes:
-    """safetensors ``data`` with its JSON header written in one fixed order: the same tensors and
-    metadata give the same bytes in every process.
-
-    The library keeps the metadata in a Rust HashMap, whose order is seeded per process: the same face
-    model saved by two processes came out as two byte strings (the metadata's two keys swapped) and so
-    with two digests. The header is re-serialised with the metadata's keys sorted and padded with
-    spaces to its original length (the data offsets are relative to the header's end, so nothing else
-    moves); the file reads back as before."""
-    import json
-    import struct
-
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    meta = header.pop("__metadata__", None)
-    ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}) | header
-    text = json.dumps(ordered, separators=(",", ":")).encode()
-    if len(text) > n:  # cannot happen for the library's compact JSON; keep its bytes rather than break them
-        return data
-    return data[:8] + text + b" " * (n - len(text)) + data[8 + n:]
-
-
 class FaceModel:
-    """Face space + raw-embedding decoder, trained on the auxiliary set; cached on disk."""
+    """Face space + raw-embedding decoder, trained on the auxiliary set; cached on disk. With a prior
+    (:mod:`attacks.prior`) the face space is the prior's, and faces get the prior's detail."""
 
-    def __init__(self, space: FaceSpace, decoder, d_in: int):
+    def __init__(self, space: FaceSpace, decoder, d_in: int, prior=None):
         self.space = space
         self.decoder = decoder
         self.d_in = d_in
+        self.prior = prior
+
+    def detail(self, x):
+        """The prior's detail for faces ``x`` (torch, N x 3 x 112 x 112 in [0, 1]): a constant tensor (no
+        gradient), zero without a detail prior."""
+        import torch
+
+        if self.prior is None or self.prior.kind != "detail":
+            return torch.zeros_like(x)
+        return torch.from_numpy(self.prior.detail(x.detach().cpu().numpy())).to(x.device)
+
+    def finish(self, x):
+        """Faces ``x`` (torch, in [0, 1]) with the prior's detail added."""
+        return (x + self.detail(x)).clamp(0, 1)
 
     @staticmethod
-    def cache_key(aux_keys: list[str], encoder_id: str, knowledge: str, budget: Budget, seed: int) -> str:
+    def cache_key(aux_keys: list[str], encoder_id: str, knowledge: str, budget: Budget, seed: int,
+                  prior_digest: str = "") -> str:
         h = hashlib.sha256()
-        for part in [FACEMODEL_VERSION, encoder_id, knowledge, repr(budget), str(seed), *sorted(aux_keys)]:
+        for part in [FACEMODEL_VERSION, encoder_id, knowledge, repr(budget), str(seed), prior_digest,
+                     *sorted(aux_keys)]:
             h.update(part.encode())
             h.update(b"\0")
         return h.hexdigest()[:24]
 
     @classmethod
     def train(cls, E_aux: np.ndarray, faces_aux: np.ndarray, budget: Budget, torch_encoder=None,
-              query=None, seed: int = 0, device: str = "cpu") -> FaceModel:
-        """``query(faces) -> embeddings`` (the target encoder) embeds the mirrored faces."""
-        start = cls.start(E_aux, faces_aux, budget, query, seed)
-        return cls.fit_decoder(start, budget, torch_encoder, seed, device)
+              query=None, seed: int = 0, device: str = "cpu", prior=None) -> FaceModel:
+        """``query(faces) -> embeddings`` (the target encoder) embeds the mirrored faces; ``prior``
+        (:class:`attacks.prior.FacePrior`) gives the face space (else it is fitted here, eigenfaces)."""
+        start = cls.start(E_aux, faces_aux, budget, query, seed, prior)
+        return cls.fit_decoder(start, budget, torch_encoder, seed, device, prior)
 
     @staticmethod
-    def start(E_aux: np.ndarray, faces_aux: np.ndarray, budget: Budget, query=None, seed: int = 0) -> tuple:
+    def start(E_aux: np.ndarray, faces_aux: np.ndarray, budget: Budget, query=None, seed: int = 0,
+              prior=None) -> tuple:
         """What the decoder trains from: (unit embeddings, faces) with the mirrored copies where the budget
-        has them, the face space and the ridge start."""
+        has them, the face space (the prior's, or fitted here) and the ridge start."""
         E = to_unit(E_aux)
         faces = faces_aux
         if budget.flips and query is not None:
             flipped = np.ascontiguousarray(faces_aux[:, :, ::-1])
             E = np.concatenate([E, to_unit(query(flipped))])
             faces = np.concatenate([faces_aux, flipped])
-        space = FaceSpace.fit(faces, budget.components, seed)
+        space = prior.space if prior is not None else FaceSpace.fit(faces, budget.components, seed)
         w, b = ridge_init(space, E, faces)
         return E, faces, space, w, b
 
     @classmethod
     def fit_decoder(cls, start: tuple, budget: Budget, torch_encoder=None, seed: int = 0,
-                    device: str = "cpu") -> FaceModel:
+                    device: str = "cpu", prior=None) -> FaceModel:
         """The raw decoder trained from :meth:`start`'s output with the budget's steps and learning rate."""
         import torch
 
@@ -302,7 +271,7 @@ class FaceModel:
         net = build_decoder(space, E.shape[1], w, b)
         train_decoder(net, E, faces, budget.decoder_steps, torch_encoder, lr=budget.decoder_lr,
                       schedule=budget.decoder_schedule, seed=seed, device=device, desc="training face decoder")
-        return cls(space, net.cpu(), E.shape[1])
+        return cls(space, net.cpu(), E.shape[1], prior)
 
     def problem(self, E: np.ndarray, faces: np.ndarray) -> str | None:
         """Why this model (read back from a cache) is not a face model of these faces, or None: its faces
@@ -320,7 +289,7 @@ class FaceModel:
         import torch
 
         with torch.no_grad():
-            x = self.decoder(torch.from_numpy(to_unit(E)))
+            x = self.finish(self.decoder(torch.from_numpy(to_unit(E))))
         return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
 
     def __reduce__(self):
@@ -335,8 +304,14 @@ class FaceModel:
         arrays = {"space.mean": self.space.mean, "space.components": self.space.components,
                   "space.scale": self.space.scale}
         arrays.update({f"state.{k}": v.detach().cpu().numpy() for k, v in self.decoder.state_dict().items()})
-        return canonical_header(save({k: np.ascontiguousarray(v) for k, v in arrays.items()},
-                                     metadata={"format": FACEMODEL_VERSION, "d_in": str(self.d_in)}))
+        meta = {"format": FACEMODEL_VERSION, "d_in": str(self.d_in)}
+        if self.prior is not None:  # the prior travels with the model (to a Dask worker, into the cache)
+            import json
+
+            meta["prior"] = json.dumps(self.prior.manifest, sort_keys=True)
+            if self.prior.donors is not None:
+                arrays["prior.donors"] = self.prior.donors
+        return canonical_header(save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=meta))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FaceModel:
@@ -371,4 +346,7 @@ class FaceModel:
         except RuntimeError as exc:
             raise ValueError(f"decoder weights do not fit ({str(exc).splitlines()[0]})") from None
         net.eval()
-        return cls(space, net, d_in)
+        prior = None
+        if meta.get("prior"):
+            prior = FacePrior.from_parts(space, meta["prior"], arrays.get("prior.donors"))
+        return cls(space, net, d_in, prior)

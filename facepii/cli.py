@@ -25,6 +25,7 @@ from facepii.encoders import spec_list
 from facepii.errors import ConfigError, FacepiiError, ParameterError
 from facepii.pipeline import run
 from facepii.plots import transfer_figure
+from facepii.priors import describe_file, train_prior
 from facepii.report import Evaluation, Report, read_report, render
 from facepii.transfer import run_transfer, slug
 
@@ -185,6 +186,12 @@ def evaluate(
              "the attacker gets K templates of each victim, from K photos none of which is in the judge's "
              "gallery, and combines them. 1,2,4 reports leakage at each K (table, plot, gate rules at a K); "
              "the first K is the headline. Victims then need K_max + 1 photos.")] = "1",
+    prior: Annotated[str, typer.Option(
+        "--prior", metavar="detail|eigenfaces|FILE",
+        help="The attacker's face prior, which every attack renders faces with: detail (default: a face space "
+             "plus detail from the attacker's photos, trained on the auxiliary split and cached), eigenfaces "
+             "(the face space alone: blurred composites, for comparison), or a FILE from `facepii prior train` "
+             "(refused when trained on a victim's photo).")] = "detail",
     device: Annotated[str, typer.Option(
         "--device", metavar="cpu|cuda", help="Where the attacks train (cuda where available).")] = "cpu",
     oracle: Annotated[str, typer.Option(
@@ -220,7 +227,7 @@ def evaluate(
         epsilons=[_number(e, "--epsilon") for e in _split(epsilon)],
         attacks=[] if no_privacy else (_split(attack) or list(DEFAULT_ATTACKS)), judge=judge,
         knowledge=knowledge, surrogate=surrogate, key=key, budget=budget, victims=_victims(victims), max_aux=max_aux,
-        device=device, templates_per_victim=templates_per_victim,
+        device=device, templates_per_victim=templates_per_victim, prior=prior,
         oracle=oracle, oracle_queries=oracle_queries,
     ).validate()
     # every output path is checked before the long work starts
@@ -399,6 +406,61 @@ def lineup_score(
     if report:
         path = outputs.add_human_figures(res, report)
         typer.echo(f"added privacy.human to {path} (and report.md / report.html)")
+
+
+prior_app = typer.Typer(help="The attacker's face prior: train it once on photos of other people, reuse it "
+                             "(facepii evaluate --prior FILE).", no_args_is_help=True)
+app.add_typer(prior_app, name="prior")
+
+
+@prior_app.command("train")
+def prior_train(
+    dataset: Annotated[str, typer.Option(
+        "--dataset", "-d", metavar="SPEC",
+        help="The attacker's photos (celeba:PATH, folder:PATH, lfw[:DATA_HOME]): public photos of people who are "
+             "NOT the victims. Every usable photo is used.")],
+    out: Annotated[Path, typer.Option(
+        "--out", metavar="FILE", help="Where to write the prior (safetensors; it holds aligned faces of these "
+                                      "photos: personal data).")],
+    kind: Annotated[str, typer.Option(
+        "--kind", metavar="detail|eigenfaces",
+        help="detail (default): a face space plus example-based detail from the photos; eigenfaces: the face "
+             "space alone.")] = "detail",
+    budget: Annotated[str, typer.Option(
+        "--budget", metavar="quick|standard|thorough",
+        help="Face-space size and donors of detail (300/1500, 400/3000, 600/6000), matching evaluate's "
+             "--budget.")] = "standard",
+    max_identities: Annotated[int | None, typer.Option(
+        "--max-identities", metavar="N", min=1, help="Seeded sample of N identities.")] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2 ** 32 - 1, help="Seed of the sample.")] = 0,
+    cache_dir: Annotated[Path | None, typer.Option(
+        "--cache-dir", metavar="DIR", help="Landmark and embedding cache folder (default: the user cache).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")] = False,
+    threads: Annotated[int | None, typer.Option("--threads", metavar="N", min=1, max=1024,
+                                                help="Threads behind the computation.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    fast_kernels: Annotated[bool, typer.Option("--fast-kernels", help=FAST_KERNELS_HELP)] = False,
+) -> None:
+    """Train the attacker's face prior on a dataset of photos and write it to a file."""
+    progress.set_enabled(not quiet)
+    _check_fast_kernels(fast_kernels)
+    if cache_dir and not no_cache:
+        outputs.check_cache_dir(cache_dir)
+    d = train_prior(dataset, out, kind=kind, budget=budget, seed=seed, max_identities=max_identities,
+                    cache_dir=str(cache_dir) if cache_dir else None, no_cache=no_cache, threads=threads)
+    typer.echo(f"prior ({d['kind']}) of {d['photos']} photos of {d['identities']} identities written to {out} "
+               f"({d['bytes'] / 1e6:.0f} MB; {d['skipped']} photos skipped; photos {d['seconds']['photos']} s, "
+               f"prior {d['seconds']['prior']} s). It holds aligned faces of these photos: personal data.")
+
+
+@prior_app.command("show")
+def prior_show(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A prior written by `facepii prior train`.")],
+) -> None:
+    """Describe a prior file (checked as `evaluate --prior` checks it)."""
+    d = describe_file(file)
+    for k, v in d.items():
+        typer.echo(f"{k:18} {v}")
 
 
 def _victims(text: str | None) -> float | int | None:

@@ -14,11 +14,13 @@ import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import defenses as defense_registry
 from attacks import registry as attack_registry
 from attacks.facemodel import BUDGETS
+from attacks.prior import KINDS as PRIOR_KINDS
 from facepii.encoders import spec_list
 from facepii.errors import ConfigError, ParameterError
 from facepii.executor import check as check_executor
@@ -67,6 +69,7 @@ class PrivacyConfig:
     device: str = "cpu"
     oracle: str = "none"
     oracle_queries: int | None = None
+    prior: str = "detail"          # the attacker's face prior: detail, eigenfaces, or a file (facepii prior train)
     templates_per_victim: list[int] = field(default_factory=lambda: [1])  # K stolen templates per victim;
     #                                 the first K is the headline, every K is reported (--templates-per-victim 1,2,4)
 
@@ -156,6 +159,11 @@ class EvaluateConfig:
             raise ParameterError(f"--budget must be one of {', '.join(BUDGETS)}, got {p.budget!r}.")
         if p.oracle not in ORACLES:
             raise ParameterError(f"--oracle must be none, score or decision, got {p.oracle!r}.")
+        if not isinstance(p.prior, str) or not p.prior:
+            raise ParameterError(f"--prior must be detail, eigenfaces or a prior file, got {p.prior!r}.")
+        if p.prior not in PRIOR_KINDS and not Path(p.prior).is_file():
+            raise ParameterError(f"--prior {p.prior}: neither detail nor eigenfaces, and no such file (a prior file "
+                                 "is written by `facepii prior train`).")
         q = p.oracle_queries
         if q is not None and (isinstance(q, bool) or not isinstance(q, int) or not 10 <= q <= 100_000):
             raise ParameterError(f"--oracle-queries must be an integer in 10..100000, got {q!r}.")
@@ -163,7 +171,7 @@ class EvaluateConfig:
             raise ParameterError("--oracle-queries without --oracle: say which oracle (score or decision), or drop it.")
         if not p.attacks:  # utility only: an option of the attacks would be silently ignored
             for name, given in (("--oracle", p.oracle != "none"), ("--judge", p.judge is not None),
-                                ("--surrogate", p.surrogate is not None)):
+                                ("--surrogate", p.surrogate is not None), ("--prior", p.prior != "detail")):
                 if given:
                     raise ParameterError(f"{name} has no effect without attacks (--no-privacy, or attacks = [] in a "
                                          "gate config): drop one of the two.")

@@ -459,7 +459,9 @@ def _privacy_extra(cfg: EvaluateConfig, attacked: Attacked, labels, judge_is_tar
         "judges": {**{r: encoder_dict(j.encoder) for r, j in judges.items() if r != "target"},
                    "target": encoder_dict(kit.target),
                    "threshold@fmr=1e-3": {k: j.threshold for k, j in judges.items()}},
-        "attacker": {"face_model": kit.face_model_source, "models": kit.models()},
+        "attacker": {"face_model": kit.face_model_source, "models": kit.models(),
+                     "prior": {**(kit.face_model.prior.describe() if kit.face_model.prior else {}),
+                               "from": kit.prior_source}},
         "personal_data": "Reconstructions and victim photos are personal data: they are written only "
                          "under --out, never elsewhere.",
     }

@@ -10,7 +10,8 @@ the attacks are adaptive.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import defenses as defense_registry
 from attacks.base import RowCache, ThreatModel, recovered_embeddings
 from attacks.facemodel import BUDGETS, FaceModel
 from attacks.oracle import Oracle, Prior, calibrate, decision_search, score_solver
+from attacks.prior import KINDS, PRIOR_BUDGETS, PRIOR_FORMAT, SAME_PERSON, FacePrior, PriorSettings, identity_centroids
 from facepii.cache import Cache
 from facepii.config import PrivacyConfig
 from facepii.encoder_base import same_model
@@ -29,6 +31,8 @@ from facepii.irreversibility import ORACLE_RANDOMNESS, probing
 from facepii.stages import EmbeddedSet, Split, Templates, attacker_view, encoder_dict
 from facepii.torch_onnx import Ensemble, QueryCounter, torch_encoder_for
 
+#: no prior facepii writes comes near this (the thorough budget's: about 0.4 GB)
+MAX_PRIOR_BYTES = 4 << 30
 CHECK_FACES = 16  # auxiliary faces on which a torch copy is checked against onnxruntime when it is built
 
 
@@ -52,6 +56,7 @@ class AttackerKit:
     space: np.ndarray | None = None      # the surrogates' embeddings of the auxiliary faces
     queries: QueryCounter | None = None  # the target as a black-box attacker queries it
     aux_queries: int = 0                 # queries spent before any row: the auxiliary photos (and mirrors)
+    prior_source: str = ""               # where the face prior came from: "trained", "cache", "file PATH"
 
     def models(self) -> dict:
         """Every model the attacker used, and how (the report names them)."""
@@ -122,14 +127,94 @@ def prepare_attacker(p: PrivacyConfig, seed: int, embedded: EmbeddedSet, split: 
     kit = AttackerKit(target, p.knowledge, budget, aux_faces, E[split.aux_pos], labels[split.aux_pos], None,
                       torch_enc, seed, p.device, surrogates=list(surrogates or []), space=space, queries=queries)
     keys = [embedded.keys[int(i)] for i in split.aux_pos]
-    kit.face_model, kit.face_model_source = _face_model(kit, keys, cache)
+    victim_keys = [embedded.keys[int(i)] for i in split.victim_pos]
+    people = _victim_centroids(embedded, split, target) if p.prior not in KINDS else None
+    prior, kit.prior_source = attacker_prior(p, seed, kit.aux_faces, keys, kit.aux_users, victim_keys, cache,
+                                             people)
+    kit.face_model, kit.face_model_source = _face_model(kit, keys, cache, prior)
     if queries is not None:  # the auxiliary photos' embeddings, and any mirrored faces the face model queried
         kit.aux_queries = len(aux_faces) + queries.queries
         queries.queries = 0
     return kit
 
 
-def face_model_key(kit: AttackerKit, aux_keys: list[str]) -> str:
+def prior_key(p: PrivacyConfig, settings: PriorSettings, keys: list[str], seed: int) -> str:
+    """The cache key of a prior trained on photos ``keys``: the photos, its settings and the seed (and the
+    thread count, which rounds its face space: --threads)."""
+    import torch
+
+    h = hashlib.sha256()
+    for part in [PRIOR_FORMAT, repr(settings), str(seed), f"threads:{torch.get_num_threads()}", *sorted(keys)]:
+        h.update(part.encode())
+        h.update(b"\0")
+    return "prior-" + h.hexdigest()[:24]
+
+
+def _victim_centroids(embedded: EmbeddedSet, split: Split, target: Encoder) -> np.ndarray:
+    """Each victim's mean unit SFace embedding (a prior file's identities are compared with these)."""
+    pos = split.victim_pos
+    if getattr(target, "name", None) == "sface":
+        E = embedded.embeddings["target"][pos]
+    else:
+        E = get_encoder("sface").embed(embedded.aligned(pos))
+    return identity_centroids(E, embedded.labels[pos])
+
+
+def attacker_prior(p: PrivacyConfig, seed: int, faces: np.ndarray, keys: list[str], labels: np.ndarray,
+                   victim_keys: list[str], cache: Cache, victim_centroids: np.ndarray | None = None
+                   ) -> tuple[FacePrior, str]:
+    """The attacker's face prior (:mod:`attacks.prior`): ``--prior FILE`` (refused when trained on a victim's
+    photo, or on one of the victims by its identities' embeddings), or one of the built-in kinds trained on
+    the auxiliary faces, or read from the cache."""
+    spec = p.prior
+    if spec not in KINDS:
+        prior = load_prior(spec)
+        shared = prior.overlap(victim_keys)
+        if shared:
+            raise ParameterError(f"--prior {spec}: it was trained on {shared} of the victims' photos; an attacker's "
+                                 "prior must come from other people's photos (train it with `facepii prior train` "
+                                 "on data without the victims).")
+        if victim_centroids is not None:
+            same = int(prior.same_people(victim_centroids).sum())
+            if same:
+                raise ParameterError(f"--prior {spec}: {same} of the victims look like identities it was trained on "
+                                     f"(SFace cosine of their mean embeddings >= {SAME_PERSON}); an attacker's prior "
+                                     "must come from other people's photos.")
+        return prior, f"file {spec}"
+    settings = replace(PRIOR_BUDGETS[p.budget], kind=spec)
+    if spec == "eigenfaces":  # a PCA: cheaper to compute than to read
+        return FacePrior.train(faces, keys, labels, settings, seed, "auxiliary split"), "trained"
+    name = prior_key(p, settings, keys, seed)
+    data, why = cache.get_model(name)
+    if data is not None:
+        try:
+            return FacePrior.from_bytes(data, "cached prior"), "cache"
+        except ValueError as exc:
+            why = str(exc)
+    prior = FacePrior.train(faces, keys, labels, settings, seed, "auxiliary split")
+    cache.put_model(name, prior.to_bytes())
+    return prior, "trained" if why is None else f"retrained (cache entry unusable: {why})"
+
+
+def load_prior(path: str) -> FacePrior:
+    """A prior file (``facepii prior train``), checked; one-line ParameterError when it is not one."""
+    from pathlib import Path
+
+    f = Path(path)
+    if not f.is_file():
+        raise ParameterError(f"--prior {path}: no such file (give detail, eigenfaces, or a file written by "
+                             "`facepii prior train`).")
+    if f.stat().st_size > MAX_PRIOR_BYTES:
+        raise ParameterError(f"--prior {path}: {f.stat().st_size / 1e9:.1f} GB, larger than any prior facepii writes.")
+    try:
+        return FacePrior.from_bytes(f.read_bytes(), f"--prior {path}")
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
+    except OSError as exc:
+        raise ParameterError(f"--prior {path}: cannot read it ({exc.strerror or exc}).") from None
+
+
+def face_model_key(kit: AttackerKit, aux_keys: list[str], prior: FacePrior | None = None) -> str:
     """The face model's cache key: its auxiliary photos, the models, the attacker's knowledge, the budget,
     the seed and torch's threads (they change the trained weights' rounding, --threads: a cache shared by
     runs with different --threads never mixes their models)."""
@@ -137,13 +222,14 @@ def face_model_key(kit: AttackerKit, aux_keys: list[str]) -> str:
 
     ids = encoder_id(kit.target) + "".join(f"|surrogate:{encoder_id(s)}" for s in kit.surrogates)
     ids += f"|torch-threads:{torch.get_num_threads()}"
-    return FaceModel.cache_key(aux_keys, ids, kit.knowledge, kit.budget, kit.seed)
+    return FaceModel.cache_key(aux_keys, ids, kit.knowledge, kit.budget, kit.seed,
+                               "" if prior is None else prior.digest())
 
 
-def _face_model(kit: AttackerKit, aux_keys: list[str], cache: Cache):
+def _face_model(kit: AttackerKit, aux_keys: list[str], cache: Cache, prior: FacePrior | None = None):
     """Train the face model, or read it from the cache. A cache entry is data, never code
     (safetensors); one that does not read back as a face model of the right shape is retrained."""
-    key = face_model_key(kit, aux_keys)
+    key = face_model_key(kit, aux_keys, prior)
     source = "trained"
     data, why = cache.get_model(f"facemodel-{key}")
     if why:
@@ -165,7 +251,7 @@ def _face_model(kit: AttackerKit, aux_keys: list[str], cache: Cache):
     # queries the target
     query = kit.torch_encoder.embed if kit.torch_encoder is not None else (kit.queries or kit.target).embed
     fm = FaceModel.train(E, kit.aux_faces, kit.budget, kit.torch_encoder, query=query, seed=kit.seed,
-                         device=kit.device)
+                         device=kit.device, prior=prior)
     cache.put_model(f"facemodel-{key}", fm.to_bytes())
     return fm, source
 
