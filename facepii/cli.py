@@ -218,12 +218,13 @@ def evaluate(
     _check_fast_kernels(fast_kernels)
     if no_privacy and attack:
         raise ParameterError("--attack has no effect with --no-privacy (utility only): drop one of the two.")
+    n_scores = parse_scores(scores)  # checked even without --out: a typo is said, not ignored
     cfg = EvaluateConfig.from_options(
         where="evaluate", dataset=dataset or ds.default_spec(), encoder=encoder,
         defenses=_split(defense) or ["none"], params=parse_param_options(param), max_identities=max_identities,
         min_images=min_images, seed=seed, cache_dir=str(cache_dir) if cache_dir else None, no_cache=no_cache,
         max_memory=None if max_memory is None else parse_size(max_memory), executor=executor,
-        scores=parse_scores(scores) if out else 0, threads=threads, bootstrap=bootstrap,
+        scores=n_scores if out else 0, threads=threads, bootstrap=bootstrap,
         epsilons=[_number(e, "--epsilon") for e in _split(epsilon)],
         attacks=[] if no_privacy else (_split(attack) or list(DEFAULT_ATTACKS)), judge=judge,
         knowledge=knowledge, surrogate=surrogate, key=key, budget=budget, victims=_victims(victims), max_aux=max_aux,
@@ -232,7 +233,7 @@ def evaluate(
     ).validate()
     # every output path is checked before the long work starts
     if json_out:
-        outputs.check_output_file(json_out, "--json")
+        outputs.check_output_file(json_out, "--json", out)
     if out:
         outputs.check_out_dir(out, dataset=cfg.data.dataset)
     if cache_dir and not no_cache:
@@ -332,16 +333,18 @@ def gate(
     # report files are read, checked figure by figure (rates within [0, 1], intervals ordered) and their
     # derived fields (worst attack, worst judge) recomputed from the figures, before any rule is judged
     base = Report.from_dict(read_report(baseline), str(baseline)).to_dict() if baseline else None
+    cfg = None if report is not None else g.evaluate_config(conf["evaluate"]).validate()
     if junit:
-        outputs.check_output_file(junit, "--junit")
+        outputs.check_output_file(junit, "--junit", out)
     if out:
-        outputs.check_out_dir(out)
+        # as evaluate: never inside the dataset (its next read would take facepii's pictures for photos)
+        outputs.check_out_dir(out, dataset=cfg.data.dataset if cfg is not None else None)
     evaluation = rep = None
     if report is not None:
         rep = Report.from_dict(read_report(report), str(report))
         data = rep.to_dict()
     else:
-        evaluation = run(g.evaluate_config(conf["evaluate"]).validate())
+        evaluation = run(cfg)
         rep = evaluation.report
         data = rep.to_dict()
     verdicts = g.run_gate(data, conf["gate"], base)

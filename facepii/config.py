@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -378,11 +379,16 @@ def parse_scores(text: str | int) -> int:
         return -1
     if t in ("none", "0"):
         return 0
-    try:
-        n = int(float(t)) if t.replace(".", "", 1).replace("e", "", 1).isdigit() else int(t)
-    except ValueError:
-        raise ParameterError(f"--scores {text!r}: write all, none or a number of impostor pairs (e.g. 100000).") \
-            from None
+    # a whole number, in digits or as 1e5 (never rounded: 1.9 pairs is a mistake, not 1)
+    n = None
+    if re.fullmatch(r"[0-9]{1,15}", t):
+        n = int(t)
+    elif re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?e\+?[0-9]{1,2}", t):
+        v = float(t)
+        n = int(v) if v.is_integer() and v <= 1e15 else None
+    if n is None:
+        raise ParameterError(f"--scores {text!r}: write all, none or a whole number of impostor pairs (e.g. 100000 "
+                             "or 1e5).")
     if n <= 0:
         raise ParameterError(f"--scores {text!r}: write all, none or a positive number of impostor pairs.")
     return n

@@ -17,6 +17,7 @@ figure: a report file is untrusted input). The JSON keys are written here and no
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -442,7 +443,9 @@ def templates_from(d: Any, where: str) -> dict[int, PrivacyEstimates]:
     """``{"2": privacy, "4": privacy}`` -> {2: ..., 4: ...}: keys whole numbers 1..1000, each a privacy block."""
     out = {}
     for k, b in _table(d, where).items():
-        if not (isinstance(k, str) and k.isdigit() and 1 <= int(k) <= 1000):
+        # as facepii writes it: ASCII digits, no leading zero ("2" and "02" would be one K, the second silently
+        # replacing the first; "²" passes str.isdigit() but not int())
+        if not (isinstance(k, str) and re.fullmatch(r"[1-9][0-9]{0,3}", k) and int(k) <= 1000):
             raise ReportError(f"{where}: {k!r} is not a number of templates per victim.")
         block = PrivacyEstimates.from_dict(b, f"{where}.{k}")
         if block is None or block.not_applicable is not None:

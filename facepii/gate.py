@@ -31,6 +31,7 @@ wholly below.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,8 @@ from xml.etree import ElementTree as ET
 import numpy as np
 
 from attacks import DEFAULT_ATTACKS
-from facepii.config import EvaluateConfig, parse_size
-from facepii.errors import ConfigError, ReportError
+from facepii.config import EvaluateConfig, parse_scores, parse_size
+from facepii.errors import ConfigError, ParameterError, ReportError
 from facepii.labels import LEAKAGE, PRIVACY_ORACLE, PRIVACY_TEMPLATES, RANK1, SAR_1E3, TAR_1E3, label_of, tar_key
 
 RULES = {
@@ -144,6 +145,11 @@ def check_evaluate(ev: dict, where: Path | str = "config"):
     ev = {"attacks": list(DEFAULT_ATTACKS), **ev}
     if isinstance(ev.get("max_memory"), str):  # "4GB", as --max-memory takes it
         ev["max_memory"] = parse_size(ev["max_memory"])
+    if isinstance(ev.get("scores"), str):  # "all", "none", "1e5", as --scores takes it
+        try:
+            ev["scores"] = parse_scores(ev["scores"])
+        except ParameterError as e:
+            raise ConfigError(f"{where}: [evaluate] scores: {e}") from None
     return EvaluateConfig.from_options(where=f"{where}: [evaluate]", **ev)
 
 
@@ -181,9 +187,10 @@ def check_gate(gate: dict, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: [gate.templates_per_victim] must hold one table per K (\"4\" = 4 stolen "
                           "templates per victim).")
     for k, table in per_k.items():
-        if not (str(k).isdigit() and 1 <= int(k) <= MAX_K):
+        # written as the report writes it ("4", never "04" or a digit of another script): one K, one table
+        if not (re.fullmatch(r"[1-9][0-9]{0,5}", str(k)) and int(k) <= MAX_K):
             raise ConfigError(f'{where}: [gate.templates_per_victim."{k}"]: {k!r} is not a number of templates '
-                              "per victim (1, 2, 4 ...).")
+                              "per victim written in digits 0-9 without leading zeros (1, 2, 4 ...).")
         if not isinstance(table, dict):
             raise ConfigError(f'{where}: [gate.templates_per_victim."{k}"] must be a table of rules.')
         rules(table, f'[gate.templates_per_victim."{k}"]', PRIVACY_RULES)

@@ -14,9 +14,11 @@ Rules (docs/security.md):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -57,10 +59,19 @@ class OutputError(FacepiiError):
 # ---------------------------------------------------------------- checks before the work
 
 
-def check_output_file(path: str | Path, option: str) -> Path:
+def check_output_file(path: str | Path, option: str, out: str | Path | None = None) -> Path:
     """A file facepii may create or replace: its folder exists (or can be made) and is writable, and
-    the path is not a folder, a link or a special file."""
+    the path is not a folder, a link or a special file, nor one of the files the same run writes under
+    ``out`` (``--json OUT/scores/index.json --out OUT`` would have one overwrite the other)."""
     p = Path(path)
+    if out is not None:
+        q, o = p.expanduser().resolve(), Path(out).expanduser().resolve()
+        if o in q.parents:
+            rel = q.relative_to(o)
+            if rel.parts[0] in (SCORES, LINEUP) or (len(rel.parts) == 1 and rel.name in REPORT_FILES
+                                                     and rel.name != "report.json"):
+                raise OutputError(f"{option} {p}: the same run writes that file under --out {out}; choose "
+                                  "another name.")
     if p.is_symlink():
         raise OutputError(f"{option} {p}: is a symbolic link; give a plain file path.")
     if p.exists() and p.is_dir():
@@ -122,27 +133,79 @@ def check_out_dir(out: str | Path, option: str = "--out", dataset: str | None = 
     return p
 
 
+SCORE_SCHEMA = "facepii.scores/1"
+MAX_INDEX_BYTES = 1 << 22
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def _score_index(idx: Path, option: str) -> list[dict]:
+    """The entries of facepii's own scores/index.json, parsed as strictly as report.json: an index that is
+    not one facepii writes (a list, ``{"files": 5}``, too deep, too large) ends the run before the work."""
+    def refuse(why: str) -> OutputError:
+        return OutputError(f"{option}: {idx} is not a score index facepii wrote ({why}); move it or choose "
+                           "another --out (nothing was written).")
+    if idx.stat().st_size > MAX_INDEX_BYTES:
+        raise refuse(f"larger than {MAX_INDEX_BYTES >> 20} MB")
+    try:
+        d = json.loads(idx.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise refuse("not JSON") from None
+    except RecursionError:
+        raise refuse("nested too deeply") from None
+    if not isinstance(d, dict) or d.get("schema") != SCORE_SCHEMA or not isinstance(d.get("files"), list):
+        raise refuse(f'no "schema": "{SCORE_SCHEMA}" with a list of "files"')
+    entries = []
+    for f in d["files"]:
+        if not (isinstance(f, dict) and isinstance(f.get("file"), str) and _plain_name(f["file"])
+                and (f.get("sha256") is None or isinstance(f.get("sha256"), str))):
+            raise refuse(f"an entry that is not a plain file name: {str(f)[:80]!r}")
+        entries.append(f)
+    return entries
+
+
+def _written_by_facepii(path: Path, digest: str | None) -> bool:
+    """Content facepii can recognise as its own: the SHA-256 its index recorded, or (an index of an earlier
+    version, without digests) the comment line it writes first in every score file."""
+    if digest is not None:
+        return _sha256(path) == digest
+    try:
+        with path.open("rb") as f:
+            return f.read(10) == b"# facepii "
+    except OSError:
+        return False
+
+
 def own_score_files(root: Path, option: str = "--out") -> list[Path]:
-    """The files of an existing scores folder that facepii wrote (listed in its index.json): a link or a
-    file in its place, or a link or special file among the listed names, ends the run before the work."""
+    """The files of an existing scores folder that facepii wrote: listed in its index.json AND recognised by
+    content (:func:`_written_by_facepii`), never a name a file on disk merely asks it to remove. Anything in
+    scores/ that is not a plain file (a link, a folder where a score file goes), or an index facepii did not
+    write, ends the run before the work."""
     if not root.exists() and not root.is_symlink():
         return []
     if root.is_symlink() or not root.is_dir():
         raise OutputError(f"{option}: {root} is there but is not a plain folder (a link or a file); "
                           "move it or choose another --out (nothing was written).")
-    listed = [root / SCORE_INDEX]
+    for f in root.iterdir():
+        if f.is_symlink() or not f.is_file():
+            raise OutputError(f"{option}: {f} is a link, a folder or a special file in facepii's scores folder; "
+                              "remove it or choose another --out (nothing was written).")
     idx = root / SCORE_INDEX
-    if idx.is_file() and not idx.is_symlink() and idx.stat().st_size < (1 << 22):
-        try:
-            listed += [root / f["file"] for f in json.loads(idx.read_text(encoding="utf-8")).get("files", [])
-                       if isinstance(f, dict) and isinstance(f.get("file"), str) and _plain_name(f["file"])]
-        except (ValueError, UnicodeDecodeError, AttributeError):
-            pass
-    for f in listed:
-        if f.is_symlink() or (f.exists() and not f.is_file()):
-            raise OutputError(f"{option}: {f} is a link, a folder or a special file where facepii writes a score "
-                              "file; remove it or choose another --out (nothing was written).")
-    return [f for f in listed if f.is_file()]
+    if not idx.exists():
+        return []
+    entries = _score_index(idx, option)
+    own = [root / f["file"] for f in entries if (root / f["file"]).is_file()
+           and _written_by_facepii(root / f["file"], f.get("sha256"))]
+    return [idx, *own]
 
 
 def _plain_name(name: str) -> bool:
@@ -263,7 +326,7 @@ def write_outputs(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
         elif (out / "reconstructions.png").is_file():  # a report rewritten later (gate, lineup score)
             images["reconstructions"] = out / "reconstructions.png"
     paths.append(write_text(out / "report.html", page(rep, images)))
-    if any(r.scores is not None for r in rep.rows) and evaluation.items is not None:
+    if evaluation.items is not None:  # an evaluation (not a report rewritten): its scores, and no stale ones
         paths.append(write_scores(evaluation, out))
     return paths
 
@@ -300,10 +363,20 @@ def write_scores(evaluation: Evaluation, out: Path) -> Path:
                           "attacks": sorted({j.attack for j in rs.judges}),
                           "judges": sorted({j.judge for j in rs.judges}),
                           "thresholds@fmr=1e-3": {j.judge: j.threshold for j in rs.judges}})
-    written = {root / f["file"] for f in files} | {root / SCORE_INDEX}
+    for f in files:
+        f["sha256"] = _sha256(root / f["file"])
+    written = {root / f["file"] for f in files} | ({root / SCORE_INDEX} if files else set())
     for f in sorted(old - written):
         f.unlink(missing_ok=True)
-    write_text(root / SCORE_INDEX, json.dumps({"schema": "facepii.scores/1", "files": files}, indent=1) + "\n")
+    if files:
+        write_text(root / SCORE_INDEX, json.dumps({"schema": SCORE_SCHEMA, "files": files}, indent=1) + "\n")
+    elif root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
+    if root.is_dir():
+        stale = sorted(p.name for p in root.iterdir() if p not in written)
+        if stale:
+            print(f"warning: {root}: {len(stale)} file(s) not of this report and not recognisably facepii's, left "
+                  f"as they are: {', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}", file=sys.stderr)
     return root
 
 

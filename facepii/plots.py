@@ -5,10 +5,30 @@ These functions draw and return figures; :mod:`facepii.outputs` writes them.
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 
 
+def _private_config_dir() -> None:
+    """matplotlib keeps a font list under ~/.cache/matplotlib (or $MPLCONFIGDIR): facepii writes only where told,
+    so unless the user set MPLCONFIGDIR, matplotlib gets a private temporary folder removed at exit (it then
+    lists the fonts afresh once per run, about a second)."""
+    import sys
+
+    if "matplotlib" in sys.modules or os.environ.get("MPLCONFIGDIR"):
+        return
+    tmp = tempfile.TemporaryDirectory(prefix="facepii-mpl-")
+    _KEEP.append(tmp)  # removed when the process ends (TemporaryDirectory's finalizer)
+    os.environ["MPLCONFIGDIR"] = tmp.name
+
+
+_KEEP: list = []
+
+
 def _plt():
+    _private_config_dir()
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,7 +1,8 @@
 """Where a report comes from: the command, the code, the models, the data, the machine and the time.
 
-Two reports whose ``comparable`` digests are equal were made by the same code (version and, from a
-checkout, git revision), the same models (each one's name and version, which carries its digest),
+Two reports whose ``comparable`` digests are equal were made by the same code (version, a digest of its
+Python sources and, from a checkout, git revision), the same models (each one's name and version, which
+carries its digest),
 the same photos in the same order (a digest of their content hashes), the same settings and seed,
 and the same kernels' level (:mod:`facepii.kernels`: pinned to x86-64 AVX2, or this CPU's own kernels,
 which another CPU type does not share): their figures must agree. Everything else in the block
@@ -12,12 +13,14 @@ comparable runs.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import platform
 import shlex
 import subprocess
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 from facepii import __version__, kernels
@@ -48,11 +51,14 @@ def git_revision(root: Path | None = None) -> dict | None:
     root = root or Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return None
+    # read-only: `git status` would otherwise take .git/index.lock and may rewrite .git/index (a write in
+    # facepii's own checkout, outside the folders the user named)
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
+                             timeout=10, check=True, env=env).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+                               capture_output=True, text=True, timeout=10, check=True, env=env).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return {"revision": rev, "edited": bool(dirty)}
@@ -94,6 +100,24 @@ def machine() -> dict:
 NOT_COMPARED = ("dataset", "executor", "cache_dir", "no_cache", "out", "json", "quiet", "scores")
 
 
+@lru_cache(maxsize=1)
+def source_digest() -> str:
+    """SHA-256 over the Python sources of facepii, attacks and defenses as loaded (relative path and content,
+    in order): an edited copy differs from the release even where git is absent (no .git, no git on PATH)."""
+    h = hashlib.sha256()
+    for pkg in ("facepii", "attacks", "defenses"):
+        mod = importlib.import_module(pkg)
+        if not getattr(mod, "__file__", None):
+            continue
+        root = Path(mod.__file__).parent
+        for f in sorted(root.rglob("*.py")):
+            if "__pycache__" in f.parts:
+                continue
+            h.update(f"{pkg}/{f.relative_to(root).as_posix()}\n".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def comparable(code: dict, models: dict, data: str, settings: dict, seed: int, kernels_id: str) -> str:
     """The digest of everything a figure depends on; ``kernels_id``: :func:`facepii.kernels.fingerprint`."""
     settings = {k: v for k, v in settings.items() if k not in NOT_COMPARED}
@@ -106,7 +130,7 @@ def provenance(*, keys: list[str], data_digest: str | None = None, encoders: dic
                stage_seconds: dict[str, float], cache_stats: dict | None = None,
                argv: list[str] | None = None, executor: dict | None = None) -> dict:
     """The report's provenance block."""
-    code = {"facepii": __version__, "git": git_revision()}
+    code = {"facepii": __version__, "git": git_revision(), "source": source_digest()}
     models = {role: f"{e.get('name')}@{e.get('version')}" for role, e in sorted(encoders.items())}
     data = data_digest or dataset_digest(keys)
     argv = sys.argv if argv is None else argv

@@ -114,6 +114,10 @@ def test_junit_one_case_per_rule(tmp_path):
     ('[gate.rows."noise sigma=0.05"]\nmax_sarr = 1\n', 'has no rule \'max_sarr\''),
     ('[gates]\nmax_sar = 1\n', "unknown table(s) ['gates']"),
     ('[gate\n', "not valid TOML"),
+    ('[gate.templates_per_victim."\u00b2"]\nmax_rank1 = 0.5\n', "is not a number of templates"),
+    ('[gate.templates_per_victim."1"]\nmax_rank1 = 0.5\n[gate.templates_per_victim."01"]\nmax_rank1 = 0.9\n',
+     "without leading zeros"),
+    ('[evaluate]\nscores = "lots"\n[gate]\nmax_sar = 0.1\n', "[evaluate] scores"),
 ])
 def test_config_errors_name_the_key(tmp_path, text, needle):
     p = tmp_path / "facepii.toml"
@@ -121,6 +125,14 @@ def test_config_errors_name_the_key(tmp_path, text, needle):
     with pytest.raises(ConfigError) as e:
         g.load_config(p)
     assert needle in str(e.value)
+
+
+def test_evaluate_table_takes_the_clis_forms(tmp_path):
+    """`[evaluate] scores = "all"` / "none" / "1e5", as --scores takes them (and max_memory = "4GB")."""
+    for text, want in (('"all"', -1), ('"none"', 0), ('"1e5"', 100_000), ("2000", 2000)):
+        p = tmp_path / "facepii.toml"
+        p.write_text(f'[evaluate]\nscores = {text}\nmax_memory = "4GB"\n[gate]\nmax_sar = 0.1\n')
+        assert g.evaluate_config(g.load_config(p)["evaluate"]).data.scores == want
 
 
 def test_pyproject_tool_table(tmp_path):

@@ -64,6 +64,7 @@ def figures(report: dict) -> dict:
     for k in ("spec", "source", "embedding_stats"):
         ds.pop(k, None)
     d.get("attacker", {}).pop("face_model", None)
+    d.get("attacker", {}).get("prior", {}).pop("from", None)  # trained or read from the cache
     return d
 
 

@@ -246,3 +246,47 @@ def test_a_kill_during_the_lineup_swap_leaves_no_debris(tmp_path, monkeypatch):
     write_outputs(fake_evaluation(seed=2), out)
     assert not list(out.glob(".lineup-*")) and not list(out.glob(".report.json.*"))
     assert (out / "lineup" / "manifest.json").is_file()
+
+
+@pytest.mark.integration
+def test_a_run_writes_only_under_out_and_cache_dir(celeba, mobilefacenet, tmp_path):
+    """A job with an ONNX model (onnxruntime), photos (OpenCV) and pictures (matplotlib) under a fresh $HOME,
+    $XDG_CACHE_HOME, $XDG_CONFIG_HOME and $TMPDIR: when it ends, no file exists outside --out and --cache-dir
+    (onnxruntime's telemetry store and device id, matplotlib's font list would otherwise be written there)."""
+    import os
+    import subprocess
+    import sys
+
+    home, tmp, work = tmp_path / "home", tmp_path / "tmp", tmp_path / "work"
+    for d in (home, tmp, work):
+        d.mkdir()
+    env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "TMPDIR": str(tmp),
+           "XDG_CONFIG_HOME": str(home / ".config"), "XDG_DATA_HOME": str(home / ".local/share")}
+    for k in ("MPLCONFIGDIR", "FACEPII_CACHE_DIR", "ORT_DISABLE_TELEMETRY"):
+        env.pop(k, None)
+    res = subprocess.run([sys.executable, "-m", "facepii", "evaluate", "-q", "--dataset", f"celeba:{celeba}",
+                          "--max-identities", "3", "--encoder", f"onnx:{mobilefacenet}", "--no-privacy",
+                          "--bootstrap", "100", "--cache-dir", str(work / "cache"), "--out", str(work / "out")],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    outside = [p for d in (home, tmp) for p in d.rglob("*")]
+    assert outside == [], f"written outside --out and --cache-dir: {outside}"
+    assert sorted(p.name for p in work.iterdir()) == ["cache", "out"]
+
+
+def test_provenance_reads_git_without_taking_its_lock(monkeypatch, tmp_path):
+    """`git status` takes .git/index.lock and may rewrite .git/index unless GIT_OPTIONAL_LOCKS=0."""
+    import subprocess
+
+    from facepii import provenance
+
+    (tmp_path / ".git").mkdir()
+    seen = []
+
+    def fake(cmd, **kw):
+        seen.append((cmd, kw.get("env") or {}))
+        return subprocess.CompletedProcess(cmd, 0, stdout="abc\n", stderr="")
+
+    monkeypatch.setattr(provenance.subprocess, "run", fake)
+    assert provenance.git_revision(tmp_path) == {"revision": "abc", "edited": True}
+    assert len(seen) == 2 and all(env.get("GIT_OPTIONAL_LOCKS") == "0" for _, env in seen)

@@ -84,3 +84,25 @@ def test_a_report_read_back_with_a_malformed_provenance_still_renders(tmp_path):
         d["provenance"] = bad
         md = render.markdown(Report.from_dict(d))
         assert ("## Provenance" in md) == isinstance(bad, dict)
+
+
+def test_the_source_digest_sees_an_edit_without_git(tmp_path, monkeypatch):
+    """A copy without .git (or without git on PATH) is told apart from the release by its sources' digest."""
+    import importlib
+    import shutil
+    import sys
+
+    from facepii import provenance
+
+    here = provenance.source_digest()
+    assert len(here) == 16 and here == provenance.source_digest.__wrapped__()
+    import defenses
+    copy = tmp_path / "defenses"
+    shutil.copytree(Path(defenses.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    fake = type(sys)("defenses")
+    fake.__file__ = str(copy / "__init__.py")
+    real = importlib.import_module
+    monkeypatch.setattr(provenance.importlib, "import_module", lambda n: fake if n == "defenses" else real(n))
+    assert provenance.source_digest.__wrapped__() == here  # the same sources elsewhere: the same digest
+    (copy / "noise.py").write_text((copy / "noise.py").read_text() + "\n# edited\n")
+    assert provenance.source_digest.__wrapped__() != here

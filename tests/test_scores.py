@@ -270,19 +270,45 @@ def test_a_report_read_back_redraws_det_and_leaves_the_score_files(scored_run, t
 
 
 def test_score_folder_safety(tmp_path):
+    """Only files facepii can recognise as its own are ever listed for removal: named in an index it wrote AND
+    with the content that index recorded (or, an index of an earlier version, its header line); an index it
+    did not write, or anything but plain files in scores/, ends the run before the work."""
+    import hashlib
+
     from facepii.outputs import OutputError, check_out_dir, own_score_files
 
     out = tmp_path / "out"
-    (out / "scores").mkdir(parents=True)
-    (out / "scores" / "mine.txt").write_text("not facepii's")
-    (out / "scores" / "index.json").write_text(json.dumps({"files": [{"file": "00-none.csv"},
-                                                                     {"file": "../../etc/passwd"}]}))
-    (out / "scores" / "00-none.csv").write_text("old")
-    listed = own_score_files(out / "scores")
-    assert sorted(p.name for p in listed) == ["00-none.csv", "index.json"]  # a path outside is never listed
+    scores = out / "scores"
+    scores.mkdir(parents=True)
+    (scores / "mine.txt").write_text("not facepii's")
+    (scores / "00-none.csv").write_text("# facepii none: protected-vs-protected verification\n")
+    (scores / "01-noise.csv").write_text("the user's own notes")
+    digest = hashlib.sha256((scores / "00-none.csv").read_bytes()).hexdigest()
+    index = {"schema": "facepii.scores/1", "files": [{"file": "00-none.csv", "sha256": digest},
+                                                     {"file": "mine.txt", "sha256": "0" * 64},
+                                                     {"file": "01-noise.csv"}]}
+    (scores / "index.json").write_text(json.dumps(index))
+    listed = own_score_files(scores)
+    # mine.txt is listed but its content is not what facepii recorded; 01-noise.csv lacks facepii's header
+    assert sorted(p.name for p in listed) == ["00-none.csv", "index.json"]
     check_out_dir(out)
-    (out / "scores" / "00-none.csv").unlink()
-    (out / "scores" / "00-none.csv").symlink_to(tmp_path / "elsewhere")
+    (scores / "00-none.csv").write_text("changed by the user")
+    assert sorted(p.name for p in own_score_files(scores)) == ["index.json"]
+    for bad in ({"files": 5}, {"files": None}, {"files": [{"file": "../../etc/passwd"}]}, [1, 2],
+                {"schema": "facepii.scores/1", "files": [{"file": "a/b.csv"}]}):
+        (scores / "index.json").write_text(json.dumps(bad))
+        with pytest.raises(OutputError, match="not a score index facepii wrote"):
+            check_out_dir(out)
+    (scores / "index.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(OutputError, match="nested too deeply"):
+        check_out_dir(out)
+    (scores / "index.json").unlink()
+    (scores / "00-none.csv").unlink()
+    (scores / "00-none.csv").mkdir()  # a folder where a score file goes: refused before the work
+    with pytest.raises(OutputError, match="a folder"):
+        check_out_dir(out)
+    (scores / "00-none.csv").rmdir()
+    (scores / "00-none.csv").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(OutputError, match="link"):
         check_out_dir(out)
     link = tmp_path / "o2"
@@ -292,14 +318,59 @@ def test_score_folder_safety(tmp_path):
         check_out_dir(link)
 
 
+def _npz(tmp_path):
+    rng = np.random.default_rng(0)
+    lab = np.repeat(np.arange(20), 4)
+    E = rng.normal(size=(20, 32))[lab] + rng.normal(scale=1.0, size=(80, 32))
+    p = tmp_path / "emb.npz"
+    np.savez(p, embeddings=E.astype(np.float32), labels=lab.astype(str))
+    return p
+
+
+def test_no_stale_score_files_and_no_users_file_removed(tmp_path, capsys):
+    """A second run into the same --out with fewer rows, then with --scores none, leaves no score file of an
+    earlier run beside the new report; a file of the user's in scores/ is never removed, and the run says it
+    is not this report's."""
+    npz, out = _npz(tmp_path), tmp_path / "out"
+    base = ["evaluate", "-q", "-d", f"embeddings:{npz}", "--bootstrap", "100", "--out", str(out)]
+    code, _, err = run_cli([*base, "--defense", "none,noise"], capsys)
+    assert code == 0, err
+    first = sorted(p.name for p in (out / "scores").iterdir())
+    assert any(n.startswith("01-noise") for n in first)
+    (out / "scores" / "mine.txt").write_text("the user's")
+    code, _, err = run_cli([*base, "--defense", "none"], capsys)
+    assert code == 0, err
+    left = sorted(p.name for p in (out / "scores").iterdir())
+    assert not any(n.startswith("01-") for n in left) and "mine.txt" in left and "00-none.csv" in left
+    assert "mine.txt" in err and "not of this report" in err
+    index = json.loads((out / "scores" / "index.json").read_text())
+    assert {f["file"] for f in index["files"]} == {n for n in left if n not in ("index.json", "mine.txt")}
+    code, _, err = run_cli([*base, "--defense", "none", "--scores", "none"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (out / "scores").iterdir()) == ["mine.txt"]
+    assert (out / "scores" / "mine.txt").read_text() == "the user's"
+
+
+def test_output_names_one_run_writes_twice_are_refused(tmp_path, capsys):
+    npz, out = _npz(tmp_path), tmp_path / "out"
+    for j in (out / "scores" / "index.json", out / "report.md", out / "lineup" / "key.json"):
+        code, _, err = run_cli(["evaluate", "-q", "-d", f"embeddings:{npz}", "--out", str(out), "--json", str(j)],
+                               capsys)
+        assert code == 2 and "--json" in err and "same run writes" in err
+    assert not out.exists()  # refused before anything was written
+
+
 def test_scores_option(tmp_path, capsys):
     from facepii.config import parse_scores
     from facepii.errors import ParameterError
 
     assert parse_scores("all") == S.ALL and parse_scores("none") == 0 and parse_scores("1e5") == 100_000
     assert parse_scores("250,000") == 250_000
-    for bad in ("-3", "lots", "0.5"):
+    assert parse_scores("2.5e3") == 2_500
+    for bad in ("-3", "lots", "0.5", "1.9", "1e400", "1e", "nan", "inf", "9" * 40):
         with pytest.raises(ParameterError, match="--scores"):
             parse_scores(bad)
     code, _, err = run_cli(["evaluate", "--scores", "lots", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "--scores" in err
+    code, _, err = run_cli(["evaluate", "--scores", "1e400"], capsys)  # checked without --out too
     assert code == 2 and "--scores" in err

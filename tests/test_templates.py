@@ -101,7 +101,9 @@ def test_k_figures_are_written_read_back_and_checked():
     assert set(row.privacy_templates) == {4} and row.privacy_templates[4].attack == "optimize"
     assert row.to_dict()["privacy_templates_per_victim"] == RowEstimates.from_dict(
         row.to_dict(), "r").to_dict()["privacy_templates_per_victim"]
+    # "²" passes str.isdigit() but not int(); "04" would be the same K as "4" and silently replace it
     for bad, needle in [({"x": {}}, "not a number of templates"), ({"0": {}}, "not a number of templates"),
+                        ({"\u00b2": {}}, "not a number of templates"), ({"04": {}}, "not a number of templates"),
                         ({"2": {"not_applicable": "x"}}, "not the figures"), ([1], "not a table")]:
         with pytest.raises(ReportError, match=needle):
             RowEstimates.from_dict({**noise, "privacy_templates_per_victim": bad}, "rows[1]")
