@@ -109,6 +109,13 @@ class DlibEncoder:
                 w.wait(timeout=5)
             except Exception:
                 w.kill()
+                w.wait()
+            finally:  # both pipes closed: no "ResourceWarning: unclosed file" when the Popen is collected
+                for pipe in (w.stdin, w.stdout):
+                    try:
+                        pipe.close()
+                    except Exception:
+                        pass
         self._workers = []
 
     def __del__(self):  # pragma: no cover - interpreter shutdown order varies

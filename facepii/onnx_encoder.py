@@ -19,6 +19,7 @@ from facepii.cpus import usable_cpus
 from facepii.encoder_base import TIGHT_CROP, check_faces, crop_margin, file_digest
 from facepii.errors import EncoderError, ParameterError
 from facepii.faces import FACE_SIZE, models_dir
+from facepii.preprocess import RESIZE_VERSION, resize
 
 
 def load_onnx_session(path: str | os.PathLike, threads: int | None = None):
@@ -199,6 +200,9 @@ class OnnxEncoder:
         self._output = output or names[0]
         settings = (f"{self.mean.tolist()}|{self.std.tolist()}|{self.bgr}|{self.layout}|{self.input_size}|"
                     f"{self.crop}|{self._output}")
+        side = FACE_SIZE - 2 * crop_margin(FACE_SIZE, self.crop) if self.crop < 1.0 else FACE_SIZE
+        if (side, side) != tuple(self.input_size):
+            settings += "|resize=" + RESIZE_VERSION  # embeddings of an earlier resize are not reused
         # the cache key: the file and every option that changes the raw output (center is applied after)
         self.file_sha = file_digest(p)
         self.version = version or f"{self.file_sha}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
@@ -227,16 +231,12 @@ class OnnxEncoder:
         self._session = load_onnx_session(p, threads=1)
 
     def _prepare(self, faces: np.ndarray) -> np.ndarray:
-        import cv2
-
         if self.crop < 1.0:
             m = crop_margin(FACE_SIZE, self.crop)
             faces = faces[:, m:FACE_SIZE - m, m:FACE_SIZE - m]
-        h, w = self.input_size
-        if faces.shape[1:3] != (h, w):
-            faces = np.stack([cv2.resize(np.ascontiguousarray(f), (w, h), interpolation=cv2.INTER_LINEAR)
-                              for f in faces])
         x = faces[..., ::-1] if self.bgr else faces
+        if x.shape[1:3] != tuple(self.input_size):  # the torch copy applies the same map (facepii.preprocess)
+            x = resize(x, self.input_size)
         x = (x.astype(np.float32) - self.mean) / self.std
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2) if self.layout == "NCHW" else x)
 

@@ -302,3 +302,23 @@ def test_what_a_person_would_see_sharpness_detection_and_the_nearest_stranger(ce
     assert soft["sharpness"].value < 0.2 and soft["sharpness"].ci95[1] < 0.3
     noise = np.random.default_rng(0).integers(0, 255, photos.shape, dtype=np.uint8)
     assert realism(j, noise, victims, photos, 200, 0)["face_found"].value == 0.0
+
+
+def test_dlib_workers_leave_no_open_file_behind():
+    """The worker processes' pipes are closed with them: no `ResourceWarning: unclosed file` in a run's stderr."""
+    import gc
+    import warnings
+
+    from facepii.dlib_encoder import DlibEncoder
+
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 255, (4, 112, 112, 3), dtype=np.uint8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        enc = DlibEncoder(n_jobs=2)
+        assert enc.embed(faces).shape == (4, 128)
+        assert len(enc._workers) == 2
+        enc.close()
+        del enc
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
