@@ -27,7 +27,7 @@ template itself without a defense; the ridge inverse otherwise).
 
 Restricting the search to face space is what makes the result a face that
 other face-recognition models (the judge) also recognise, rather than
-adversarial noise for F alone. With the ``detail`` prior (the default,
+adversarial noise for F alone. With the ``detail`` prior (``--prior detail``,
 :mod:`attacks.prior`) the face is rendered with the prior's fine detail, held
 fixed while the coarse face moves and matched again to it every
 ``detail_every`` steps, so the target model is optimised against the face as

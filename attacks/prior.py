@@ -5,10 +5,11 @@ target model, so one prior serves every target, row and later run (``facepii pri
 ``facepii evaluate --prior FILE``; by default ``evaluate`` trains one on its auxiliary split and
 caches it). Two kinds:
 
-- ``eigenfaces``: the mean face and the first principal components of the aligned faces (a linear
+- ``eigenfaces`` (evaluate's default): the mean face and the first principal components of the aligned faces (a linear
   face space). Attacks that stay in it keep faces face-like, but a held-out face projected on it
   keeps a tenth of a photo's fine detail: reconstructions look like blurred composites.
-- ``detail`` (the default): the same face space for the coarse face, which the attacks move, plus
+- ``detail`` (the default of ``facepii prior train``; ``evaluate --prior detail``): the same face
+  space for the coarse face, which the attacks move, plus
   example-based detail (face hallucination, Baker & Kanade, "Hallucinating faces", 2000; Freeman et
   al., "Example-based super-resolution", 2002). The training faces are split into a low band (a
   Gaussian blur) and a high band (the rest); at each position of an overlapping grid of patches of
@@ -18,6 +19,11 @@ caches it). Two kinds:
   reconstruction's own structure (its eyes, brows, hairline) rather than pasting one stranger's face.
   The attacks refine the coarse face with the detail held fixed, so the target model sees the face
   as it is shown.
+
+It is not evaluate's default: on README's job it gave 4x the sharpness (0.43 of a photo's, against
+0.10) with matchers' figures within a victim or two of the eigenface prior's, higher on some rows and
+lower on others (dlib's rank-1 at noise sigma 0.05: 0.64 against 0.68), and a default that lowers a
+leakage figure on any row would underestimate leakage there (docs/results.md).
 
 Tried and measured before choosing (docs/results.md): a convolutional detail network trained on CPU
 with pixel, Laplacian and adversarial losses reached 0.11 of a photo's sharpness in 300 steps

@@ -187,11 +187,13 @@ def evaluate(
              "gallery, and combines them. 1,2,4 reports leakage at each K (table, plot, gate rules at a K); "
              "the first K is the headline. Victims then need K_max + 1 photos.")] = "1",
     prior: Annotated[str, typer.Option(
-        "--prior", metavar="detail|eigenfaces|FILE",
-        help="The attacker's face prior, which every attack renders faces with: detail (default: a face space "
-             "plus detail from the attacker's photos, trained on the auxiliary split and cached), eigenfaces "
-             "(the face space alone: blurred composites, for comparison), or a FILE from `facepii prior train` "
-             "(refused when trained on a victim's photo).")] = "detail",
+        "--prior", metavar="eigenfaces|detail|FILE",
+        help="The attacker's face prior, which every attack renders faces with: eigenfaces (default: a face "
+             "space of the auxiliary photos; reconstructions are blurred composites), detail (the same face space "
+             "plus patch detail from the attacker's photos: 4x the sharpness, what a person looks at; matchers' "
+             "figures within a victim or two of eigenfaces, lower on some rows, so not the default), or a FILE "
+             "from `facepii prior train` (refused when trained on a victim's photo). Trained on the auxiliary "
+             "split and cached.")] = "eigenfaces",
     device: Annotated[str, typer.Option(
         "--device", metavar="cpu|cuda", help="Where the attacks train (cuda where available).")] = "cpu",
     oracle: Annotated[str, typer.Option(

@@ -70,7 +70,7 @@ class PrivacyConfig:
     device: str = "cpu"
     oracle: str = "none"
     oracle_queries: int | None = None
-    prior: str = "detail"          # the attacker's face prior: detail, eigenfaces, or a file (facepii prior train)
+    prior: str = "eigenfaces"      # the attacker's face prior: eigenfaces, detail, or a file (facepii prior train)
     templates_per_victim: list[int] = field(default_factory=lambda: [1])  # K stolen templates per victim;
     #                                 the first K is the headline, every K is reported (--templates-per-victim 1,2,4)
 
@@ -172,7 +172,7 @@ class EvaluateConfig:
             raise ParameterError("--oracle-queries without --oracle: say which oracle (score or decision), or drop it.")
         if not p.attacks:  # utility only: an option of the attacks would be silently ignored
             for name, given in (("--oracle", p.oracle != "none"), ("--judge", p.judge is not None),
-                                ("--surrogate", p.surrogate is not None), ("--prior", p.prior != "detail")):
+                                ("--surrogate", p.surrogate is not None), ("--prior", p.prior != "eigenfaces")):
                 if given:
                     raise ParameterError(f"{name} has no effect without attacks (--no-privacy, or attacks = [] in a "
                                          "gate config): drop one of the two.")

@@ -22,6 +22,7 @@ from attacks.base import RowCache, ThreatModel, recovered_embeddings
 from attacks.facemodel import BUDGETS, FaceModel
 from attacks.oracle import Oracle, Prior, calibrate, decision_search, score_solver
 from attacks.prior import KINDS, PRIOR_BUDGETS, PRIOR_FORMAT, SAME_PERSON, FacePrior, PriorSettings, identity_centroids
+from facepii import kernels
 from facepii.cache import Cache
 from facepii.config import PrivacyConfig
 from facepii.encoder_base import same_model
@@ -144,7 +145,8 @@ def prior_key(p: PrivacyConfig, settings: PriorSettings, keys: list[str], seed: 
     import torch
 
     h = hashlib.sha256()
-    for part in [PRIOR_FORMAT, repr(settings), str(seed), f"threads:{torch.get_num_threads()}", *sorted(keys)]:
+    for part in [PRIOR_FORMAT, repr(settings), str(seed), f"threads:{torch.get_num_threads()}",
+                 f"kernels:{kernels.fingerprint()}", *sorted(keys)]:
         h.update(part.encode())
         h.update(b"\0")
     return "prior-" + h.hexdigest()[:24]
@@ -222,6 +224,7 @@ def face_model_key(kit: AttackerKit, aux_keys: list[str], prior: FacePrior | Non
 
     ids = encoder_id(kit.target) + "".join(f"|surrogate:{encoder_id(s)}" for s in kit.surrogates)
     ids += f"|torch-threads:{torch.get_num_threads()}"
+    ids += f"|kernels:{kernels.fingerprint()}"  # a model trained at another kernels' level has other bits
     return FaceModel.cache_key(aux_keys, ids, kit.knowledge, kit.budget, kit.seed,
                                "" if prior is None else prior.digest())
 

@@ -163,7 +163,7 @@ def test_a_prior_trained_on_a_victims_photo_is_refused(prior, tmp_path):
 def test_evaluate_checks_the_prior_option_before_the_work(tmp_path, capsys):
     code, _, err = run_cli(["evaluate", "--dataset", f"folder:{tmp_path}", "--prior", str(tmp_path / "nope")], capsys)
     assert code == 2 and "--prior" in err and "no such file" in err
-    code, _, err = run_cli(["evaluate", "--dataset", f"folder:{tmp_path}", "--no-privacy", "--prior", "eigenfaces"],
+    code, _, err = run_cli(["evaluate", "--dataset", f"folder:{tmp_path}", "--no-privacy", "--prior", "detail"],
                            capsys)
     assert code == 2 and "--prior has no effect without attacks" in err
 
