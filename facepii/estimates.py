@@ -434,8 +434,14 @@ def det_from(d: Any, where: str) -> dict | None:
         for key in ("far", "fmr_reached", "fnmr"):
             if not (_num(op.get(key)) and 0.0 <= op[key] <= 1.0):
                 raise ReportError(f"{w}.{key}: {op.get(key)!r} is not a rate in [0, 1].")
-        if not (isinstance(op.get("impostor_pairs"), int) and op["impostor_pairs"] >= 0):
+        if not (isinstance(op.get("impostor_pairs"), int) and not isinstance(op["impostor_pairs"], bool)
+                and op["impostor_pairs"] >= 0):
             raise ReportError(f"{w}.impostor_pairs: {op.get('impostor_pairs')!r} is not a count.")
+        # the threshold is a number (it is formatted as one); "supported" a JSON boolean ("no" is truthy)
+        if op.get("threshold") is not None and not _num(op["threshold"]):
+            raise ReportError(f"{w}.threshold: {op['threshold']!r} is not a number.")
+        if "supported" in op and not isinstance(op["supported"], bool):
+            raise ReportError(f"{w}.supported: {op['supported']!r} is not true or false.")
     return d
 
 

@@ -49,7 +49,61 @@ def parse(spec: str | None) -> tuple[str, str | None]:
     kind, _, addr = str(spec).partition(":")
     if kind != "dask":
         raise ParameterError(f"--executor must be local, dask or dask:ADDRESS, got {spec!r}.")
+    scheme = addr.partition("://")[0] if "://" in addr else None
+    if scheme is not None and scheme != "tcp":
+        raise ParameterError(f"--executor {spec}: facepii connects to a Dask scheduler over tcp:// only ({scheme}:// "
+                             "needs a security or transport configuration it does not take); give tcp://HOST:PORT, "
+                             "or HOST:PORT, and a tunnel where the link must be encrypted.")
     return "dask", (addr or None)
+
+
+#: seconds to connect to a scheduler, and again to wait for its first worker (FACEPII_DASK_TIMEOUT overrides)
+DASK_TIMEOUT = 60.0
+
+
+def _dask_timeout() -> float:
+    try:
+        t = float(os.environ.get("FACEPII_DASK_TIMEOUT", DASK_TIMEOUT))
+    except ValueError:
+        return DASK_TIMEOUT
+    return t if 0 < t < 86400 else DASK_TIMEOUT
+
+
+def _connect(address: str):
+    """A Client of the scheduler at ``address``, or one line saying what is wrong: nothing answers, something
+    that is not a Dask scheduler answers (or never answers: the whole connection is bounded by a time-out, in a
+    thread of its own), or the scheduler has no worker."""
+    import threading
+
+    from distributed import Client
+
+    t = _dask_timeout()
+    got: dict = {}
+
+    def attempt():
+        try:
+            got["client"] = Client(address, timeout=f"{t}s")
+        except BaseException as exc:  # noqa: BLE001 - any failure to connect is the address's, said in one line
+            got["error"] = exc
+
+    th = threading.Thread(target=attempt, daemon=True, name="facepii-dask-connect")
+    th.start()
+    th.join(t + 10)
+    if th.is_alive():
+        raise ParameterError(f"--executor dask:{address}: no Dask scheduler answered within {t:.0f} s (something "
+                             "accepts connections there but does not speak Dask's protocol).")
+    if "error" in got:
+        exc = got["error"]
+        msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise ParameterError(f"--executor dask:{address}: cannot reach a Dask scheduler there ({msg}).") from None
+    client = got["client"]
+    try:
+        client.wait_for_workers(1, timeout=t)
+    except Exception:  # noqa: BLE001 - distributed raises TimeoutError or its own
+        client.close()
+        raise ParameterError(f"--executor dask:{address}: the scheduler has no worker (waited {t:.0f} s); start "
+                             "workers with `dask worker ADDRESS` (facepii installed beside them).") from None
+    return client
 
 
 def check(spec: str | None) -> None:
@@ -70,10 +124,7 @@ class DaskExecutor:
         self.cluster = None
         self._chained: dict = {}  # the last map_chained's shared objects and their futures
         if address:
-            try:
-                self.client = Client(address, timeout="30s")
-            except (OSError, TimeoutError, ValueError) as exc:
-                raise ParameterError(f"--executor dask:{address}: cannot reach the Dask scheduler ({exc}).") from None
+            self.client = _connect(address)
         else:
             self.cluster = LocalCluster(n_workers=usable_cpus(), threads_per_worker=1, processes=True,
                                         dashboard_address=None)

@@ -25,9 +25,9 @@ from attacks.prior import KINDS, PRIOR_BUDGETS, PRIOR_FORMAT, SAME_PERSON, FaceP
 from facepii import kernels
 from facepii.cache import Cache
 from facepii.config import PrivacyConfig
-from facepii.encoder_base import same_model
+from facepii.encoder_base import embedding_problem, same_model
 from facepii.encoders import Encoder, encoder_id, get_encoder, spec_list
-from facepii.errors import ParameterError
+from facepii.errors import EncoderError, ParameterError
 from facepii.irreversibility import ORACLE_RANDOMNESS, probing
 from facepii.stages import EmbeddedSet, Split, Templates, attacker_view, encoder_dict
 from facepii.torch_onnx import Ensemble, QueryCounter, torch_encoder_for
@@ -86,6 +86,18 @@ class Reconstructions:
     more: dict[int, tuple[dict[str, np.ndarray], dict | None]] = field(default_factory=dict)
 
 
+def check_surrogates(surrogates: list[Encoder], faces: np.ndarray) -> None:
+    """The output checks a target's and a judge's embeddings get (:func:`facepii.encoder_base.embedding_problem`:
+    NaN, zeros, a constant), on the attacker's own faces, before any torch copy is built: a degenerate surrogate
+    is named as such, never optimised through nor reported as a copy that disagrees."""
+    for s in surrogates:
+        why = embedding_problem(np.asarray(s.embed(faces)))
+        if why:
+            raise EncoderError(f"--surrogate {s.name}: on the attacker's own faces, {why}; a surrogate must be a "
+                               "working face model (check the model file and its options: output, mean/std, "
+                               "layout).")
+
+
 def resolve_surrogates(spec: str | None, target: Encoder) -> list[Encoder]:
     """``--surrogate onnx:PATH,...``: face models the black-box attacker owns and runs white box."""
     out: list[Encoder] = []
@@ -121,6 +133,7 @@ def prepare_attacker(p: PrivacyConfig, seed: int, embedded: EmbeddedSet, split: 
     else:
         queries = QueryCounter(target)
         if surrogates:
+            check_surrogates(surrogates, check)
             torch_enc = Ensemble([torch_encoder_for(s, check) for s in surrogates], [s.name for s in surrogates])
             if p.device != "cpu":
                 torch_enc.to(p.device)

@@ -168,18 +168,27 @@ JUDGE_COLUMNS = ["attack", "judge", "probe", "reference", "probe_identity", "ref
 def utility_csv(s: PairScores, items: Items, title: str) -> str:
     """probe, reference, probe_identity, reference_identity, genuine (0/1), score: one line per pair."""
     names, labels = items.names, items.labels
-    rows = ((names[a], names[b], labels[a], labels[b], int(g), _f(v))
+    rows = ((_name(names[a]), _name(names[b]), _name(labels[a]), _name(labels[b]), int(g), _f(v))
             for a, b, g, v in zip(s.probe.tolist(), s.reference.tolist(), s.genuine.tolist(), s.score.tolist()))
-    return _csv([title, *s.header(), "comment lines start with #; pandas: read_csv(path, comment='#')"],
+    return _csv([title, *s.header(), "comment lines start with #; pandas: read_csv(path, comment='#'); in a name, "
+                 "%, # and control characters are written %25, %23, %0D ..."],
                 UTILITY_COLUMNS, rows)
 
 
-_SPACE = re.compile(r"\s")
+_UNSAFE = re.compile(r"[#\x00-\x1f\x7f]")
+_UNSAFE_TOKEN = re.compile(r"[\s#\x00-\x1f\x7f]")
+
+
+def _name(x) -> str:
+    """A name (photo path, identity, judge) as a CSV field the readers recommended in the header read back whole:
+    %, # (pandas' comment='#' cuts a line there) and control characters (a carriage return ends a line) are
+    percent-encoded (%25, %23, %0D ...)."""
+    return _UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", str(x).replace("%", "%25"))
 
 
 def _token(x) -> str:
-    """A whitespace-free field of a four-column file (a space becomes %20, a % becomes %25)."""
-    return _SPACE.sub(lambda m: f"%{ord(m.group()):02X}", str(x).replace("%", "%25")) or "-"
+    """A whitespace-free field of a four-column file: as :func:`_name`, and whitespace too (a space is %20)."""
+    return _UNSAFE_TOKEN.sub(lambda m: f"%{ord(m.group()):02X}", str(x).replace("%", "%25")) or "-"
 
 
 def four_column(s: PairScores, items: Items, title: str) -> str:
@@ -189,7 +198,7 @@ def four_column(s: PairScores, items: Items, title: str) -> str:
     names, labels = items.names, items.labels
     buf = io.StringIO()
     for h in [title, *s.header(), "columns: claimed_id real_id test_label score (bob.measure four-column); "
-              "whitespace in a name is written %20"]:
+              "whitespace, %, # and control characters in a name are written %20, %25, %23, %0D ..."]:
         buf.write(f"# {h}\n")
     for a, b, v in zip(s.probe.tolist(), s.reference.tolist(), s.score.tolist()):
         buf.write(f"{_token(labels[b])} {_token(labels[a])} {_token(names[a])} {_f(v)}\n")
@@ -209,22 +218,23 @@ def judge_csv(js: list[JudgeScores], items: Items, title: str) -> str:
     for j in js:
         M = np.asarray(j.matrix, np.float32)
         for v, victim in enumerate(np.asarray(items.victims)):
-            probe = f"reconstruction:{names[int(items.sources[v])]}"
+            probe = _name(f"reconstruction:{names[int(items.sources[v])]}")
             for c in np.flatnonzero(gal_lab == victim):
-                rows.append((j.attack, j.judge, probe, names[gal[c]], victim, victim, 1, _f(M[v, c]),
-                             _f(j.threshold)))
+                rows.append((_name(j.attack), _name(j.judge), probe, _name(names[gal[c]]), _name(victim),
+                             _name(victim), 1, _f(M[v, c]), _f(j.threshold)))
             for ident in idents:
                 if ident == victim:
                     continue
                 cols = np.flatnonzero(gal_lab == ident)
                 c = cols[int(np.argmax(M[v, cols]))]
-                rows.append((j.attack, j.judge, probe, names[gal[c]], victim, ident, 0, _f(M[v, c]),
-                             _f(j.threshold)))
+                rows.append((_name(j.attack), _name(j.judge), probe, _name(names[gal[c]]), _name(victim),
+                             _name(ident), 0, _f(M[v, c]), _f(j.threshold)))
     head = [title, "each victim's reconstruction against every gallery photo of the victim (genuine 1) and the "
             "best-scoring gallery photo of every other identity (genuine 0); threshold: the judge's, at FMR 1e-3 "
             "on its impostor scores of the victims' real photos",
             "rank-1 = share of victims whose best genuine score is above every genuine-0 score; "
-            "SAR = per victim, the share of genuine scores >= threshold, averaged over victims"]
+            "SAR = per victim, the share of genuine scores >= threshold, averaged over victims",
+            "comment lines start with #; in a name, %, # and control characters are written %25, %23, %0D ..."]
     return _csv(head, JUDGE_COLUMNS, rows)
 
 

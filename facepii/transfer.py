@@ -84,8 +84,13 @@ class Transfer:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
 
     def markdown(self) -> str:
-        parts = ["# facepii transfer matrix", "", self.table("github"), "", self.NOTE, ""]
-        parts += [f"- {n}" for n in self.notes]
+        from facepii.report.render import _md_cell  # names from a plug-in or a model file are text, never markup
+
+        headers, body = self.rows()
+        table = tabulate([[_md_cell(c) for c in r] for r in body], headers=[_md_cell(h) for h in headers],
+                         tablefmt="github", disable_numparse=True)
+        parts = ["# facepii transfer matrix", "", table, "", self.NOTE, ""]
+        parts += [f"- {_md_cell(n)}" for n in self.notes]
         parts += ["", "Each target's full report: " + ", ".join(f"`{slug(t)}/report.md`" for t in self.targets), ""]
         return "\n".join(parts)
 

@@ -14,8 +14,72 @@ def test_executor_specs():
     assert parse(None) == ("local", None) and parse("local") == ("local", None)
     assert parse("dask") == ("dask", None)
     assert parse("dask:tcp://10.0.0.1:8786") == ("dask", "tcp://10.0.0.1:8786")
+    assert parse("dask:10.0.0.1:8786") == ("dask", "10.0.0.1:8786")
     with pytest.raises(ParameterError, match="--executor must be"):
         parse("spark")
+    for scheme in ("tls", "ucx", "inproc"):
+        with pytest.raises(ParameterError, match="tcp:// only"):
+            parse(f"dask:{scheme}://10.0.0.1:8786")
+
+
+def _listener(answer: bytes | None):
+    """A TCP server on a free local port that accepts every connection and then says nothing (answer None) or
+    sends ``answer`` and closes."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if answer is not None:
+                try:
+                    conn.sendall(answer)
+                finally:
+                    conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, held
+
+
+@pytest.mark.parametrize("answer, says", [(None, "no Dask scheduler answered|cannot reach"),
+                                          (b"HTTP/1.1 200 OK\r\n\r\nnot dask" * 50, "cannot reach")])
+def test_an_address_that_is_not_a_dask_scheduler_is_one_line(monkeypatch, answer, says):
+    """A listener that accepts and never answers used to wait until killed; one that answers garbage ended in an
+    internal error. Both are one line now, within the connection's time-out (FACEPII_DASK_TIMEOUT)."""
+    pytest.importorskip("distributed")
+    from facepii.executor import DaskExecutor
+
+    monkeypatch.setenv("FACEPII_DASK_TIMEOUT", "3")
+    srv, held = _listener(answer)
+    try:
+        with pytest.raises(ParameterError, match=says):
+            DaskExecutor(f"tcp://127.0.0.1:{srv.getsockname()[1]}")
+    finally:
+        srv.close()
+        for c in held:
+            c.close()
+
+
+def test_a_scheduler_without_workers_is_one_line(monkeypatch):
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    from facepii.executor import DaskExecutor
+
+    monkeypatch.setenv("FACEPII_DASK_TIMEOUT", "3")
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        with pytest.raises(ParameterError, match="has no worker"):
+            DaskExecutor(cluster.scheduler_address)
 
 
 def test_a_worker_started_by_dasks_nanny_gets_glibcs_adaptive_malloc_back(monkeypatch):

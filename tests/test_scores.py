@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -107,6 +108,28 @@ def test_utility_files_give_back_the_figures_with_own_code_and_sklearn():
     assert four[0][0].startswith("id%200") and four[0][2] == "photo%200.png"
 
 
+def test_names_with_a_hash_or_a_carriage_return_keep_every_pair():
+    """A photo or identity named with # (pandas' comment='#' cuts a line there; bob.measure skips a line that
+    starts with it) or a carriage return (a line break to most readers) is percent-encoded: the readers the
+    headers recommend get every pair back, whole."""
+    import io
+
+    E, _ = _templates(n_ids=4, per=3)
+    labels = np.repeat(["#lead", "mid#dle", "cr\rname", "100%"], 3)
+    ps = S.utility_pairs(E, labels, metrics.cosine_similarity, S.ALL, 0)
+    items = S.Items([f"#{i}\r.png" for i in range(len(labels))], labels)
+    n = len(ps.score)
+    text = S.utility_csv(ps, items, "t")
+    # pandas' read_csv(comment='#') reading, without pandas: a line ends at \r or \n, and at its first #
+    lines = [ln.split("#", 1)[0] for ln in re.split(r"\r\n|\r|\n", text)]
+    df = list(csv.DictReader(io.StringIO("\n".join(ln for ln in lines if ln.strip()))))
+    assert len(df) == n and all(r["score"] and r["genuine"] in ("0", "1") for r in df)
+    assert {r["probe_identity"] for r in df} == {"%23lead", "mid%23dle", "cr%0Dname", "100%25"}
+    assert len(_rows(text)) == n
+    four = _four_column(S.four_column(ps, items, "t"))
+    assert len(four) == n and all(not a.startswith("#") for a, _, _, _ in four)
+
+
 def test_a_sampled_file_says_so_and_is_seeded():
     E, labels = _templates(n_ids=30, per=4)
     a = S.utility_pairs(E, labels, metrics.cosine_similarity, 500, 3)
@@ -150,6 +173,21 @@ def test_det_is_read_back_checked():
                         ([1, 2], "not a DET curve")]:
         with pytest.raises(ReportError, match=needle):
             det_from(bad, "r")
+    op = ok["operating_points"]["tar@far=1e-2"]
+    for key, value, needle in (("threshold", "abc", "not a number"), ("supported", "no", "not true or false"),
+                               ("impostor_pairs", True, "not a count")):
+        with pytest.raises(ReportError, match=needle):
+            det_from({**ok, "operating_points": {"tar@far=1e-2": {**op, key: value}}}, "r")
+    # a null threshold (as a writer may leave an unsupported point) reads back and renders as n/a
+    from facepii.report import Report
+    from facepii.report.tables import det_table
+
+    null = {**ok, "operating_points": {"tar@far=1e-2": {**op, "threshold": None, "supported": False}}}
+    assert det_from(null, "r") == null
+    rep = Report(dataset={}, encoder={}, seed=0, rows=[RowEstimates.from_dict(
+        {"defense": "none", "params": {}, "utility": {}, "det": null}, "rows[0]")])
+    (row,) = det_table(rep)[1]
+    assert row[3] == "n/a" and row[5] == "n/a" and row[7].startswith("no")
     row = RowEstimates.from_dict({"defense": "none", "params": {}, "utility": {}, "det": ok}, "rows[0]")
     assert row.det == ok and row.to_dict()["det"] == ok
 

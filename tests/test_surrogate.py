@@ -141,3 +141,30 @@ def test_a_stolen_raw_template_is_carried_into_the_surrogates_space():
     est = estimate_work(tm, RowCache(), E, victims.astype(np.float32), None)
     hits = (np.argmax(est @ (truth / np.linalg.norm(truth, axis=1, keepdims=True)).T, axis=1) == np.arange(40))
     assert hits.mean() > 0.9, hits.mean()
+
+
+@pytest.mark.parametrize("kind, says", [("constant", "point the same way"), ("zeros", "all zeros"),
+                                        ("nan", "NaN")])
+def test_a_degenerate_surrogate_is_named_as_such(tmp_path, kind, says, models):
+    """A surrogate whose output is constant, all zeros or NaN gets the output checks targets and judges get,
+    before its torch copy is built: one line that names the model, not the copy's disagreement."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from facepii.encoders import get_encoder
+    from facepii.reconstructions import check_surrogates
+
+    bias = {"constant": np.linspace(0.5, 1.5, 16), "zeros": np.zeros(16), "nan": np.full(16, np.nan)}[kind]
+    inits = {"W": np.zeros((3, 16)), "B": bias}
+    nodes = [helper.make_node("GlobalAveragePool", ["data"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "W", "B"], ["embedding"])]
+    g = helper.make_graph(nodes, "deg", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [None, 3, 112, 112])],
+                          [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [None, 16])],
+                          [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    path = tmp_path / f"{kind}.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    faces = np.random.default_rng(0).integers(0, 255, (6, 112, 112, 3), dtype=np.uint8)
+    check_surrogates([get_encoder(f"onnx:{m}") for m in models], faces)  # working models pass
+    with pytest.raises(EncoderError, match=f"--surrogate.*{says}") as e:
+        check_surrogates([get_encoder(f"onnx:{path}")], faces)
+    assert "disagrees" not in str(e.value) and len(str(e.value).splitlines()) == 1

@@ -70,6 +70,13 @@ def test_matrix_rows_take_each_judges_best_attack_and_the_diagonal():
     c = report("sface", "x", {"inverse": (0.3, 0.1)}, {"inverse": (0.8, 0.6)})
     tr = Transfer(["dlib", "sface"], [], {"dlib": matrix_row(b, "dlib"), "sface": {**matrix_row(c, "sface"), **row}})
     assert tr.judges == ["dlib", "sface", "x"]      # then the judges that are not targets
+    # a judge's name is text in transfer.md, never markup
+    evil = report("sface", "<img src=x onerror=alert(1)>|x", {"inverse": (0.3, 0.1)}, {"inverse": (0.8, 0.6)})
+    md = Transfer(["sface"], [], {"sface": matrix_row(evil, "sface")}, ["<b>note</b>"]).markdown()
+    import re
+
+    assert re.search(r"(?<!\\)[<>]", md) is None  # every angle bracket escaped: no tag survives
+    assert "\\<img src=x onerror=alert(1)\\>\\|x" in md and "\\<b\\>note" in md
 
 
 def test_transfer_figure_draws(tmp_path):

@@ -422,8 +422,9 @@ def det_table(report: Report) -> Table:
     body = []
     for r in report.rows:
         for k, op in ((r.det or {}).get("operating_points") or {}).items():
-            ok = op.get("supported", True)
-            body.append([r.defense, _p(r), k.replace("tar@far=", ""), f"{op.get('threshold', float('nan')):.4g}",
+            ok = op.get("supported", True) is True
+            t = op.get("threshold")
+            body.append([r.defense, _p(r), k.replace("tar@far=", ""), "n/a" if t is None else f"{t:.4g}",
                          f"{op['fmr_reached']:.2e}", f"{op['fnmr']:.3f}" if ok else "n/a",
                          str(op["impostor_pairs"]), "yes" if ok else "no (fewer than 3 impostors above)"])
     return headers, body
