@@ -1,7 +1,6 @@
 """Lineup study kit: construction, scoring against hand-made answers, and the page in a real browser."""
 
 import json
-import time
 
 import pytest
 
@@ -165,16 +164,19 @@ def test_study_page_in_headless_chromium(report_dir, tmp_path):
                 driver.find_elements(By.CSS_SELECTOR, ".opt")[t["answer"]].click()
             else:
                 driver.find_element(By.ID, "cant").click()
+        # the page hands its answers to the browser as a Blob: keep that Blob (no waiting on the download folder)
+        driver.execute_script("const make = URL.createObjectURL; window.__blobs = [];"
+                              "URL.createObjectURL = (b) => { window.__blobs.push(b); return make(b); };")
         driver.find_element(By.ID, "download").click()
-        deadline = time.time() + 20
-        files = []
-        while time.time() < deadline and not files:
-            files = [p for p in downloads.glob("*.json")]
-            time.sleep(0.2)
+        saved = driver.find_element(By.ID, "saved").text
+        text = driver.execute_async_script("const done = arguments[arguments.length - 1];"
+                                           "window.__blobs[0].text().then(done);")
         driver.save_screenshot(str(tmp_path / "done.png"))
     finally:
         driver.quit()
-    assert files, "the answers file was not downloaded"
+    assert saved.startswith("Saved as answers-tester-1-") and saved.endswith(".json")
+    files = [downloads / saved.removeprefix("Saved as ")]
+    files[0].write_text(text)  # what the rater's browser saves under that name
     data = json.loads(files[0].read_text())
     assert data["rater"] == "tester-1" and len(data["answers"]) == len(key["trials"])
     res = L.score_study(study, files, n_boot=100)

@@ -2,6 +2,8 @@
 
 import io
 import sys
+import time
+import types
 
 from facepii import progress
 
@@ -21,13 +23,23 @@ def test_log_lines_when_stderr_is_not_a_terminal(monkeypatch):
 
 
 def test_heartbeat_is_rate_limited(monkeypatch):
+    """At most one log line per HEARTBEAT seconds, on a clock the test drives (no wall-clock time)."""
     err = io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)
     monkeypatch.setattr(progress, "_enabled", True)
+    now = [1000.0]
+    monkeypatch.setattr(progress, "time", types.SimpleNamespace(monotonic=lambda: now[0], strftime=time.strftime))
     with progress.bar("embedding", 1000) as b:
-        for _ in range(1000):
+        for _ in range(1000):  # 1,000 updates within 29.97 s: no heartbeat
+            now[0] += 0.02997
             b.update()
-    assert len(err.getvalue().splitlines()) == 2  # start and end: no heartbeat within 30 s
+        assert len(err.getvalue().splitlines()) == 1
+        now[0] += 0.1  # 30.07 s after the start: one heartbeat, then none until 30 s later
+        b.update()
+        b.update()
+        assert len(err.getvalue().splitlines()) == 2
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 3 and "done in 30.1 s" in lines[-1]
 
 
 def test_stage_lines_in_a_log(monkeypatch):
