@@ -254,7 +254,9 @@ def write_bytes(path: Path, data: bytes) -> Path:
 
 
 def write_text(path: Path, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
+    """UTF-8; a file name that is not UTF-8 (held as lone surrogates) is written with its bytes as \\xNN escapes,
+    never an error after the work (score files percent-encode such names themselves)."""
+    return write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
 
 
 def write_figure(fig, path: Path) -> Path:

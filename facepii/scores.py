@@ -175,20 +175,26 @@ def utility_csv(s: PairScores, items: Items, title: str) -> str:
                 UTILITY_COLUMNS, rows)
 
 
-_UNSAFE = re.compile(r"[#\x00-\x1f\x7f]")
-_UNSAFE_TOKEN = re.compile(r"[\s#\x00-\x1f\x7f]")
+# also the bytes of a file name that is not UTF-8 (Python holds them as lone surrogates): %E9 for byte 0xE9
+_UNSAFE = re.compile("[#\x00-\x1f\x7f\udc80-\udcff]")
+_UNSAFE_TOKEN = re.compile("[\\s#\x00-\x1f\x7f\udc80-\udcff]")
+
+
+def _pct(m: re.Match) -> str:
+    c = ord(m.group())
+    return f"%{c - 0xDC00 if 0xDC80 <= c <= 0xDCFF else c:02X}"
 
 
 def _name(x) -> str:
     """A name (photo path, identity, judge) as a CSV field the readers recommended in the header read back whole:
     %, # (pandas' comment='#' cuts a line there) and control characters (a carriage return ends a line) are
     percent-encoded (%25, %23, %0D ...)."""
-    return _UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", str(x).replace("%", "%25"))
+    return _UNSAFE.sub(_pct, str(x).replace("%", "%25"))
 
 
 def _token(x) -> str:
     """A whitespace-free field of a four-column file: as :func:`_name`, and whitespace too (a space is %20)."""
-    return _UNSAFE_TOKEN.sub(lambda m: f"%{ord(m.group()):02X}", str(x).replace("%", "%25")) or "-"
+    return _UNSAFE_TOKEN.sub(_pct, str(x).replace("%", "%25")) or "-"
 
 
 def four_column(s: PairScores, items: Items, title: str) -> str:

@@ -179,11 +179,23 @@ def test_secret_key_attacker_uses_other_keys(world, sface):
 
 
 def test_black_box_optimize_runs_queries_only(world, sface):
+    """A black-box attacker reaches the target only through queries, and every query is counted: NES takes
+    2 x samples faces per step and victim (antithetic pairs), and the refined faces are closer to the stolen
+    templates than the decoder's start, by the target's own measure."""
+    from dataclasses import replace as _replace
+
+    from facepii.torch_onnx import QueryCounter
+
     faces, E, users, _, _ = world
     tm, T, _ = context(world, sface, "none", knowledge="black")
     assert tm.torch_encoder is None
-    out = fitted("optimize", T, faces, tm).reconstruct(T[:2])
+    counter = QueryCounter(sface)
+    tm = _replace(tm, encoder=counter)
+    atk = fitted("optimize", T, faces, tm)
+    before = counter.queries
+    out = atk.reconstruct(T[:2])
     assert out.shape == (2, 112, 112, 3)
+    assert counter.queries - before == 2 * TINY.nes_steps * 2 * TINY.nes_samples
 
 
 def test_mapper_inverts_a_disclosed_projection(world, sface):

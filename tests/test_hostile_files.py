@@ -290,3 +290,34 @@ def test_provenance_reads_git_without_taking_its_lock(monkeypatch, tmp_path):
     monkeypatch.setattr(provenance.subprocess, "run", fake)
     assert provenance.git_revision(tmp_path) == {"revision": "abc", "edited": True}
     assert len(seen) == 2 and all(env.get("GIT_OPTIONAL_LOCKS") == "0" for _, env in seen)
+
+
+@pytest.mark.integration
+def test_non_utf8_photo_names_and_out_folder(celeba, tmp_path, capsys):
+    """A photo whose file name is not UTF-8, and an --out folder whose name is not, end in a report (exit 0):
+    the score files percent-encode the name's bytes (%E9), the other text files escape them."""
+    import shutil
+
+    from helpers import run_cli
+
+    ids = {}
+    for line in (celeba / "identity_CelebA.txt").read_text().splitlines():
+        f, i = line.split()
+        if (celeba / "img_celeba" / f).is_file():
+            ids.setdefault(i, []).append(f)
+    chosen = [v[:3] for v in ids.values() if len(v) >= 3][:3]
+    root = os.fsencode(tmp_path / "ds")
+    for k, files in enumerate(chosen):
+        d = os.path.join(root, b"p%d" % k)
+        os.makedirs(d)
+        for j, f in enumerate(files):
+            name = b"caf\xe9_%d.jpg" % j if k == 0 else b"%d.jpg" % j
+            shutil.copy(celeba / "img_celeba" / f, os.path.join(d, name))
+    out = os.fsdecode(os.fsencode(tmp_path) + b"/out-\xe9")
+    code, _, err = run_cli(["evaluate", "-q", "--dataset", f"folder:{os.fsdecode(root)}", "--no-privacy",
+                            "--bootstrap", "100", "--cache-dir", str(tmp_path / "cache"), "--out", out], capsys)
+    assert code == 0, err
+    csv_text = (Path(out) / "scores" / "00-none.csv").read_text(encoding="utf-8")
+    assert "caf%E9_0.jpg" in csv_text
+    assert json.loads((Path(out) / "report.json").read_text())["rows"]
+    (Path(out) / "report.md").read_text(encoding="utf-8")  # valid UTF-8
