@@ -41,7 +41,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 
 from attacks import DEFAULT_ATTACKS
-from facepii.config import EvaluateConfig, parse_scores, parse_size
+from facepii.config import EvaluateConfig, parse_param_options, parse_scores, parse_size
 from facepii.errors import ConfigError, ParameterError, ReportError
 from facepii.labels import LEAKAGE, PRIVACY_ORACLE, PRIVACY_TEMPLATES, RANK1, SAR_1E3, TAR_1E3, label_of, tar_key
 
@@ -145,6 +145,25 @@ def check_evaluate(ev: dict, where: Path | str = "config"):
     ev = {"attacks": list(DEFAULT_ATTACKS), **ev}
     if isinstance(ev.get("max_memory"), str):  # "4GB", as --max-memory takes it
         ev["max_memory"] = parse_size(ev["max_memory"])
+    # the CLI's forms: comma-separated lists as --defense/--attack/--epsilon take them, "sigma=0.02,0.05" (or a
+    # list of such) as --param, "0.25" or "50" as --victims
+    try:
+        for key in ("defenses", "attacks"):
+            if isinstance(ev.get(key), str):
+                ev[key] = [x.strip() for x in ev[key].split(",") if x.strip()]
+        if isinstance(ev.get("epsilons"), str):
+            ev["epsilons"] = [float(x) for x in ev["epsilons"].split(",") if x.strip()]
+        elif isinstance(ev.get("epsilons"), (int, float)) and not isinstance(ev["epsilons"], bool):
+            ev["epsilons"] = [float(ev["epsilons"])]
+        if isinstance(ev.get("params"), str):
+            ev["params"] = parse_param_options([ev["params"]])
+        elif isinstance(ev.get("params"), list) and all(isinstance(x, str) for x in ev["params"]):
+            ev["params"] = parse_param_options(ev["params"])
+        if isinstance(ev.get("victims"), str):
+            v = float(ev["victims"])
+            ev["victims"] = int(v) if v >= 1 and v == int(v) else v
+    except (ValueError, ParameterError) as e:
+        raise ConfigError(f"{where}: [evaluate]: {e}") from None
     if isinstance(ev.get("scores"), str):  # "all", "none", "1e5", as --scores takes it
         try:
             ev["scores"] = parse_scores(ev["scores"])

@@ -135,6 +135,19 @@ def test_evaluate_table_takes_the_clis_forms(tmp_path):
         assert g.evaluate_config(g.load_config(p)["evaluate"]).data.scores == want
 
 
+def test_evaluate_table_takes_the_clis_list_forms(tmp_path):
+    p = tmp_path / "facepii.toml"
+    p.write_text('[evaluate]\ndefenses = "none, noise"\nparams = "sigma=0.02,0.05"\nattacks = "nearest,decoder"\n'
+                 'epsilons = 1.0\nvictims = "0.25"\n[gate]\nmax_sar = 0.1\n')
+    cfg = g.evaluate_config(g.load_config(p)["evaluate"])
+    assert cfg.protect.defenses == ["none", "noise"] and cfg.protect.params == {"sigma": [0.02, 0.05]}
+    assert cfg.privacy.attacks == ["nearest", "decoder"] and cfg.protect.epsilons == [1.0]
+    assert cfg.privacy.victims == 0.25
+    p.write_text('[evaluate]\nepsilons = "a,b"\n[gate]\nmax_sar = 0.1\n')
+    with pytest.raises(ConfigError, match=r"\[evaluate\]"):
+        g.load_config(p)
+
+
 def test_pyproject_tool_table(tmp_path):
     p = tmp_path / "pyproject.toml"
     p.write_text('[project]\nname = "x"\n[tool.facepii.evaluate]\nbudget = "quick"\n'
