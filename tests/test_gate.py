@@ -196,3 +196,16 @@ def test_cli_config_without_rules(tmp_path, report_file, capsys):
     cfg.write_text("[evaluate]\nseed = 1\n")
     rc, _, err = run_cli(["gate", "--config", cfg, "--report", report_file], capsys)
     assert rc == 2 and "holds no rule" in err
+
+
+def test_gate_out_inside_the_dataset_is_refused_before_the_work(tmp_path, monkeypatch, capsys):
+    """As evaluate refuses it: the next run would take facepii's pictures there for photos of people."""
+    from helpers import write_folder_dataset
+
+    data = write_folder_dataset(tmp_path / "faces", n_ids=2, per_id=2)
+    cfg = tmp_path / "facepii.toml"
+    cfg.write_text(f'[evaluate]\ndataset = "folder:{data}"\nattacks = []\n[gate]\nmin_tar_at_far = '
+                   '{far = 1e-3, value = 0.1}\n')
+    rc, _, err = run_cli(["gate", "--config", str(cfg), "--out", str(data / "report")], capsys)
+    assert rc == 2 and "inside the dataset folder" in err and len(err.strip().splitlines()) == 1
+    assert not (data / "report").exists()
