@@ -21,6 +21,7 @@ from facepii import progress
 from facepii.encoders import get_encoder, spec_list
 from facepii.labels import SAR_1E3, fmt_est
 from facepii.pipeline import run
+from facepii.report.render import _md_cell
 
 SCHEMA = "facepii.transfer/1"
 
@@ -84,9 +85,8 @@ class Transfer:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
 
     def markdown(self) -> str:
-        from facepii.report.render import _md_cell  # names from a plug-in or a model file are text, never markup
-
         headers, body = self.rows()
+        # names from a plug-in or a model file are text, never markup
         table = tabulate([[_md_cell(c) for c in r] for r in body], headers=[_md_cell(h) for h in headers],
                          tablefmt="github", disable_numparse=True)
         parts = ["# facepii transfer matrix", "", table, "", self.NOTE, ""]
