@@ -48,3 +48,20 @@ def mobilefacenet_or_skip() -> Path:
 @pytest.fixture(scope="session")
 def mobilefacenet() -> Path:
     return mobilefacenet_or_skip()
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected: only when the test will run
+def pytest_collection_modifyitems(session, config, items):
+    """The emulated-CPU check (tests/test_golden.py) runs for minutes on one core: start it as soon as the
+    session knows it will run, so that it overlaps the other tests."""
+    from test_golden import EMULATED_TEST, start_emulated
+
+    if not config.option.collectonly and any(item.name == EMULATED_TEST for item in items):
+        config._facepii_emulated = start_emulated()
+
+
+def pytest_unconfigure(config):
+    got = getattr(config, "_facepii_emulated", None)
+    if got is not None and got[0].poll() is None:
+        got[0].kill()
+        got[0].communicate()

@@ -81,21 +81,30 @@ def _clean_env() -> dict:
     return {k: v for k, v in os.environ.items() if k not in (*HOSTILE, "FACEPII_FAST_KERNELS")}
 
 
-@pytest.fixture(scope="module")
-def emulated():
-    """tests/cpu_probe.py under QEMU emulating an Intel Haswell, started before the golden run so that the
-    two (one thread each) share CI's two cores; None without qemu-x86_64 or the test data."""
+EMULATED_TEST = "test_an_emulated_intel_haswell_computes_the_same_bits"
+
+
+def start_emulated():
+    """tests/cpu_probe.py under QEMU emulating an Intel Haswell, in the background: (process, args), or None
+    without qemu-x86_64 or the test data. conftest.py starts it when the session collects the emulated test,
+    so that its minutes of one core overlap the other slow tests instead of being waited for at the end."""
     qemu = shutil.which("qemu-x86_64")
     if qemu is None or not (CELEBA / "identity_CelebA.txt").is_file() or not MOBILEFACENET.is_file():
-        yield None
-        return
+        return None
     args = [str(ROOT / "tests" / "cpu_probe.py"), str(CELEBA), str(MOBILEFACENET), "--small"]
     p = subprocess.Popen([qemu, "-cpu", "Haswell", sys.executable, *args], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=_clean_env(), cwd=ROOT)
-    yield p, args
-    if p.poll() is None:
-        p.kill()
-        p.communicate()
+    return p, args
+
+
+@pytest.fixture(scope="module")
+def emulated(request):
+    started = getattr(request.config, "_facepii_emulated", None)
+    got = started if started is not None else start_emulated()
+    yield got
+    if got is not None and got[0].poll() is None:
+        got[0].kill()
+        got[0].communicate()
 
 
 def run_golden(out: Path, cache: Path, extra_env: dict | None = None) -> dict:
