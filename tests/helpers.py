@@ -177,3 +177,10 @@ def make_report(leak=(5.0, 3.0, 8.0), sar=(0.02, 0.01, 0.04), tar=(0.70, 0.65, 0
         row("noise", {"sigma": 0.05}, tar, leak, sar)]}
 
 
+def embeddings_npz(path: Path, n_ids: int = 30, per_id: int = 4, dim: int = 64, seed: int = 0) -> Path:
+    """An embeddings:FILE.npz dataset of clustered random templates (n_ids identities, per_id each)."""
+    rng = np.random.default_rng(seed)
+    lab = np.repeat(np.arange(n_ids), per_id)
+    E = rng.normal(size=(n_ids, dim))[lab] + rng.normal(scale=1.0, size=(n_ids * per_id, dim))
+    np.savez(path, embeddings=E.astype(np.float32), labels=lab.astype(str))
+    return path

@@ -1,19 +1,13 @@
 import json
 
-import numpy as np
 import pytest
 
-from helpers import run_cli
+from helpers import embeddings_npz, run_cli
 
 
 @pytest.fixture
 def npz(tmp_path):
-    rng = np.random.default_rng(0)
-    lab = np.repeat(np.arange(30), 4)
-    E = rng.normal(size=(30, 64))[lab] + rng.normal(scale=1.0, size=(120, 64))
-    p = tmp_path / "emb.npz"
-    np.savez(p, embeddings=E.astype(np.float32), labels=lab.astype(str))
-    return p
+    return embeddings_npz(tmp_path / "emb.npz")
 
 
 def test_evaluate_on_embeddings_prints_table_and_writes_json(npz, tmp_path, capsys):

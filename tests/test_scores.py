@@ -20,7 +20,7 @@ from facepii.errors import ReportError
 from facepii.estimates import RowEstimates, det_from
 from facepii.metrics._verification import det_curve
 
-from helpers import run_cli
+from helpers import embeddings_npz, run_cli
 
 
 def _rows(text: str) -> list[dict]:
@@ -357,12 +357,7 @@ def test_score_folder_safety(tmp_path):
 
 
 def _npz(tmp_path):
-    rng = np.random.default_rng(0)
-    lab = np.repeat(np.arange(20), 4)
-    E = rng.normal(size=(20, 32))[lab] + rng.normal(scale=1.0, size=(80, 32))
-    p = tmp_path / "emb.npz"
-    np.savez(p, embeddings=E.astype(np.float32), labels=lab.astype(str))
-    return p
+    return embeddings_npz(tmp_path / "emb.npz", n_ids=20, dim=32)
 
 
 def test_no_stale_score_files_and_no_users_file_removed(tmp_path, capsys):
