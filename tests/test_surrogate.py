@@ -36,6 +36,7 @@ def test_surrogates_are_for_a_black_box_attacker_and_never_judges(tmp_path, caps
 
 def test_a_torch_copy_that_disagrees_with_onnxruntime_is_refused(monkeypatch, models):
     import facepii.torch_onnx as T
+    import facepii.torch_onnx.encoder as E
     from facepii.encoders import get_encoder
 
     enc = get_encoder(f"onnx:{models[0]}")
@@ -50,7 +51,7 @@ def test_a_torch_copy_that_disagrees_with_onnxruntime_is_refused(monkeypatch, mo
         buf.mul_(1.5)
         return net
 
-    monkeypatch.setattr(T, "build", off)
+    monkeypatch.setattr(E, "build", off)  # what torch_encoder_for builds the copy with
     with pytest.raises(EncoderError, match="disagrees with onnxruntime.*--knowledge black"):
         T.torch_encoder_for(enc, faces)
 
