@@ -175,11 +175,18 @@ def evaluate(
     victims: Annotated[str | None, typer.Option(
         "--victims", metavar="N|FRACTION",
         help="Victim identities (the rest are the attacker's auxiliary set): a count or a fraction "
-             "(default: a quarter, at least 50 where the data allows).")] = None,
+             "(default: a quarter, at least 50 where the data allows; with --attacker-data, every identity "
+             "with enough photos).")] = None,
     max_aux: Annotated[int, typer.Option(
         "--max-aux", metavar="N",
         help="At most N auxiliary identities for the attacks to train on: a seeded sample when the "
              "dataset has more (large galleries); the victims are unchanged.")] = 1000,
+    attacker_data: Annotated[str | None, typer.Option(
+        "--attacker-data", metavar="SPEC",
+        help="The attacker's own photos (celeba:DIR, folder:DIR or lfw; a large public set) instead of the "
+             "evaluated dataset's non-victim identities: the attacks train on them, every identity of --dataset "
+             "with enough photos may be a victim (default), and the report says what the attacker trained on. "
+             "Photos and people of the victims found there are set aside.")] = None,
     templates_per_victim: Annotated[str, typer.Option(
         "--templates-per-victim", metavar="K[,K...]",
         help="Stolen templates per victim (a breached database often holds several enrolments of one person): "
@@ -230,14 +237,14 @@ def evaluate(
         epsilons=[_number(e, "--epsilon") for e in _split(epsilon)],
         attacks=[] if no_privacy else (_split(attack) or list(DEFAULT_ATTACKS)), judge=judge,
         knowledge=knowledge, surrogate=surrogate, key=key, budget=budget, victims=_victims(victims), max_aux=max_aux,
-        device=device, templates_per_victim=templates_per_victim, prior=prior,
+        device=device, templates_per_victim=templates_per_victim, prior=prior, attacker_data=attacker_data,
         oracle=oracle, oracle_queries=oracle_queries,
     ).validate()
     # every output path is checked before the long work starts
     if json_out:
         outputs.check_output_file(json_out, "--json", out)
     if out:
-        outputs.check_out_dir(out, dataset=cfg.data.dataset)
+        outputs.check_out_dir(out, dataset=_data_folders(cfg))
     if cache_dir and not no_cache:
         outputs.check_cache_dir(cache_dir)
     targets = spec_list(cfg.data.encoder, "--encoder")
@@ -253,6 +260,11 @@ def evaluate(
         _write_out(evaluation, out)
 
 
+def _data_folders(cfg) -> list[str | None]:
+    """The dataset specs whose folders no output may lie in: the evaluated one and the attacker's."""
+    return [cfg.data.dataset, cfg.privacy.attacker_data]
+
+
 def _transfer(cfg, targets: list[str], out: Path | None, json_out: Path | None) -> None:
     """Several targets: each evaluated in turn (the others judge it), then the transfer matrix."""
     if str(cfg.data.dataset or "").startswith("embeddings:"):
@@ -264,7 +276,7 @@ def _transfer(cfg, targets: list[str], out: Path | None, json_out: Path | None) 
                              f"{next(f for f in folders if folders.count(f) > 1)!r}; copy or rename one model file.")
     if out:
         for f in folders:
-            outputs.check_out_dir(Path(out) / f, dataset=cfg.data.dataset)
+            outputs.check_out_dir(Path(out) / f, dataset=_data_folders(cfg))
     tr = run_transfer(cfg)
     for t, ev in zip(tr.targets, tr.evaluations):
         typer.echo(f"\n===== target {t} =====")
@@ -340,7 +352,7 @@ def gate(
         outputs.check_output_file(junit, "--junit", out)
     if out:
         # as evaluate: never inside the dataset (its next read would take facepii's pictures for photos)
-        outputs.check_out_dir(out, dataset=cfg.data.dataset if cfg is not None else None)
+        outputs.check_out_dir(out, dataset=_data_folders(cfg) if cfg is not None else None)
     evaluation = rep = None
     if report is not None:
         rep = Report.from_dict(read_report(report), str(report))

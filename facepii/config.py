@@ -22,6 +22,7 @@ import defenses as defense_registry
 from attacks import registry as attack_registry
 from attacks.facemodel import BUDGETS
 from attacks.prior import KINDS as PRIOR_KINDS
+from facepii.datasets import LOADERS, dataset_root
 from facepii.encoders import spec_list
 from facepii.errors import ConfigError, ParameterError
 from facepii.executor import check as check_executor
@@ -70,6 +71,7 @@ class PrivacyConfig:
     device: str = "cpu"
     oracle: str = "none"
     oracle_queries: int | None = None
+    attacker_data: str | None = None  # the attacker's own photos (a dataset spec) instead of the auxiliary split
     prior: str = "eigenfaces"      # the attacker's face prior: eigenfaces, detail, or a file (facepii prior train)
     templates_per_victim: list[int] = field(default_factory=lambda: [1])  # K stolen templates per victim;
     #                                 the first K is the headline, every K is reported (--templates-per-victim 1,2,4)
@@ -165,6 +167,8 @@ class EvaluateConfig:
         if p.prior not in PRIOR_KINDS and not Path(p.prior).is_file():
             raise ParameterError(f"--prior {p.prior}: neither detail nor eigenfaces, and no such file (a prior file "
                                  "is written by `facepii prior train`).")
+        if p.attacker_data is not None:
+            check_attacker_data(p.attacker_data, d.dataset)
         q = p.oracle_queries
         if q is not None and (isinstance(q, bool) or not isinstance(q, int) or not 10 <= q <= 100_000):
             raise ParameterError(f"--oracle-queries must be an integer in 10..100000, got {q!r}.")
@@ -172,7 +176,8 @@ class EvaluateConfig:
             raise ParameterError("--oracle-queries without --oracle: say which oracle (score or decision), or drop it.")
         if not p.attacks:  # utility only: an option of the attacks would be silently ignored
             for name, given in (("--oracle", p.oracle != "none"), ("--judge", p.judge is not None),
-                                ("--surrogate", p.surrogate is not None), ("--prior", p.prior != "eigenfaces")):
+                                ("--surrogate", p.surrogate is not None), ("--prior", p.prior != "eigenfaces"),
+                                ("--attacker-data", p.attacker_data is not None)):
                 if given:
                     raise ParameterError(f"{name} has no effect without attacks (--no-privacy, or attacks = [] in a "
                                          "gate config): drop one of the two.")
@@ -207,6 +212,20 @@ class EvaluateConfig:
         specs = [s for s in self.protect.defenses if s != "none"]
         rows = [("none", {})] + defense_grid(specs, self.protect.params)
         return rows + [("noise", {"epsilon": float(e)}) for e in self.protect.epsilons]
+
+
+def check_attacker_data(spec: Any, dataset: str | None) -> None:
+    """--attacker-data: a dataset spec of photos (not embeddings), not the evaluated dataset itself."""
+    kind = spec.partition(":")[0] if isinstance(spec, str) else None
+    if kind is None or kind not in LOADERS or (kind != "lfw" and not spec.partition(":")[2]):
+        raise ParameterError(f"--attacker-data must be a dataset spec of photos (celeba:DIR, folder:DIR, lfw:DIR), "
+                             f"got {spec!r}.")
+    if kind == "embeddings":
+        raise ParameterError(f"--attacker-data {spec}: the attacks learn from photos; an embeddings file holds none.")
+    mine, theirs = dataset_root(spec), dataset_root(dataset)
+    if spec == dataset or (mine is not None and mine == theirs):
+        raise ParameterError(f"--attacker-data {spec}: the evaluated dataset itself; leave the option out and the "
+                             "attacker trains on its identities that are not victims (the auxiliary split).")
 
 
 def _coerce(name: str, value: Any, annotation: str, where: str) -> Any:

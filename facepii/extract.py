@@ -74,6 +74,12 @@ def _hash_item(fs: FaceSet, i: int) -> str:
         return content_hash(f.read())
 
 
+def _uncentred(enc: Encoder, faces: np.ndarray) -> np.ndarray:
+    """The model's own output (what the cache stores), before the centring a centred encoder may already hold."""
+    raw = getattr(enc, "raw", None)
+    return raw(faces) if callable(raw) else enc.embed(faces)
+
+
 def extract(fs: FaceSet, encoders: list[Encoder], cache: Cache | None = None,
             aligner: FaceAligner | None = None, batch_size: int = 32, executor=None) -> Extraction:
     """Embed every usable face of ``fs`` with every encoder; see the module docstring. With a
@@ -202,7 +208,7 @@ def _compute(fs, todo, encoders, cache, aligner, batch_size, landmarks, skipped,
                         eid = encoder_id(enc)
                         need = [j for j, i in enumerate(idx) if i not in emb[eid]]
                         if need:
-                            vecs[eid] = ([idx[j] for j in need], enc.embed(faces[need]))
+                            vecs[eid] = ([idx[j] for j in need], _uncentred(enc, faces[need]))
                 _commit(cache, encoders, idx if faces is not None else [], new_lm, vecs, landmarks, skipped, emb,
                         emb_keys, lm_keys, stats)
                 b.update(len(idx) + sum(isinstance(v, str) for v in new_lm.values()))

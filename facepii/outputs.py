@@ -106,18 +106,19 @@ def check_cache_dir(d: str | Path, option: str = "--cache-dir") -> Path:
     return p
 
 
-def check_out_dir(out: str | Path, option: str = "--out", dataset: str | None = None) -> Path:
+def check_out_dir(out: str | Path, option: str = "--out", dataset: str | list[str | None] | None = None) -> Path:
     """The report folder: a real folder (or creatable; not a link), writable, not inside the dataset it
-    evaluates; the files facepii will replace are plain files; an existing ``lineup/`` holds only what
-    facepii wrote there."""
+    evaluates (nor the attacker's: ``dataset`` may list both specs); the files facepii will replace are
+    plain files; an existing ``lineup/`` holds only what facepii wrote there."""
     p = Path(out)
     if p.is_symlink():
         raise OutputError(f"{option} {p}: is a symbolic link; give the folder itself (facepii never writes "
                           "through a link).")
     if p.exists() and not p.is_dir():
         raise OutputError(f"{option} {p}: is a file; give a folder.")
-    root = dataset_root(dataset)
-    if root is not None:
+    for root in (dataset_root(d) for d in (dataset if isinstance(dataset, list) else [dataset])):
+        if root is None:
+            continue
         q = p.expanduser().resolve()
         if q == root or root in q.parents:
             raise OutputError(f"{option} {p}: is inside the dataset folder {root}; its next read would take "

@@ -22,6 +22,7 @@ import numpy as np
 
 import defenses as registry
 from facepii import __version__, metrics, progress
+from facepii.attacker_data import load_attacker_photos, victim_centroids
 from facepii.cache import Cache, default_cache_dir
 from facepii.config import EvaluateConfig
 from facepii.cpus import usable_cpus
@@ -108,6 +109,7 @@ class Attacked:
     raw_impostor: np.ndarray
     victims: np.ndarray          # the victims' labels, in source order
     sources: np.ndarray          # their source faces (the stolen templates' photos)
+    attacker_data: dict | None = None  # --attacker-data: what the attacker's photos were (else the split's)
 
 
 def run(cfg: EvaluateConfig) -> Evaluation:
@@ -158,16 +160,21 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executo
         fit_pos = None  # the defender fits its defense on its own users' enrolments: the victims
         if want_privacy:
             with progress.stage("split and judges"):
-                split = split_identities(labels, p.victims, cfg.seed, p.max_aux, max(p.templates_per_victim))
+                split = split_identities(labels, p.victims, cfg.seed, p.max_aux, max(p.templates_per_victim),
+                                         aux_elsewhere=p.attacker_data is not None)
                 fit_pos = split.victim_pos
                 judges = make_judges(embedded, split, encoders["judge"], target,
                                      [e for r, e in encoders.items() if r not in ("target", "judge")])
+            aux, centroids = None, None
+            if p.attacker_data is not None:  # the attacker's own photos, none of a victim
+                centroids = victim_centroids(embedded, split, target)
+                aux = load_attacker_photos(cfg, target, embedded, split, cache, executor, centroids)
             with progress.stage("attacker's face model"), compute_threads(cfg.data.threads):
-                kit = prepare_attacker(p, cfg.seed, embedded, split, target, cache, list(surrogates))
+                kit = prepare_attacker(p, cfg.seed, embedded, split, target, cache, list(surrogates), aux, centroids)
             raw_impostor = metrics.pair_scores(embedded.embeddings["target"], labels,
                                                metrics.comparator(target.comparator))[1]
             attacked = Attacked(split, kit, judges, raw_impostor, labels[split.source_pos],
-                                embedded.aligned(split.source_pos))
+                                embedded.aligned(split.source_pos), None if aux is None else aux.block)
     finally:
         cache.close()
     remote, whole, floors = {}, {}, None
@@ -448,13 +455,18 @@ def _baselines_task(faces, cfg, attacked) -> dict:
 
 def _privacy_extra(cfg: EvaluateConfig, attacked: Attacked, labels, judge_is_target: bool) -> dict:
     p, split, judges, kit = cfg.privacy, attacked.split, attacked.judges, attacked.kit
+    own = attacked.attacker_data
+    split_block = split.to_dict(labels)
+    if own is not None:  # the auxiliary figures are the attacker's own photos'
+        split_block.update(auxiliary_identities=own["identities"], auxiliary_images=own["photos"],
+                           auxiliary_identities_available=own["identities_available"], attacker_data=own)
     return {
-        "threat_model": threat_model(p.knowledge, p.key, len(np.unique(labels[split.aux_pos])),
+        "threat_model": threat_model(p.knowledge, p.key, len(np.unique(kit.aux_users)),
                                      len(split.victim_ids), judges["judge"].encoder.name, judge_is_target,
                                      p.oracle, p.oracle_queries or ORACLE_QUERIES.get(p.oracle),
                                      [s.name for s in kit.surrogates],
-                                     kit.aux_queries if kit.queries is not None else None),
-        "split": split.to_dict(labels),
+                                     kit.aux_queries if kit.queries is not None else None, own),
+        "split": split_block,
         "privacy_baselines": {"random_guess_rank1": 1.0 / len(split.victim_ids)},
         "judges": {**{r: encoder_dict(j.encoder) for r, j in judges.items() if r != "target"},
                    "target": encoder_dict(kit.target),

@@ -21,8 +21,9 @@ import defenses as defense_registry
 from attacks.base import RowCache, ThreatModel, recovered_embeddings
 from attacks.facemodel import BUDGETS, FaceModel
 from attacks.oracle import Oracle, Prior, calibrate, decision_search, score_solver
-from attacks.prior import KINDS, PRIOR_BUDGETS, PRIOR_FORMAT, SAME_PERSON, FacePrior, PriorSettings, identity_centroids
+from attacks.prior import KINDS, PRIOR_BUDGETS, PRIOR_FORMAT, SAME_PERSON, FacePrior, PriorSettings
 from facepii import kernels
+from facepii.attacker_data import AttackerPhotos, victim_centroids
 from facepii.cache import Cache
 from facepii.config import PrivacyConfig
 from facepii.encoder_base import embedding_problem, same_model
@@ -116,14 +117,18 @@ def resolve_surrogates(spec: str | None, target: Encoder) -> list[Encoder]:
 
 
 def prepare_attacker(p: PrivacyConfig, seed: int, embedded: EmbeddedSet, split: Split, target: Encoder,
-                     cache: Cache, surrogates: list[Encoder] | None = None) -> AttackerKit:
+                     cache: Cache, surrogates: list[Encoder] | None = None, aux: AttackerPhotos | None = None,
+                     centroids: np.ndarray | None = None) -> AttackerKit:
     """The attacker's means. White box: the torch copy of the target, checked against onnxruntime on its
     auxiliary faces. Black box: the target behind a query counter (its auxiliary photos' embeddings are
-    queries too) and, with ``surrogates``, their torch copies, in whose space it works."""
+    queries too) and, with ``surrogates``, their torch copies, in whose space it works. Its photos: the
+    split's auxiliary identities, or ``aux`` (``--attacker-data``). ``centroids``: the victims' mean SFace
+    embeddings, when already computed."""
     budget = BUDGETS[p.budget]
-    labels = embedded.labels
-    E = embedded.embeddings["target"]
-    aux_faces = embedded.aligned(split.aux_pos)
+    src, aux_pos = (embedded, split.aux_pos) if aux is None else (aux.photos, aux.pos)
+    labels = src.labels
+    E = src.embeddings["target"]
+    aux_faces = src.aligned(aux_pos)
     check = aux_faces[:CHECK_FACES]
     torch_enc, space, queries = None, None, None
     if p.knowledge == "white":
@@ -138,11 +143,13 @@ def prepare_attacker(p: PrivacyConfig, seed: int, embedded: EmbeddedSet, split: 
             if p.device != "cpu":
                 torch_enc.to(p.device)
             space = torch_enc.embed(aux_faces)
-    kit = AttackerKit(target, p.knowledge, budget, aux_faces, E[split.aux_pos], labels[split.aux_pos], None,
+    kit = AttackerKit(target, p.knowledge, budget, aux_faces, E[aux_pos], labels[aux_pos], None,
                       torch_enc, seed, p.device, surrogates=list(surrogates or []), space=space, queries=queries)
-    keys = [embedded.keys[int(i)] for i in split.aux_pos]
+    keys = [src.keys[int(i)] for i in aux_pos]
     victim_keys = [embedded.keys[int(i)] for i in split.victim_pos]
-    people = _victim_centroids(embedded, split, target) if p.prior not in KINDS else None
+    people = None
+    if p.prior not in KINDS:
+        people = centroids if centroids is not None else victim_centroids(embedded, split, target)
     prior, kit.prior_source = attacker_prior(p, seed, kit.aux_faces, keys, kit.aux_users, victim_keys, cache,
                                              people)
     kit.face_model, kit.face_model_source = _face_model(kit, keys, cache, prior)
@@ -165,22 +172,12 @@ def prior_key(p: PrivacyConfig, settings: PriorSettings, keys: list[str], seed: 
     return "prior-" + h.hexdigest()[:24]
 
 
-def _victim_centroids(embedded: EmbeddedSet, split: Split, target: Encoder) -> np.ndarray:
-    """Each victim's mean unit SFace embedding (a prior file's identities are compared with these)."""
-    pos = split.victim_pos
-    if getattr(target, "name", None) == "sface":
-        E = embedded.embeddings["target"][pos]
-    else:
-        E = get_encoder("sface").embed(embedded.aligned(pos))
-    return identity_centroids(E, embedded.labels[pos])
-
-
 def attacker_prior(p: PrivacyConfig, seed: int, faces: np.ndarray, keys: list[str], labels: np.ndarray,
                    victim_keys: list[str], cache: Cache, victim_centroids: np.ndarray | None = None
                    ) -> tuple[FacePrior, str]:
     """The attacker's face prior (:mod:`attacks.prior`): ``--prior FILE`` (refused when trained on a victim's
     photo, or on one of the victims by its identities' embeddings), or one of the built-in kinds trained on
-    the auxiliary faces, or read from the cache."""
+    the attacker's faces (the auxiliary split's, or --attacker-data's), or read from the cache."""
     spec = p.prior
     if spec not in KINDS:
         prior = load_prior(spec)
@@ -197,8 +194,9 @@ def attacker_prior(p: PrivacyConfig, seed: int, faces: np.ndarray, keys: list[st
                                      "must come from other people's photos.")
         return prior, f"file {spec}"
     settings = replace(PRIOR_BUDGETS[p.budget], kind=spec)
+    source = "auxiliary split" if p.attacker_data is None else f"attacker data {p.attacker_data}"
     if spec == "eigenfaces":  # a PCA: cheaper to compute than to read
-        return FacePrior.train(faces, keys, labels, settings, seed, "auxiliary split"), "trained"
+        return FacePrior.train(faces, keys, labels, settings, seed, source), "trained"
     name = prior_key(p, settings, keys, seed)
     data, why = cache.get_model(name)
     if data is not None:
@@ -206,7 +204,7 @@ def attacker_prior(p: PrivacyConfig, seed: int, faces: np.ndarray, keys: list[st
             return FacePrior.from_bytes(data, "cached prior"), "cache"
         except ValueError as exc:
             why = str(exc)
-    prior = FacePrior.train(faces, keys, labels, settings, seed, "auxiliary split")
+    prior = FacePrior.train(faces, keys, labels, settings, seed, source)
     cache.put_model(name, prior.to_bytes())
     return prior, "trained" if why is None else f"retrained (cache entry unusable: {why})"
 

@@ -71,10 +71,12 @@ def load_selected(cfg: EvaluateConfig) -> FaceSet:
 
 
 def embed(cfg: EvaluateConfig, fs: FaceSet, encoders: dict[str, Encoder], cache: Cache,
-          executor=None) -> EmbeddedSet:
+          executor=None, fixed_centre: bool = False) -> EmbeddedSet:
     """One extraction pass over the photos for every role's encoder (a role sharing the target's
     model reuses its embeddings); identities left with fewer than --min-images usable photos are
-    excluded, each photo listed with the reason."""
+    excluded, each photo listed with the reason. A mean-centred encoder takes the mean of these photos,
+    or with ``fixed_centre`` keeps the one it holds (the attacker's photos are centred as the
+    evaluation's are)."""
     unique = list({encoder_id(e): e for e in encoders.values()}.values())
     ex = extract(fs, unique, cache, executor=executor)
     min_images = cfg.data.min_images
@@ -107,7 +109,9 @@ def embed(cfg: EvaluateConfig, fs: FaceSet, encoders: dict[str, Encoder], cache:
     embeddings = {}
     for r, e in encoders.items():
         E = ex.for_encoder(e)
-        if getattr(e, "center", False):
+        if getattr(e, "center", False) and fixed_centre:
+            E = E - e.center_mean
+        elif getattr(e, "center", False):
             # mean-centring (onnx:...?center=1): the mean of the evaluation's photos, kept by the encoder so
             # that everything it embeds later (reconstructions, queries) is centred the same way
             e.center_mean = E.mean(axis=0).astype(np.float32)
@@ -122,8 +126,15 @@ def embed(cfg: EvaluateConfig, fs: FaceSet, encoders: dict[str, Encoder], cache:
 # ---------------------------------------------------------------- Split
 
 
-def n_victims(n_ids: int, victims: float | int | None) -> int:
-    """Default: a quarter of the identities, at least 50 where the data allows."""
+def n_victims(n_ids: int, victims: float | int | None, aux_elsewhere: bool = False) -> int:
+    """Default: a quarter of the identities, at least 50 where the data allows (with the attacker's photos
+    elsewhere, ``aux_elsewhere``: every identity may be a victim; see :func:`split_identities`)."""
+    if aux_elsewhere:
+        n = n_ids if victims is None else round(victims * n_ids) if isinstance(victims, float) else int(victims)
+        if n < 2 or n > n_ids:
+            raise ParameterError(f"--victims {victims}: needs at least 2 victims and at most the {n_ids} identities "
+                                 "of the dataset; give a count (e.g. 50) or a fraction (e.g. 0.25).")
+        return n
     if victims is None:
         n = max(round(0.25 * n_ids), min(50, n_ids // 2))
     elif isinstance(victims, float) and 0 < victims < 1:
@@ -181,17 +192,19 @@ class Split:
 
 
 def split_identities(labels: np.ndarray, victims: float | int | None, seed: int,
-                     max_aux: int | None = None, templates: int = 1) -> Split:
+                     max_aux: int | None = None, templates: int = 1, aux_elsewhere: bool = False) -> Split:
     """Seeded: victims drawn among identities with >= ``templates`` + 1 photos (``templates`` stolen
     templates' photos, at least one in the judge's gallery), the rest is auxiliary (at most ``max_aux``
     identities of it, a seeded sample, drawn after the victims so that they do not change). With one
     template per victim the split is the same as it always was; with K_max > 1 every K <= K_max shares
-    the victims, the gallery and the first stolen photo."""
+    the victims, the gallery and the first stolen photo. With ``aux_elsewhere`` (``--attacker-data``) the
+    attacker's photos come from another dataset: no auxiliary identity here, and by default every identity
+    with enough photos is a victim."""
     labels = np.asarray(labels)
     ids, counts = np.unique(labels, return_counts=True)
     need = templates + 1
     eligible = ids[counts >= need]
-    n = n_victims(len(ids), victims)
+    n = n_victims(len(eligible) if aux_elsewhere and victims is None else len(ids), victims, aux_elsewhere)
     if n > len(eligible):
         what = f"--templates-per-victim {templates}: " if templates > 1 else ""
         raise ParameterError(f"{what}--victims {n}: only {len(eligible)} identities have the {need} images a "
@@ -210,7 +223,7 @@ def split_identities(labels: np.ndarray, victims: float | int | None, seed: int,
         source.append(taken[0])
         stolen.append(taken)
         gallery.extend(int(p) for p in pos if p not in taken)
-    aux = np.flatnonzero(~is_vic)
+    aux = np.flatnonzero(~is_vic) if not aux_elsewhere else np.zeros(0, int)
     aux_ids = np.unique(labels[aux])
     if max_aux is not None and len(aux_ids) > max_aux:
         keep = np.random.default_rng(seed + 4242).choice(aux_ids, size=max_aux, replace=False)

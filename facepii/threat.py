@@ -45,7 +45,7 @@ THREAT_MODEL = (
 
 def threat_model(knowledge: str, key: str, n_aux: int, n_victims: int, judge: str, judge_is_target: bool,
                  oracle: str = "none", queries: int | None = None, surrogates: list[str] | tuple = (),
-                 aux_queries: int | None = None) -> str:
+                 aux_queries: int | None = None, attacker_data: dict | None = None) -> str:
     """The threat model paragraph every report with attacks states."""
     note = (" Note: the judge is the target model itself, not an independent system: its figures are the "
             "white-box upper bound.") if judge_is_target else ""
@@ -56,6 +56,13 @@ def threat_model(knowledge: str, key: str, n_aux: int, n_victims: int, judge: st
             note += (f" It also owns public face models it can differentiate (surrogates: {', '.join(surrogates)}): "
                      "it maps the stolen templates into their embedding space, trains its face model and optimises "
                      "through them, then refines with queries to the target. No surrogate is a judge.")
+    if attacker_data is not None:
+        a = attacker_data
+        note += (f" The attacker's photos are its own dataset ({a['spec']}: {a['photos']} photos of {a['identities']} "
+                 "people), not the evaluated one, all of whose identities may be victims")
+        note += (f"; {a['photos_set_aside']} of its photos were set aside as a victim's photo or person "
+                 f"({a['victim_photos_set_aside']} victims' photos, {a['victim_identities_set_aside']} identities "
+                 "that look like victims)." if a["photos_set_aside"] else ".")
     if oracle != "none":
         note += (f" Oracle attacker (a second threat): it never sees a victim's template; {ORACLES[oracle]}, "
                  f"for probes it chooses ({queries} queries per victim), and reconstructs the face from what it "
