@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -15,6 +17,16 @@ from facepii.faces import FACE_SIZE
 
 @runtime_checkable
 class Encoder(Protocol):
+    """A face encoder (a target or a judge; tests/test_contracts.py checks every registered one):
+
+    - ``name``, ``version``: the cache identity of its output (:func:`encoder_id`);
+    - ``dim``: the embedding's width; ``comparator``: "cosine" or "l2" (:mod:`facepii.metrics`);
+    - ``embed(faces)``: aligned N x 112 x 112 x 3 uint8 RGB faces -> N x dim float32, finite, each face's
+      embedding independent of the others in the batch and the same on every call; other input is an
+      :class:`~facepii.errors.EncoderError` (one line);
+    - optionally ``differentiable() -> Differentiable | None``: its graph for white-box attacks (none: only
+      black-box attacks, through queries, reach it)."""
+
     name: str
     version: str
     dim: int
@@ -22,6 +34,30 @@ class Encoder(Protocol):
 
     def embed(self, faces: np.ndarray) -> np.ndarray:  # pragma: no cover - protocol
         ...
+
+
+@dataclass(frozen=True)
+class Differentiable:
+    """What an encoder declares so that white-box attacks can differentiate it (:mod:`facepii.torch_onnx`
+    builds the torch copy from this): its ONNX graph, the pre-processing before the graph, and the two
+    halves of its own forward pass, which the copy is checked against separately."""
+
+    path: str                                       # the ONNX file
+    mean: np.ndarray                                # per channel (or one value)
+    std: np.ndarray
+    bgr: bool
+    output: str | None                              # the graph output that is the embedding
+    size: tuple[int, int]                           # the graph's input height and width
+    layout: str                                     # "NCHW" or "NHWC"
+    crop: float                                     # central share of the aligned face kept
+    prepare: Callable[[np.ndarray], np.ndarray]     # uint8 faces -> the graph's input
+    run_graph: Callable[[np.ndarray], np.ndarray]   # the graph's input -> its raw output, N x dim
+
+
+def differentiable(enc) -> Differentiable | None:
+    """The encoder's declared graph for white-box attacks, or None (dlib, precomputed, a plug-in without it)."""
+    hook = getattr(enc, "differentiable", None)
+    return hook() if callable(hook) else None
 
 
 def encoder_id(enc: Encoder) -> str:
@@ -60,9 +96,9 @@ def same_model(a: Encoder, b: Encoder) -> bool:
     """Whether two encoders run the same model (same name and version, or the same ONNX file)."""
     if encoder_id(a) == encoder_id(b):
         return True
-    pa, pb = getattr(a, "path", None), getattr(b, "path", None)
-    if pa and pb:
-        return file_digest(pa) == file_digest(pb)
+    da, db = differentiable(a), differentiable(b)
+    if da is not None and db is not None:
+        return file_digest(da.path) == file_digest(db.path)
     return False
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from facepii import onnx_graph
 from facepii.cpus import usable_cpus
-from facepii.encoder_base import TIGHT_CROP, check_faces, crop_margin, file_digest
+from facepii.encoder_base import TIGHT_CROP, Differentiable, check_faces, crop_margin, file_digest
 from facepii.errors import EncoderError, ParameterError
 from facepii.faces import FACE_SIZE, models_dir
 from facepii.preprocess import RESIZE_VERSION, resize
@@ -240,22 +240,34 @@ class OnnxEncoder:
         x = (x.astype(np.float32) - self.mean) / self.std
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2) if self.layout == "NCHW" else x)
 
-    def raw(self, faces: np.ndarray) -> np.ndarray:
-        """The model's output, before any centring (what the cache stores)."""
-        faces = check_faces(faces)
+    def _run_graph(self, x: np.ndarray) -> np.ndarray:
+        """The graph on prepared input, in batches: its raw output, N x dim."""
         out = []
-        for i in range(0, len(faces), self.batch_size):
-            x = self._prepare(faces[i:i + self.batch_size])
+        for i in range(0, len(x), self.batch_size):
+            xb = x[i:i + self.batch_size]
             try:
-                y = self._session.run([self._output], {self._input: x})[0]
+                y = self._session.run([self._output], {self._input: xb})[0]
             except Exception as exc:  # onnxruntime's own errors: the options do not fit the model
                 msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-                raise EncoderError(f"{self.name}: onnxruntime cannot run the model on {x.shape} inputs ({msg}); check "
-                                   "its options (layout, size, output).") from None
-            out.append(y.reshape(len(x), -1))
+                raise EncoderError(f"{self.name}: onnxruntime cannot run the model on {xb.shape} inputs ({msg}); "
+                                   "check its options (layout, size, output).") from None
+            out.append(y.reshape(len(xb), -1))
         if not out:
             return np.zeros((0, getattr(self, "dim", 0)), np.float32)
         return np.concatenate(out).astype(np.float32)
+
+    def raw(self, faces: np.ndarray) -> np.ndarray:
+        """The model's output, before any centring (what the cache stores)."""
+        faces = check_faces(faces)
+        n = self.batch_size  # prepared batch by batch: float copies of a few faces at a time
+        parts = [self._run_graph(self._prepare(faces[i:i + n])) for i in range(0, len(faces), n)]
+        return np.concatenate(parts) if parts else np.zeros((0, getattr(self, "dim", 0)), np.float32)
+
+    def differentiable(self) -> Differentiable:
+        """Its ONNX graph and pre-processing, for the torch copy white-box attacks differentiate."""
+        return Differentiable(self.path, self.mean, self.std, self.bgr, self._output, tuple(self.input_size),
+                              self.layout, self.crop, lambda f: self._prepare(np.asarray(f, np.uint8)),
+                              self._run_graph)
 
     def embed(self, faces: np.ndarray) -> np.ndarray:
         out = self.raw(faces)

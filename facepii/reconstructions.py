@@ -26,7 +26,7 @@ from facepii import kernels
 from facepii.attacker_data import AttackerPhotos, victim_centroids
 from facepii.cache import Cache
 from facepii.config import PrivacyConfig
-from facepii.encoder_base import embedding_problem, same_model
+from facepii.encoder_base import differentiable, embedding_problem, same_model
 from facepii.encoders import Encoder, encoder_id, get_encoder, spec_list
 from facepii.errors import EncoderError, ParameterError
 from facepii.irreversibility import ORACLE_RANDOMNESS, probing
@@ -104,7 +104,7 @@ def resolve_surrogates(spec: str | None, target: Encoder) -> list[Encoder]:
     out: list[Encoder] = []
     for s in spec_list(spec, "--surrogate"):
         enc = get_encoder(s)
-        if getattr(enc, "path", None) is None:
+        if differentiable(enc) is None:
             raise ParameterError(f"--surrogate {s}: no ONNX graph to differentiate; a surrogate is a model the "
                                  "attacker runs white box (sface or onnx:PATH).")
         if same_model(enc, target):

@@ -18,6 +18,7 @@ from typing import Any
 from tabulate import tabulate
 
 from facepii import progress
+from facepii.encoder_base import differentiable
 from facepii.encoders import get_encoder, spec_list
 from facepii.labels import SAR_1E3, fmt_est
 from facepii.pipeline import run
@@ -124,7 +125,7 @@ def plan(cfg) -> list[tuple[str, Any, list[str]]]:
         judges = [s for s in targets if s != t] + [s for s in user if s not in targets]
         notes = []
         knowledge = cfg.privacy.knowledge
-        if knowledge == "white" and cfg.privacy.attacks and getattr(get_encoder(t), "path", None) is None:
+        if knowledge == "white" and cfg.privacy.attacks and differentiable(get_encoder(t)) is None:
             knowledge = "black"
             notes.append(f"target {t}: no differentiable graph, attacked with queries only (--knowledge black).")
         c = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, encoder=t),

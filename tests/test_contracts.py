@@ -1,5 +1,7 @@
-"""One contract for every registered defense and attack, built-in or plug-in (like scikit-learn's
-``check_estimator``): the estimator protocol, and each declared capability checked against behaviour."""
+"""One contract for every registered plug-in of every kind, built-in or entry point (like scikit-learn's
+``check_estimator``): defenses and attacks (the estimator protocol, and each declared capability checked
+against behaviour) and encoders, which targets and judges both are (shape, norms, determinism, batch
+independence, bad input, the declared differentiable graph)."""
 
 from dataclasses import replace
 
@@ -11,8 +13,14 @@ import attacks
 import defenses
 from attacks.base import RowCache, ThreatModel
 from attacks.facemodel import BUDGETS, FaceModel
-from facepii.errors import ParameterError
+from facepii.encoder_base import NORM_RANGE, differentiable, encoder_id
+from facepii.encoder_base import Encoder as EncoderProtocol
+from facepii.encoders import get_encoder
+from facepii.errors import EncoderError, ParameterError
 from facepii.metrics import COMPARATORS, cosine_similarity
+from facepii.registry import encoders as encoder_registry
+
+from helpers import tiny_face_model
 
 DEFENSES = defenses.registry.names()
 ATTACKS = attacks.registry.names()
@@ -33,6 +41,27 @@ def fitted(name, **params):
 # ---------------------------------------------------------------- defenses
 
 
+def fitted_state(obj) -> list[str]:
+    """What fitting set on an estimator (scikit-learn's convention: public attributes ending in ``_``)."""
+    return [k for k in vars(obj) if k.endswith("_") and not k.startswith("_")]
+
+
+def stores_unchanged(cls, names) -> list[str]:
+    """The parameters whose value ``__init__`` does not store as given (scikit-learn's rule: validation
+    and conversion happen in ``fit``); ``clone`` and ``set_params`` rely on it."""
+    marker = object()
+    bad = []
+    for k in names:
+        try:
+            obj = cls(**{k: marker})
+        except Exception as exc:  # noqa: BLE001 - a constructor that looks at the value breaks the rule
+            bad.append(f"{k}: __init__ raised {type(exc).__name__}")
+            continue
+        if getattr(obj, k, None) is not marker:
+            bad.append(k)
+    return bad
+
+
 @pytest.mark.parametrize("name", DEFENSES)
 def test_defense_is_an_estimator(name):
     d = defenses.create(name)
@@ -43,8 +72,17 @@ def test_defense_is_an_estimator(name):
     assert d.get_params(deep=True) == d.get_params(deep=False)  # no nested estimators in one step
     with pytest.raises(ParameterError, match="has no parameter"):
         d.set_params(no_such_parameter=1)
-    # nothing is validated or drawn in __init__: a clone is unfitted
-    assert not any(k.endswith("_") and not k.startswith("_") for k in vars(c))
+    assert not fitted_state(d)                       # nothing is validated or drawn in __init__
+    if type(d).__name__ != "Chain":
+        assert stores_unchanged(type(d), d.get_params()) == []
+
+
+@pytest.mark.parametrize("name", DEFENSES)
+def test_a_clone_of_a_fitted_defense_is_unfitted(name):
+    d, E, users = fitted(name)
+    assert fitted_state(d), "fit should leave what it learned in attributes ending in _"
+    c = clone(d)
+    assert fitted_state(c) == [] and c.get_params() == d.get_params()
 
 
 @pytest.mark.parametrize("name", DEFENSES)
@@ -266,6 +304,18 @@ def test_attack_is_an_estimator(name):
     assert repr(a).startswith(type(a).__name__ + "(")
     with pytest.raises(ParameterError, match="has no parameter"):
         a.set_params(no_such_parameter=1)
+    assert not fitted_state(a)
+    assert stores_unchanged(type(a), a.get_params()) == []
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_a_clone_of_a_fitted_attack_is_unfitted(aux, name):
+    enc, faces, E, users, fm = aux
+    tm, d = threat(aux, "white")
+    a = attacks.create(name).fit(tm.protect(E, users), faces, threat=tm, cache=RowCache())
+    assert fitted_state(a), "fit should leave what it learned in attributes ending in _"
+    c = clone(a)
+    assert fitted_state(c) == [] and c.get_params() == a.get_params()
 
 
 @pytest.mark.parametrize("name", ATTACKS)
@@ -293,3 +343,89 @@ def test_a_row_shares_one_decoder_between_its_attacks(aux):
     dec = attacks.create("decoder").fit(tm.protect(E, users), faces, threat=tm, cache=cache)
     opt = attacks.create("optimize").fit(tm.protect(E, users), faces, threat=tm, cache=cache)
     assert cache.decoder is dec and opt.decoder_ is dec
+
+
+# ---------------------------------------------------------------- encoders (targets and judges)
+
+ENCODERS = encoder_registry.names()
+
+
+@pytest.fixture(scope="module")
+def encoder_faces():
+    """Eight aligned-face-sized images: a face-like blob with eyes on a gradient, each with noise of its own."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:112, 0:112] / 111.0
+    blob = np.exp(-(((xx - 0.5) ** 2 + (yy - 0.52) ** 2) / 0.09))
+    eyes = sum(np.exp(-(((xx - ex) ** 2 + (yy - 0.42) ** 2) / 0.002)) for ex in (0.35, 0.65))
+    base = 40 + 150 * blob - 60 * eyes + 30 * yy
+    out = [np.clip(np.stack([base, base * 0.85, base * 0.7], -1) + rng.normal(0, 8, (112, 112, 3)), 0, 255)
+           for _ in range(8)]
+    return np.stack(out).astype(np.uint8)
+
+
+def encoder_for(name, tmp_path):
+    """A working instance of every registered encoder: the argument its kind needs (a small ONNX file for
+    onnx:PATH), none for the others (entry points included)."""
+    if name == "onnx":
+        return get_encoder(f"onnx:{tiny_face_model(tmp_path / 'tiny.onnx', two_outputs=False)}")
+    return get_encoder(name)
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_encoder_declares_its_identity(name, tmp_path):
+    e = encoder_for(name, tmp_path)
+    assert isinstance(e, EncoderProtocol)
+    assert isinstance(e.name, str) and e.name and isinstance(e.version, str) and e.version
+    assert e.comparator in COMPARATORS
+    assert isinstance(e.dim, int) and (e.dim == 0 if name == "precomputed" else 2 <= e.dim <= 65536)
+    assert encoder_id(e) == encoder_id(encoder_for(name, tmp_path))  # the cache key is stable
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_encoder_embeds_faces_one_by_one_the_same_every_time(name, tmp_path, encoder_faces):
+    e = encoder_for(name, tmp_path)
+    if name == "precomputed":  # nothing to run: embedding images is a one-line error
+        with pytest.raises(EncoderError) as exc:
+            e.embed(encoder_faces)
+        assert "\n" not in str(exc.value)
+        return
+    E = e.embed(encoder_faces)
+    assert E.shape == (len(encoder_faces), e.dim) and E.dtype == np.float32 and np.isfinite(E).all()
+    norms = np.linalg.norm(E.astype(np.float64), axis=1)
+    assert ((norms > NORM_RANGE[0]) & (norms < NORM_RANGE[1])).all()
+    np.testing.assert_array_equal(e.embed(encoder_faces), E)           # deterministic
+    # batch independence: each face alone, and in another batch, gives its embedding (float32 kernels may
+    # block a batch differently: a few float32 roundings of the largest value)
+    alone = np.concatenate([e.embed(encoder_faces[i:i + 1]) for i in (0, 5)])
+    tol = 1e-5 * float(np.abs(E).max())
+    np.testing.assert_allclose(alone, E[[0, 5]], rtol=0, atol=tol)
+    np.testing.assert_allclose(e.embed(encoder_faces[3:6]), E[3:6], rtol=0, atol=tol)
+    assert not np.allclose(E[0], E[1])                                 # it looks at the face
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+@pytest.mark.parametrize("bad", ["size", "dtype", "rank"])
+def test_encoder_refuses_what_is_not_aligned_faces_in_one_line(name, bad, tmp_path, encoder_faces):
+    e = encoder_for(name, tmp_path)
+    x = {"size": encoder_faces[:, :100, :100], "dtype": encoder_faces.astype(np.float32),
+         "rank": encoder_faces[..., 0]}[bad]
+    with pytest.raises(EncoderError) as exc:
+        e.embed(x)
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_encoder_declares_a_graph_only_when_the_torch_copy_computes_it(name, tmp_path, encoder_faces):
+    from facepii.torch_onnx import torch_encoder_for
+
+    e = encoder_for(name, tmp_path)
+    d = differentiable(e)
+    if d is None:  # black box only: a white-box attack is refused in one line
+        with pytest.raises(EncoderError, match="no ONNX graph to differentiate"):
+            torch_encoder_for(e)
+        return
+    assert d.layout in ("NCHW", "NHWC") and len(d.size) == 2 and 0 < d.crop <= 1
+    X = d.prepare(encoder_faces[:2])
+    np.testing.assert_array_equal(d.run_graph(X), e.embed(encoder_faces[:2]))  # the two halves are the model
+    t = torch_encoder_for(e, encoder_faces[:4])
+    assert t.check["min_cosine"] > 0.9999

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facepii import onnx_graph
-from facepii.encoder_base import crop_margin
+from facepii.encoder_base import crop_margin, differentiable
 from facepii.errors import EncoderError
 from facepii.preprocess import resize_torch
 from facepii.torch_onnx.convert import build
@@ -149,31 +149,28 @@ def verify(enc, torch_enc: TorchEncoder, faces: np.ndarray) -> Agreement:
 
     end = _compare(torch_enc.embed(faces), enc.embed(faces))
     graph = prep = None
-    if hasattr(enc, "_prepare") and hasattr(enc, "raw") and len(faces):
-        X = enc._prepare(np.asarray(faces, np.uint8))
+    declared = differentiable(enc)
+    if declared is not None and len(faces):
+        X = declared.prepare(faces)
         with torch.no_grad():
             x = torch.from_numpy(np.ascontiguousarray(faces.transpose(0, 3, 1, 2))).float()
             P = torch_enc.prepare(x).numpy()
             G = torch.cat([torch_enc.net(c) for c in torch.from_numpy(X).split(torch_enc.chunk)]).numpy()
         d = float(np.abs(P.astype(np.float64) - X).max())
         prep = {"max_abs_diff": d, "max_rel_diff": d / max(float(np.abs(X).max()), 1e-30)}
-        sess = enc._session
-        ref = np.concatenate([sess.run([enc._output], {enc._input: X[i:i + enc.batch_size]})[0].reshape(
-            len(X[i:i + enc.batch_size]), -1) for i in range(0, len(X), enc.batch_size)])
-        graph = _compare(G.reshape(len(G), -1), ref)
+        graph = _compare(G.reshape(len(G), -1), declared.run_graph(X))
     return Agreement(int(len(faces)), end["max_abs_diff"], end["max_rel_diff"], end["min_cosine"], graph, prep)
 
 
 def torch_encoder_for(enc, faces: np.ndarray | None = None) -> TorchEncoder:
     """The differentiable twin of an ONNX-based facepii encoder (SFace, onnx:PATH); with ``faces``, checked
     against onnxruntime on them (``.check``) and refused when it disagrees beyond :data:`TOLERANCE`."""
-    path = getattr(enc, "path", None)
-    if path is None:
+    d = differentiable(enc)
+    if d is None:
         raise EncoderError(f"encoder {enc.name} has no ONNX graph to differentiate; white-box attacks "
                            "need sface or onnx:PATH (use --knowledge black).")
-    t = TorchEncoder(path, enc.mean, enc.std, enc.bgr, output=getattr(enc, "_output", None),
-                     size=getattr(enc, "input_size", (112, 112)), layout=getattr(enc, "layout", "NCHW"),
-                     crop=getattr(enc, "crop", 1.0), source=enc)
+    t = TorchEncoder(d.path, d.mean, d.std, d.bgr, output=d.output, size=d.size, layout=d.layout, crop=d.crop,
+                     source=enc)
     if faces is not None and len(faces):
         check = verify(enc, t, faces)
         if not check.ok:
