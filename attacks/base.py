@@ -35,11 +35,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
 
 from attacks.facemodel import Budget, FaceModel, to_unit
 from attacks.solver import can_solve, solve
-from facepii.errors import ParameterError
+from facepii.params import Parameters
 
 
 @dataclass(frozen=True)
@@ -127,20 +126,14 @@ class RowCache:
         return self.solved[key]
 
 
-class Attack(BaseEstimator):
-    """Base class: scikit-learn's parameter protocol (one-line errors) and the contract."""
+class Attack(Parameters):
+    """Base class: the parameter protocol (:class:`facepii.params.Parameters`: scikit-learn's, one-line
+    errors, declared constraints that ``fit`` checks with :meth:`check_constraints`) and the contract."""
+
+    kind_label = "attack"
 
     name = "attack"
     white_box_gradients = False
-
-    def set_params(self, **params) -> Attack:
-        valid = self._get_param_names()
-        for k, v in params.items():
-            if k not in valid:
-                raise ParameterError(f"attack '{self.name}' has no parameter '{k}'; its parameters: "
-                                     f"{', '.join(valid) or '(none)'}.")
-            setattr(self, k, v)
-        return self
 
     def fit(self, templates: np.ndarray, images: np.ndarray, *, threat: ThreatModel,
             cache: RowCache | None = None) -> Attack:

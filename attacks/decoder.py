@@ -18,6 +18,7 @@ import numpy as np
 
 from attacks.base import Attack, Mapper, RowCache, per_template, pool, template_features
 from attacks.facemodel import to_unit, train_decoder
+from facepii.params import Interval
 
 
 def _adaptive_net(face_model, w: np.ndarray, b: np.ndarray):
@@ -48,11 +49,14 @@ class Decoder(Attack):
     name = "decoder"
     white_box_gradients = True
 
+    _parameter_constraints = {"steps": [Interval(int, 1, 1_000_000), None], "lr": [Interval(float, 0, 1, "right")]}
+
     def __init__(self, steps: int | None = None, lr: float = 5e-4):
         self.steps = steps
         self.lr = lr
 
     def fit(self, templates, images, *, threat, cache=None):
+        self.check_constraints()
         cache = RowCache() if cache is None else cache
         self.threat_ = threat
         cache.decoder = self  # the other attacks of this row (optimize) start from it

@@ -43,6 +43,7 @@ from attacks.decoder import Decoder
 from attacks.eot import DEFAULT_RANGE, views
 from attacks.facemodel import to_unit
 from facepii import progress
+from facepii.params import Interval
 
 
 class Optimize(Attack):
@@ -54,6 +55,10 @@ class Optimize(Attack):
     #: torch copies) at a time: the activations of every face and view of every victim were held at once
     #: (150 faces: 10.0 GB peak for README's job); the faces' gradients are computed face by face either way
     images_per_pass = 6
+
+    _parameter_constraints = {"steps": [Interval(int, 0, 1_000_000), None], "lr": [Interval(float, 0, 10, "right")],
+                              "prior": [Interval(float, 0, None)], "eot": [Interval(int, 0, 1000), None],
+                              "eot_range": [Interval(float, 0, 10)], "detail_every": [Interval(int, 0, None)]}
 
     def __init__(self, steps: int | None = None, lr: float = 0.05, prior: float = 1e-3, eot: int | None = None,
                  eot_range: float = 1.0, detail_every: int = 10):
@@ -68,6 +73,7 @@ class Optimize(Attack):
         self.detail_every = detail_every
 
     def fit(self, templates, images, *, threat, cache=None):
+        self.check_constraints()
         self.threat_, self.cache_ = threat, (RowCache() if cache is None else cache)
         self.templates_ = np.asarray(templates)
         if self.cache_.decoder is None:  # no decoder attack in this row: fit one (it joins the cache)

@@ -36,20 +36,19 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
-import math
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import clone
 
 from facepii.errors import ParameterError
 from facepii.metrics import COMPARATORS, ROWWISE, diagonal_scores
+from facepii.params import Parameters
 
 KEY_MODES = ("system", "user")
 
 
-class Defense(BaseEstimator):
+class Defense(Parameters):
     """Base class: identity transform, the input space's comparator."""
 
     #: the registry name of a built-in defense (a plug-in gets the name of its entry point)
@@ -66,23 +65,8 @@ class Defense(BaseEstimator):
     reproducible: bool = True     # the same parameters and seed give the same templates
     matching: str = "comparator"  # "comparator" | "own"
 
-    # ---- the parameter protocol: scikit-learn's, plus type checks in set_params -------------
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        """The ``__init__`` parameters in signature order (scikit-learn's ``_get_param_names`` sorts them)."""
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values()
-                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-
-    def set_params(self, **params: Any) -> Defense:
-        valid = self._param_names()
-        for k, v in params.items():
-            if k not in valid:
-                raise ParameterError(
-                    f"defense '{self.name}' has no parameter '{k}'; its parameters: {', '.join(valid) or '(none)'}.")
-            self._check_kind(k, v)
-            setattr(self, k, v)
-        return self
+    # ---- the parameter protocol: facepii.params.Parameters (scikit-learn's, kinds, constraints) --
+    kind_label = "defense"
 
     def flat_params(self) -> dict[str, Any]:
         """The parameters as ``--param`` names them (a chain's as ``step.param``), in signature order."""
@@ -93,26 +77,6 @@ class Defense(BaseEstimator):
         if "_registry_name" in self.__dict__:
             new._registry_name = self._registry_name
         return new
-
-    def _check_kind(self, k: str, v: Any) -> None:
-        """A value of the kind ``__init__`` declares: numbers finite, integers whole, flags bool."""
-        p = inspect.signature(type(self).__init__).parameters[k]
-        ann = str(p.annotation)
-        if v is None and ("None" in ann or p.default is None):
-            return
-        where = f"defense '{self.name}': {k}={v!r}"
-        if ann == "bool":
-            if not isinstance(v, (bool, np.bool_)):
-                raise ParameterError(f"{where}: must be true or false.")
-        elif "int" in ann or "float" in ann:
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-                raise ParameterError(f"{where}: must be a number.")
-            if not math.isfinite(float(v)):
-                raise ParameterError(f"{where}: must be a finite number.")
-            if "float" not in ann and float(v) != int(v):
-                raise ParameterError(f"{where}: must be an integer.")
-        elif ann == "str" and not isinstance(v, str):
-            raise ParameterError(f"{where}: must be text.")
 
     @property
     def name(self) -> str:
@@ -222,7 +186,9 @@ class Defense(BaseEstimator):
         return self
 
     def _validate(self) -> None:
-        """Check parameter values (called by fit, never by __init__)."""
+        """Check parameter values (called by fit, never by __init__): the declared constraints, then what
+        a class checks beyond them (values that depend on each other)."""
+        self.check_constraints()
         if self.keyed:
             mode = getattr(self, "key_mode", "system")
             if mode not in KEY_MODES or mode not in self.key_modes:

@@ -14,6 +14,7 @@ from defenses.base import Defense, l2_normalize, per_key
 from defenses.base import f64_matmul as _f64_matmul
 from facepii.errors import ParameterError
 from facepii.metrics import ROWWISE, hamming_similarity
+from facepii.params import Interval
 
 
 def biohash_basis(key: int, bits: int, d_in: int) -> np.ndarray:
@@ -33,16 +34,13 @@ class BioHash(Defense):
     invertible = True
     matching = "own"
 
+    _parameter_constraints = {"bits": [Interval(int, 1, None)]}
+
     def __init__(self, bits: int = 128, key_mode: str = "user", center: bool = True, seed: int = 0):
         self.bits = bits
         self.key_mode = key_mode
         self.center = center
         self.seed = seed
-
-    def _validate(self):
-        super()._validate()
-        if not isinstance(self.bits, (int, np.integer)) or self.bits < 1:
-            raise ParameterError(f"biohash: bits must be a positive integer, got {self.bits!r}.")
 
     def fit(self, E, users=None, *, comparator="cosine"):
         super().fit(E, users, comparator=comparator)

@@ -30,6 +30,7 @@ import numpy as np
 from defenses.base import Defense, l2_normalize
 from facepii.errors import ParameterError
 from facepii.metrics import ROWWISE, cosine_similarity
+from facepii.params import Interval, Options
 
 
 def _tenseal():
@@ -51,22 +52,17 @@ class HE(Defense):
     encrypted = True      # utility and score oracles go through encrypted_pair_scores
     reproducible = False  # SEAL draws keys and encryption noise from the OS (CKKS noise ~1e-7 in the scores)
 
+    #: impostor_pairs: about 0.8 ms each through encryption
+    _parameter_constraints = {"poly_modulus_degree": [Options((8192, 16384))],
+                              "scale_bits": [Interval(int, 20, 50)],
+                              "impostor_pairs": [Interval(int, 1000, 10_000_000)]}
+
     def __init__(self, poly_modulus_degree: int = 8192, scale_bits: int = 40, impostor_pairs: int = 32768,
                  seed: int = 0):
         self.poly_modulus_degree = poly_modulus_degree
         self.scale_bits = scale_bits
         self.impostor_pairs = impostor_pairs
         self.seed = seed
-
-    def _validate(self):
-        super()._validate()
-        if self.poly_modulus_degree not in (8192, 16384):
-            raise ParameterError(f"he: poly_modulus_degree must be 8192 or 16384, got {self.poly_modulus_degree!r}.")
-        if not isinstance(self.scale_bits, (int, np.integer)) or not 20 <= self.scale_bits <= 50:
-            raise ParameterError(f"he: scale_bits must be an integer in 20..50, got {self.scale_bits!r}.")
-        if not isinstance(self.impostor_pairs, (int, np.integer)) or not 1000 <= self.impostor_pairs <= 10_000_000:
-            raise ParameterError(f"he: impostor_pairs must be an integer in 1000..10000000 (about 0.8 ms each "
-                                 f"through encryption), got {self.impostor_pairs!r}.")
 
     def fit(self, E, users=None, *, comparator="cosine"):
         super().fit(E, users, comparator=comparator)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from defenses.base import Defense, l2_normalize, per_key
-from facepii.errors import ParameterError
+from facepii.params import Interval
 
 
 def iom_projections(key: int, m: int, q: int, d_in: int) -> np.ndarray:
@@ -47,18 +47,13 @@ class IoM(Defense):
     def index_size(self) -> int:  # type: ignore[override]
         return int(self.q)
 
+    _parameter_constraints = {"m": [Interval(int, 1, None)], "q": [Interval(int, 2, None)]}
+
     def __init__(self, m: int = 256, q: int = 16, key_mode: str = "user", seed: int = 0):
         self.m = m
         self.q = q
         self.key_mode = key_mode
         self.seed = seed
-
-    def _validate(self):
-        super()._validate()
-        for name in ("m", "q"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < (2 if name == "q" else 1):
-                raise ParameterError(f"iom: {name} must be an integer >= {2 if name == 'q' else 1}, got {v!r}.")
 
     def transform(self, E, users=None):
         X = l2_normalize(E)

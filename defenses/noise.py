@@ -22,6 +22,7 @@ import numpy as np
 
 from defenses.base import Defense, l2_normalize
 from facepii.errors import ParameterError
+from facepii.params import Interval, Options
 
 L2_SENSITIVITY = 2.0  # max distance between two unit vectors
 
@@ -62,6 +63,10 @@ class Noise(Defense):
     comparator = "cosine"
     randomized = True  # fresh noise per transform, from the fitted defense's own generator
 
+    _parameter_constraints = {"mechanism": [Options(("gaussian", "laplace"))],
+                              "epsilon": [Interval(float, 0, None, "neither"), None],
+                              "delta": [Interval(float, 0, 1, "neither")]}
+
     def __init__(self, sigma: float = 0.05, mechanism: str = "gaussian", scale: float | None = None,
                  epsilon: float | None = None, delta: float = 1e-5, seed: int = 0):
         self.sigma = sigma
@@ -72,12 +77,7 @@ class Noise(Defense):
         self.seed = seed
 
     def _validate(self) -> None:
-        if self.mechanism not in ("gaussian", "laplace"):
-            raise ParameterError(f"noise: mechanism must be gaussian or laplace, got {self.mechanism!r}.")
-        if self.epsilon is not None and not (float(self.epsilon) > 0):
-            raise ParameterError(f"noise: epsilon must be > 0, got {self.epsilon}.")
-        if not (0 < float(self.delta) < 1):
-            raise ParameterError(f"noise: delta must be in (0, 1), got {self.delta}.")
+        super()._validate()
         if self.mechanism == "gaussian" and self.epsilon is None and not (float(self.sigma) >= 0):
             raise ParameterError(f"noise: sigma must be >= 0, got {self.sigma}.")
         if self.mechanism == "laplace" and self.epsilon is None and not (self.scale is not None and self.scale >= 0):

@@ -16,6 +16,7 @@ import numpy as np
 
 from defenses.base import Defense, l2_normalize, per_key
 from facepii.errors import ParameterError
+from facepii.params import Interval
 
 
 def polyprotect_key(key: int, degree: int, coef_range: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +44,9 @@ class PolyProtect(Defense):
     key_modes = ("system", "user")
     invertible = True
 
+    _parameter_constraints = {"degree": [Interval(int, 2, None)], "overlap": [Interval(int, 0, None)],
+                              "coef_range": [Interval(int, 1, None)]}
+
     def __init__(self, degree: int = 5, overlap: int = 2, coef_range: int = 50, key_mode: str = "user",
                  seed: int = 0):
         self.degree = degree
@@ -53,13 +57,9 @@ class PolyProtect(Defense):
 
     def _validate(self):
         super()._validate()
-        if not isinstance(self.degree, (int, np.integer)) or self.degree < 2:
-            raise ParameterError(f"polyprotect: degree must be an integer >= 2, got {self.degree!r}.")
-        if not isinstance(self.overlap, (int, np.integer)) or not 0 <= self.overlap < self.degree:
+        if not 0 <= self.overlap < self.degree:
             raise ParameterError(f"polyprotect: overlap must be in 0..degree-1 ({self.degree - 1}), "
                                  f"got {self.overlap!r}.")
-        if not isinstance(self.coef_range, (int, np.integer)) or self.coef_range < 1:
-            raise ParameterError(f"polyprotect: coef_range must be a positive integer, got {self.coef_range!r}.")
 
     def transform(self, E, users=None):
         X = l2_normalize(E).astype(np.float64)

@@ -15,6 +15,7 @@ import numpy as np
 from defenses.base import Defense, l2_normalize, per_key
 from defenses.base import f64_matmul as _f64_matmul
 from facepii.errors import ParameterError
+from facepii.params import Interval, Options
 
 
 def projection_matrix(key: int, dim: int, d_in: int, kind: str) -> np.ndarray:
@@ -35,18 +36,13 @@ class Projection(Defense):
     key_modes = ("system", "user")
     invertible = True
 
+    _parameter_constraints = {"dim": [Interval(int, 1, None)], "kind": [Options(("gaussian", "orthogonal"))]}
+
     def __init__(self, dim: int = 64, kind: str = "gaussian", key_mode: str = "system", seed: int = 0):
         self.dim = dim
         self.kind = kind
         self.key_mode = key_mode
         self.seed = seed
-
-    def _validate(self):
-        super()._validate()
-        if self.kind not in ("gaussian", "orthogonal"):
-            raise ParameterError(f"projection: kind must be gaussian or orthogonal, got {self.kind!r}.")
-        if not isinstance(self.dim, (int, np.integer)) or self.dim < 1:
-            raise ParameterError(f"projection: dim must be a positive integer, got {self.dim!r}.")
 
     def fit(self, E, users=None, *, comparator="cosine"):
         super().fit(E, users, comparator=comparator)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from defenses.base import Defense
-from facepii.errors import ParameterError
 from facepii.metrics import ROWWISE, cosine_similarity, hamming_similarity
+from facepii.params import Interval
 
 
 class Quantize(Defense):
@@ -26,16 +26,13 @@ class Quantize(Defense):
     registry_name = "quantize"
     matching = "own"  # cosine of the cell centres or Hamming, never searched by an inner-product index
 
+    #: clip: a percentile cut from each tail
+    _parameter_constraints = {"bits": [Interval(int, 1, 16)], "clip": [Interval(float, 0, 50, "left")]}
+
     def __init__(self, bits: int = 4, clip: float = 0.5, center: bool = False):
         self.bits = bits
         self.clip = clip
         self.center = center
-
-    def _validate(self):
-        if not isinstance(self.bits, (int, np.integer)) or not 1 <= self.bits <= 16:
-            raise ParameterError(f"quantize: bits must be an integer in 1..16, got {self.bits!r}.")
-        if not 0 <= float(self.clip) < 50:
-            raise ParameterError(f"quantize: clip must be a percentile in [0, 50), got {self.clip}.")
 
     @property
     def emits(self) -> str:  # type: ignore[override]

@@ -429,3 +429,42 @@ def test_encoder_declares_a_graph_only_when_the_torch_copy_computes_it(name, tmp
     np.testing.assert_array_equal(d.run_graph(X), e.embed(encoder_faces[:2]))  # the two halves are the model
     t = torch_encoder_for(e, encoder_faces[:4])
     assert t.check["min_cosine"] > 0.9999
+
+
+# ---------------------------------------------------------------- declared parameter constraints
+
+
+def _estimators():
+    return [("defense", n, type(defenses.create(n))) for n in DEFENSES] + \
+           [("attack", n, type(attacks.create(n))) for n in ATTACKS]
+
+
+@pytest.mark.parametrize("kind, name, cls", _estimators(), ids=lambda x: x if isinstance(x, str) else "")
+def test_declared_constraints_name_parameters_and_hold_for_the_defaults(kind, name, cls):
+    declared = {}
+    for c in reversed(cls.__mro__):
+        declared.update(getattr(c, "_parameter_constraints", None) or {})
+    assert set(declared) <= set(cls._param_names()), f"{name}: constraints on parameters it does not have"
+    cls().check_constraints()  # the defaults are admissible
+
+
+def test_a_constraint_refuses_in_one_line_naming_the_parameter_and_the_range():
+    from facepii.params import Interval, Options, describe
+
+    assert Interval(int, 1, 16).holds(16) and not Interval(int, 1, 16).holds(17)
+    assert not Interval(int, 1, None).holds(2.0) and not Interval(int, 1, None).holds(True)
+    assert not Interval(float, 0, 50, "left").holds(50) and Interval(float, 0, 50, "left").holds(0)
+    assert not Interval(float, 0, None, "neither").holds(float("inf")) and not Interval(float, 0, 1).holds("0.5")
+    assert Options((8192, 16384)).holds(np.int64(8192)) and not Options((8192, 16384)).holds(8192.5)
+    assert not Options(("gaussian",)).holds(True)
+    assert describe([Interval(int, 2, None)]) == "an integer >= 2"
+    assert describe([Interval(float, 0, 1, "neither"), None]) == "a number in (0, 1), or None"
+    for name, params, says in [("biohash", {"bits": 0}, "biohash: bits must be an integer >= 1, got 0."),
+                               ("quantize", {"clip": 50.0}, "quantize: clip must be a number in [0, 50), got 50.0."),
+                               ("he", {"poly_modulus_degree": 4096}, "he: poly_modulus_degree must be 8192 or 16384"),
+                               ("noise", {"delta": 1.0}, "noise: delta must be a number in (0, 1), got 1.0.")]:
+        with pytest.raises(ParameterError) as exc:
+            defenses.create(name, **params).check_params()
+        assert str(exc.value).startswith(says) and "\n" not in str(exc.value)
+    with pytest.raises(ParameterError, match="optimize: lr must be a number in"):
+        attacks.create("optimize", lr=0.0).check_constraints()
