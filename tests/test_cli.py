@@ -71,11 +71,27 @@ def test_embeddings_width_mismatch(npz, capsys):
     assert code == 2 and "64-d but encoder sface is 128-d" in err
 
 
-@pytest.mark.parametrize("cmd, needle", [("encoders", "sface"), ("defenses", "none"),
-                                         ("datasets", "celeba:"), ("attacks", "name")])
-def test_listings(cmd, needle, capsys):
+def _listed(kind: str) -> list[str]:
+    import attacks
+    import defenses
+    from facepii.datasets import LOADERS
+    from facepii.registry import encoders
+
+    return {"encoders": encoders.names, "defenses": defenses.registry.names, "attacks": attacks.registry.names,
+            "datasets": lambda: [f"{k}:" for k in LOADERS]}[kind]()
+
+
+@pytest.mark.parametrize("cmd", ["encoders", "defenses", "datasets", "attacks"])
+def test_listings_name_everything_registered_with_its_help(cmd, capsys):
     code, out, _ = run_cli([cmd], capsys)
-    assert code == 0 and needle in out
+    assert code == 0
+    names = _listed(cmd)
+    assert len(names) >= 4
+    body = out.splitlines()[1:]  # below the header
+    for name in names:
+        line = next((ln for ln in body if ln.split()[0].startswith(name.rstrip(":"))), None)
+        assert line is not None, f"{cmd}: {name} is not listed"
+        assert len(line.split()) >= 3, f"{cmd}: {name} is listed without its help: {line!r}"
 
 
 def test_help_explains(capsys):
