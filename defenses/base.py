@@ -196,6 +196,45 @@ class Defense(Parameters):
                                      f"got {mode!r}.")
 
 
+class EncryptedMatching:
+    """What a defense whose templates are ciphertexts provides (mix it in: ``class HE(Defense,
+    EncryptedMatching)``); utility goes through it, and a chain whose last step has it forwards it
+    (:func:`encrypted_matching`). Inputs are raw (or the earlier steps') embeddings, rows paired."""
+
+    encrypted = True
+    #: impostor pairs sampled for utility (each goes through real encryption)
+    impostor_pairs: int
+
+    def encrypted_pair_scores(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        """The score of A[i] with B[i] for every i, computed in the encrypted domain and decrypted."""
+        raise NotImplementedError
+
+    def encryption_info(self) -> dict:  # pragma: no cover - interface
+        """The scheme and its parameters: ``scheme``, ``poly_modulus_degree``, ``scale_bits``,
+        ``templates_per_ciphertext``."""
+        raise NotImplementedError
+
+    def ms_per_comparison(self) -> float | None:  # pragma: no cover - interface
+        """Measured milliseconds per encrypted comparison so far (None before the first)."""
+        raise NotImplementedError
+
+
+def encrypted_matching(d: Defense):
+    """The step of ``d`` that matches in the encrypted domain (``d`` itself, or a chain's last step) and the
+    plaintext transform of the steps before it: ``(step, before)`` with ``before(E) -> embeddings``."""
+    steps = d.steps_()
+    last = steps[-1]
+    if not isinstance(last, EncryptedMatching):
+        raise TypeError(f"{d.name}: no encrypted matching (its last step is not an EncryptedMatching)")
+
+    def before(E: np.ndarray) -> np.ndarray:
+        for s in steps[:-1]:
+            E = s.transform(E, None)
+        return E
+
+    return last, before
+
+
 def keyed_steps(d: Defense) -> list[Defense]:
     return [s for s in d.steps_() if s.keyed]
 

@@ -142,25 +142,6 @@ class Chain(Defense):
     def paired_score(self, T1, T2):
         return self.steps[-1][1].paired_score(T1, T2)
 
-    def encrypted_pair_scores(self, A, B):
-        return self.steps[-1][1].encrypted_pair_scores(self.transform_before_last(A), self.transform_before_last(B))
-
-    def transform_before_last(self, E, users=None):
-        X = E
-        for _, d in self.steps[:-1]:
-            X = d.transform(X, users)
-        return X
-
-    def encryption_info(self) -> dict:
-        return self.steps[-1][1].encryption_info()
-
-    def ms_per_comparison(self) -> float | None:
-        return self.steps[-1][1].ms_per_comparison()
-
-    @property
-    def impostor_pairs(self) -> int:
-        return int(self.steps[-1][1].impostor_pairs)
-
     def template_nbytes(self) -> int:
         return self.steps[-1][1].template_nbytes()
 

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from defenses.base import Defense, l2_normalize
+from defenses.base import Defense, EncryptedMatching, l2_normalize
 from facepii.errors import ParameterError
 from facepii.metrics import ROWWISE, cosine_similarity
 from facepii.params import Interval, Options
@@ -41,7 +41,7 @@ def _tenseal():
     return tenseal
 
 
-class HE(Defense):
+class HE(Defense, EncryptedMatching):
     """CKKS homomorphic encryption (TenSEAL): encrypted templates, encrypted inner-product matching."""
 
     registry_name = "he"
@@ -49,7 +49,7 @@ class HE(Defense):
     keyed = True
     emits = "ciphertext"
     matching = "own"
-    encrypted = True      # utility and score oracles go through encrypted_pair_scores
+    encrypted = True      # utility goes through encrypted_pair_scores (EncryptedMatching)
     reproducible = False  # SEAL draws keys and encryption noise from the OS (CKKS noise ~1e-7 in the scores)
 
     #: impostor_pairs: about 0.8 ms each through encryption

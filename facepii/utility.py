@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 
-from defenses.base import shared_key
+from defenses.base import encrypted_matching, shared_key
 from facepii import metrics, progress
 from facepii import scores as S
 from facepii.estimates import RowEstimates, UtilityEstimates
@@ -81,30 +81,32 @@ def utility_row(embedded: EmbeddedSet, t: Templates, fit_pos: np.ndarray | None,
 def encrypted_utility(E: np.ndarray, labels: np.ndarray, d, n_boot: int, seed: int) -> tuple[dict, dict, S.PairScores]:
     """Verification through real encrypted matching: every genuine pair and a seeded uniform sample
     of ``d.impostor_pairs`` impostor pairs (identification would need every pair: not measured).
-    Also the HE scores' error against the plaintext scores of the same pairs."""
+    Also the HE scores' error against the plaintext scores of the same pairs (after a chain's earlier steps)."""
     labels = np.asarray(labels)
+    m, before = encrypted_matching(d)  # the encrypted step (a chain's last) and the plaintext steps before it
     gen = genuine_pairs(labels)
-    imp = metrics.sample_impostor_pairs(labels, int(d.impostor_pairs), seed)
+    imp = metrics.sample_impostor_pairs(labels, int(m.impostor_pairs), seed)
     pairs = np.concatenate([gen, imp])
     scores = np.empty(len(pairs))
     chunk = 32 * 64
     with progress.bar("encrypted matching (CKKS)", len(pairs)) as b:
         for s in range(0, len(pairs), chunk):
             p = pairs[s:s + chunk]
-            scores[s:s + chunk] = d.encrypted_pair_scores(E[p[:, 0]], E[p[:, 1]])
+            scores[s:s + chunk] = m.encrypted_pair_scores(before(E[p[:, 0]]), before(E[p[:, 1]]))
             b.update(len(p))
-    U = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+    P = before(E)  # the plaintext scores of the same vectors (a chain's earlier steps applied)
+    U = P / np.maximum(np.linalg.norm(P, axis=1, keepdims=True), 1e-12)
     plain = np.sum(U[pairs[:, 0]] * U[pairs[:, 1]], axis=1)
     err = np.abs(scores - plain)
     g = scores[:len(gen)]
     u = metrics.verification_pairs(g, labels[gen[:, 0]], scores[len(gen):], labels[imp], n_boot=n_boot, seed=seed)
     u["rank1"] = metrics.Estimate(float("nan"), (float("nan"), float("nan")))
-    scheme = d.encryption_info()
+    scheme = m.encryption_info()
     info = {"scheme": scheme["scheme"], "poly_modulus_degree": scheme["poly_modulus_degree"],
             "scale_bits": scheme["scale_bits"], "genuine_pairs": int(len(gen)), "impostor_pairs_sampled": int(len(imp)),
             "impostor_pairs_total": pair_counts(labels)[1], "abs_error_vs_plaintext": {
                 "max": float(err.max()), "mean": float(err.mean())},
-            "ms_per_comparison": d.ms_per_comparison(), "templates_per_ciphertext": scheme["templates_per_ciphertext"],
+            "ms_per_comparison": m.ms_per_comparison(), "templates_per_ciphertext": scheme["templates_per_ciphertext"],
             "rank1": "not measured: identification through encrypted matching needs every pair"}
     listed = S.listed_pairs(pairs, len(gen), scores, len(gen), info["impostor_pairs_total"], seed,
                             "decrypted CKKS inner products of the encrypted templates (encrypted matching)")

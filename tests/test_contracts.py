@@ -13,6 +13,7 @@ import attacks
 import defenses
 from attacks.base import RowCache, ThreatModel
 from attacks.facemodel import BUDGETS, FaceModel
+from defenses.base import EncryptedMatching, encrypted_matching
 from facepii.encoder_base import NORM_RANGE, differentiable, encoder_id
 from facepii.encoder_base import Encoder as EncoderProtocol
 from facepii.encoders import get_encoder
@@ -180,10 +181,13 @@ def test_declared_invertible_offers_a_relaxation_low_at_the_truth(name):
 @pytest.mark.parametrize("name", DEFENSES)
 def test_declared_encryption(name):
     d, E, users = fitted(name)
+    assert isinstance(d.steps_()[-1], EncryptedMatching) == bool(d.encrypted)  # declared = provided
     if not d.encrypted:
-        assert not hasattr(d, "encrypted_pair_scores") or d.steps_()[-1].encrypted
+        with pytest.raises(TypeError):
+            encrypted_matching(d)
         return
-    s = d.encrypted_pair_scores(E[:3], E[3:6])
+    m, before = encrypted_matching(d)
+    s = m.encrypted_pair_scores(before(E[:3]), before(E[3:6]))
     plain = np.sum(E[:3] / np.linalg.norm(E[:3], axis=1, keepdims=True)
                    * E[3:6] / np.linalg.norm(E[3:6], axis=1, keepdims=True), axis=1)
     np.testing.assert_allclose(s, plain, atol=1e-4)
@@ -222,6 +226,24 @@ def test_encryption_must_be_the_last_step_and_none_is_no_step():
         defenses.create("he+quantize").fit(E, users)
     with pytest.raises(ParameterError, match="'none' is no step"):
         defenses.create("none+iom")
+
+
+def test_a_chain_ending_in_encryption_matches_through_its_last_step():
+    pytest.importorskip("tenseal")
+    from facepii.utility import encrypted_utility
+
+    E, users = embeddings()
+    d = defenses.create("pca+he", **{"pca.dim": 16, "he.impostor_pairs": 1000}).fit(E, users)
+    m, before = encrypted_matching(d)
+    assert m is d.steps_()[-1] and before(E[:4]).shape == (4, 16)
+    P = before(E)
+    u, info, _ = encrypted_utility(E, users, d, n_boot=100, seed=0)
+    assert info["impostor_pairs_sampled"] == 1000
+    assert info["abs_error_vs_plaintext"]["max"] < 1e-4  # CKKS error only: against the PCA'd plaintext
+    s = m.encrypted_pair_scores(P[:5], P[5:10])
+    U = P / np.linalg.norm(P, axis=1, keepdims=True)
+    np.testing.assert_allclose(s, np.sum(U[:5] * U[5:10], axis=1), atol=1e-4)  # the PCA'd cosine, encrypted
+    assert m.ms_per_comparison() > 0
 
 
 # ---------------------------------------------------------------- attacks
