@@ -53,11 +53,15 @@ def mobilefacenet() -> Path:
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected: only when the test will run
 def pytest_collection_modifyitems(session, config, items):
     """The emulated-CPU check (tests/test_golden.py) runs for minutes on one core: start it as soon as the
-    session knows it will run, so that it overlaps the other tests."""
-    from test_golden import EMULATED_TEST, start_emulated
+    session knows it will run, run the golden report (one thread: the other core is free) first beside it,
+    and compare the emulated digests last, when the probe has long finished."""
+    from test_golden import EMULATED_TEST, GOLDEN_TEST, start_emulated
 
     if not config.option.collectonly and any(item.name == EMULATED_TEST for item in items):
         config._facepii_emulated = start_emulated()
+        first = [i for i in items if i.name == GOLDEN_TEST]
+        last = [i for i in items if i.name == EMULATED_TEST]
+        items[:] = first + [i for i in items if i.name not in (GOLDEN_TEST, EMULATED_TEST)] + last
 
 
 def pytest_unconfigure(config):

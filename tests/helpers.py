@@ -4,7 +4,9 @@ typed report rows. Fixtures are in conftest.py."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +186,41 @@ def embeddings_npz(path: Path, n_ids: int = 30, per_id: int = 4, dim: int = 64, 
     E = rng.normal(size=(n_ids, dim))[lab] + rng.normal(scale=1.0, size=(n_ids * per_id, dim))
     np.savez(path, embeddings=E.astype(np.float32), labels=lab.astype(str))
     return path
+
+
+def celeba_ids(celeba: Path) -> dict[str, list[str]]:
+    ids: dict[str, list[str]] = defaultdict(list)
+    for line in (celeba / "identity_CelebA.txt").read_text().splitlines():
+        name, who = line.split()
+        if (celeba / "img_celeba" / name).is_file():
+            ids[who].append(name)
+    return ids
+
+
+def attacker_folders(celeba: Path, root: Path, n_victims: int, n_attacker: int, per_id: int,
+                     n_prior: int = 0) -> tuple[Path, Path, dict]:
+    """LFW-layout folders of CelebA photos (``per_id`` each): ``vic``, the vendor's people; ``att``, the
+    attacker's other people plus one victim (other photos of the same person) and one victim's photo under
+    another person's name; with ``n_prior``, ``pri``: yet other people (a prior's photos)."""
+    ids = celeba_ids(celeba)
+    order = sorted((i for i in ids if len(ids[i]) >= 2 * per_id), key=int)
+    vic, att = order[:n_victims], order[n_victims:n_victims + n_attacker]
+    pri = order[n_victims + n_attacker:n_victims + n_attacker + n_prior]
+    for who in pri:
+        (root / "pri" / who).mkdir(parents=True)
+        for f in ids[who][:per_id]:
+            shutil.copy(celeba / "img_celeba" / f, root / "pri" / who / f)
+    for who in vic:
+        (root / "vic" / who).mkdir(parents=True)
+        for f in ids[who][:per_id]:
+            shutil.copy(celeba / "img_celeba" / f, root / "vic" / who / f)
+    for who in att:
+        (root / "att" / who).mkdir(parents=True)
+        for f in ids[who][:per_id]:
+            shutil.copy(celeba / "img_celeba" / f, root / "att" / who / f)
+    (root / "att" / vic[0]).mkdir()
+    for f in ids[vic[0]][per_id:2 * per_id]:          # the same person, other photos
+        shutil.copy(celeba / "img_celeba" / f, root / "att" / vic[0] / f)
+    stray = ids[vic[1]][0]                              # a victim's photo filed under an attacker identity
+    shutil.copy(celeba / "img_celeba" / stray, root / "att" / att[0] / stray)
+    return root / "vic", root / "att", {"victims": vic, "attacker": att, "prior": pri}

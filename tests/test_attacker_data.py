@@ -4,11 +4,6 @@ checked before any work."""
 
 from __future__ import annotations
 
-import json
-import shutil
-from collections import defaultdict
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -16,7 +11,7 @@ from facepii.config import EvaluateConfig
 from facepii.errors import ParameterError
 from facepii.stages import split_identities
 
-from helpers import embeddings_npz, run_cli, write_folder_dataset
+from helpers import attacker_folders, embeddings_npz, run_cli, write_folder_dataset
 
 # ---------------------------------------------------------------- the split without auxiliary identities
 
@@ -83,44 +78,13 @@ def test_an_embeddings_dataset_as_the_attackers_is_refused_by_the_config(tmp_pat
 # ---------------------------------------------------------------- real photos
 
 
-def _celeba_ids(celeba: Path) -> dict[str, list[str]]:
-    ids: dict[str, list[str]] = defaultdict(list)
-    for line in (celeba / "identity_CelebA.txt").read_text().splitlines():
-        name, who = line.split()
-        if (celeba / "img_celeba" / name).is_file():
-            ids[who].append(name)
-    return ids
-
-
-def _folders(celeba: Path, root: Path, n_victims: int, n_attacker: int, per_id: int) -> tuple[Path, Path, dict]:
-    """Two LFW-layout folders of CelebA photos: the vendor's people, and the attacker's other people plus one
-    victim (other photos of the same person) and one victim's photo under another person's name."""
-    ids = _celeba_ids(celeba)
-    order = sorted((i for i in ids if len(ids[i]) >= 2 * per_id), key=int)
-    vic, att = order[:n_victims], order[n_victims:n_victims + n_attacker]
-    for who in vic:
-        (root / "vic" / who).mkdir(parents=True)
-        for f in ids[who][:per_id]:
-            shutil.copy(celeba / "img_celeba" / f, root / "vic" / who / f)
-    for who in att:
-        (root / "att" / who).mkdir(parents=True)
-        for f in ids[who][:per_id]:
-            shutil.copy(celeba / "img_celeba" / f, root / "att" / who / f)
-    (root / "att" / vic[0]).mkdir()
-    for f in ids[vic[0]][per_id:2 * per_id]:          # the same person, other photos
-        shutil.copy(celeba / "img_celeba" / f, root / "att" / vic[0] / f)
-    stray = ids[vic[1]][0]                              # a victim's photo filed under an attacker identity
-    shutil.copy(celeba / "img_celeba" / stray, root / "att" / att[0] / stray)
-    return root / "vic", root / "att", {"victims": vic, "attacker": att}
-
-
 def test_the_victims_photos_and_people_are_set_aside(celeba, tmp_path):
     from facepii.attacker_data import load_attacker_photos
     from facepii.cache import Cache
     from facepii.encoders import get_encoder
     from facepii.stages import embed, load_selected
 
-    vic, att, who = _folders(celeba, tmp_path, 5, 8, 3)
+    vic, att, who = attacker_folders(celeba, tmp_path, 5, 8, 3)
     cfg = EvaluateConfig.from_options(dataset=f"folder:{vic}", attacks=["nearest"], attacker_data=f"folder:{att}",
                                       max_aux=6).validate()
     target = get_encoder("sface")
@@ -141,22 +105,17 @@ def test_the_victims_photos_and_people_are_set_aside(celeba, tmp_path):
     assert got.pos.tolist() == again.pos.tolist()
 
 
-@pytest.mark.slow
-@pytest.mark.integration
-def test_evaluate_trains_the_attack_on_the_attackers_photos(celeba, tmp_path, capsys):
-    vic, att, who = _folders(celeba, tmp_path, 6, 10, 4)
-    j = tmp_path / "r.json"
-    code, out, err = run_cli(["evaluate", "-q", "--dataset", f"folder:{vic}", "--attacker-data", f"folder:{att}",
-                              "--attack", "nearest,decoder", "--judge", "dlib", "--budget", "quick", "--bootstrap",
-                              "200", "--threads", "1", "--cache-dir", str(tmp_path / "cache"), "--json", str(j)],
-                             capsys)
-    assert code == 0, err
-    r = json.loads(j.read_text())
-    s = r["split"]
-    assert s["victims"] == 6 and s["auxiliary_identities"] == 10 and s["auxiliary_images"] == 40
-    assert s["attacker_data"]["photos_set_aside"] == 5 and s["attacker_data"]["spec"] == f"folder:{att}"
-    assert f"its own dataset (folder:{att}: 40 photos of 10 people)" in r["threat_model"]
-    assert r["attacker"]["prior"]["source"] == f"attacker data folder:{att}"
-    assert r["attacker"]["prior"]["identities"] == 10
-    assert r["dataset"]["n_identities"] == 6          # utility: the vendor's people only
-    assert set(r["rows"][0]["privacy"]["per_attack"]) == {"nearest", "decoder"}
+def test_a_prior_trained_on_the_attackers_photos_says_so(tmp_path):
+    from attacks.prior import KINDS
+    from facepii.cache import Cache
+    from facepii.config import PrivacyConfig
+    from facepii.reconstructions import attacker_prior
+
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 255, (24, 112, 112, 3), dtype=np.uint8)
+    keys, labels = [f"k{i}" for i in range(24)], np.repeat(np.arange(8), 3)
+    assert "eigenfaces" in KINDS
+    for data, says in ((None, "auxiliary split"), ("folder:/data/public", "attacker data folder:/data/public")):
+        p = PrivacyConfig(attacks=["nearest"], budget="quick", attacker_data=data)
+        prior, source = attacker_prior(p, 0, faces, keys, labels, [], Cache(None))
+        assert prior.describe()["source"] == says and source == "trained"

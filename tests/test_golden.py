@@ -82,6 +82,7 @@ def _clean_env() -> dict:
 
 
 EMULATED_TEST = "test_an_emulated_intel_haswell_computes_the_same_bits"
+GOLDEN_TEST = "test_the_golden_report_is_recomputed_figure_for_figure"
 
 
 def start_emulated():
@@ -97,7 +98,7 @@ def start_emulated():
     return p, args
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def emulated(request):
     started = getattr(request.config, "_facepii_emulated", None)
     got = started if started is not None else start_emulated()
@@ -128,7 +129,7 @@ def differences(a, b, path="") -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_the_golden_report_is_recomputed_figure_for_figure(tmp_path, emulated):
+def test_the_golden_report_is_recomputed_figure_for_figure(tmp_path):
     _data_or_skip()
     from facepii import kernels
 

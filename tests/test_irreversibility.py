@@ -200,7 +200,7 @@ def test_verification_from_listed_pairs_equals_all_pairs():
 @pytest.mark.slow
 @pytest.mark.integration
 def test_iso_and_oracle_figures_on_real_faces(celeba, session_cache, tmp_path):
-    """Same 100 identities and face model as the other slow test (both cached in the session):
+    """Same 60 identities and face model as the other slow test (both cached in the session):
     he (real CKKS) and a keyed projection with irreversibility, SAR type I/II and the score oracle."""
     pytest.importorskip("tenseal")
     from facepii.config import EvaluateConfig
@@ -209,7 +209,7 @@ def test_iso_and_oracle_figures_on_real_faces(celeba, session_cache, tmp_path):
 
     cfg = EvaluateConfig.from_options(dataset=f"celeba:{celeba}", encoder="sface", defenses=["he", "projection"],
                                       params={"impostor_pairs": [4096]}, attacks=["inverse"],
-                                      budget="quick", max_identities=100, cache_dir=str(session_cache),
+                                      budget="quick", max_identities=60, cache_dir=str(session_cache),
                                       bootstrap=200, seed=0, oracle="score")
     ev = run(cfg)
     rows = {r["defense"]: r for r in ev.report.to_dict()["rows"]}

@@ -15,7 +15,7 @@ from attacks.facemodel import BUDGETS, FaceModel
 from attacks.prior import PRIOR_BUDGETS, FacePrior, PriorSettings
 from facepii.errors import ParameterError
 
-from helpers import run_cli
+from helpers import attacker_folders, run_cli
 
 SMALL = PriorSettings(components=8, donors=40, patch=12, stride=6)
 
@@ -168,16 +168,20 @@ def test_evaluate_checks_the_prior_option_before_the_work(tmp_path, capsys):
     assert code == 2 and "--prior has no effect without attacks" in err
 
 
+@pytest.mark.slow
 @pytest.mark.integration
-def test_prior_train_and_reuse_give_one_report(celeba, tmp_path, capsys):
-    """`facepii prior train` on some identities, then two evaluations on the others with --prior FILE: the
-    same report (the prior is reused, not retrained); an evaluation whose victims include the prior's
-    photos is refused."""
+def test_a_prior_file_and_the_attackers_own_photos_end_to_end(celeba, tmp_path, capsys):
+    """`facepii prior train` on some people; two evaluations of a vendor's people (folder:vic) by an attacker
+    with photos of its own (--attacker-data folder:att, which holds one victim's other photos and another
+    victim's photo: both set aside) and the prior file: the same report (the prior is reused, not retrained),
+    the attacks trained on the attacker's photos; an evaluation whose victims are the prior's people is
+    refused. (One test: each evaluation trains the attacker's face model, a minute and more.)"""
+    vic, att, who = attacker_folders(celeba, tmp_path / "data", 6, 10, 4, n_prior=8)
+    pri = tmp_path / "data" / "pri"
     pfile = tmp_path / "prior.safetensors"
     cache = tmp_path / "cache"
-    code, out, err = run_cli(["prior", "train", "-q", "--dataset", f"celeba:{celeba}", "--max-identities", "8",
-                              "--seed", "1", "--budget", "quick", "--cache-dir", str(cache), "--out", str(pfile)],
-                             capsys)
+    code, out, err = run_cli(["prior", "train", "-q", "--dataset", f"folder:{pri}", "--seed", "1", "--budget",
+                              "quick", "--cache-dir", str(cache), "--out", str(pfile)], capsys)
     assert code == 0, err
     assert "written to" in out and "personal data" in out
     code, out, _ = run_cli(["prior", "show", str(pfile)], capsys)
@@ -185,18 +189,23 @@ def test_prior_train_and_reuse_give_one_report(celeba, tmp_path, capsys):
     reports = []
     for i in range(2):
         j = tmp_path / f"r{i}.json"
-        code, out, err = run_cli(["evaluate", "-q", "--dataset", f"celeba:{celeba}", "--max-identities", "8",
-                                  "--seed", "2", "--victims", "3", "--attack", "nearest,decoder", "--budget", "quick",
-                                  "--bootstrap", "200", "--threads", "1", "--prior", str(pfile), "--cache-dir",
-                                  str(cache), "--json", str(j)], capsys)
-        if code == 2 and "trained on" in err:
-            pytest.skip("the two seeded samples share identities on this data")  # pragma: no cover
+        code, out, err = run_cli(["evaluate", "-q", "--dataset", f"folder:{vic}", "--attacker-data", f"folder:{att}",
+                                  "--attack", "nearest,decoder", "--judge", "dlib", "--budget", "quick",
+                                  "--bootstrap", "200", "--prior", str(pfile), "--cache-dir", str(cache),
+                                  "--json", str(j)], capsys)
         assert code == 0, err
         reports.append(json.loads(j.read_text()))
-    assert reports[0]["rows"] == reports[1]["rows"]
-    assert reports[0]["attacker"]["prior"]["from"] == f"file {pfile}"
-    assert reports[0]["attacker"]["prior"]["kind"] == "detail"
-    code, _, err = run_cli(["evaluate", "-q", "--dataset", f"celeba:{celeba}", "--max-identities", "8",
-                            "--seed", "1", "--attack", "nearest", "--budget", "quick", "--prior", str(pfile),
-                            "--cache-dir", str(cache)], capsys)
+    r = reports[0]
+    assert r["rows"] == reports[1]["rows"]
+    assert r["attacker"]["prior"]["from"] == f"file {pfile}" and r["attacker"]["prior"]["kind"] == "detail"
+    assert reports[1]["attacker"]["face_model"] == "cache"
+    s = r["split"]
+    assert s["victims"] == 6 and s["auxiliary_identities"] == 10 and s["auxiliary_images"] == 40
+    assert s["attacker_data"]["photos_set_aside"] == 5 and s["attacker_data"]["spec"] == f"folder:{att}"
+    assert s["attacker_data"]["victim_photos_set_aside"] == 1 and s["attacker_data"]["victim_identities_set_aside"] == 1
+    assert f"its own dataset (folder:{att}: 40 photos of 10 people)" in r["threat_model"]
+    assert r["dataset"]["n_identities"] == 6          # utility: the vendor's people only
+    assert set(r["rows"][0]["privacy"]["per_attack"]) == {"nearest", "decoder"}
+    code, _, err = run_cli(["evaluate", "-q", "--dataset", f"folder:{pri}", "--attack", "nearest", "--budget",
+                            "quick", "--prior", str(pfile), "--cache-dir", str(cache)], capsys)
     assert code == 2 and "--prior" in err and "victims" in err
