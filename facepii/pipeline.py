@@ -13,6 +13,7 @@ and, with attacks, every attack's re-identification figures. Nothing here writes
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import platform
 import time
@@ -120,9 +121,10 @@ def run(cfg: EvaluateConfig) -> Evaluation:
     if len(spec_list(cfg.data.encoder, "--encoder")) > 1:
         raise ParameterError(f"--encoder {cfg.data.encoder}: several targets make a transfer matrix, which "
                              "`facepii evaluate` runs (facepii.transfer.run_transfer); gate each target on its own.")
-    p = cfg.privacy
-    if cfg.data.threads is None:  # resolved here, so that the report records the number the figures used
+    if cfg.data.threads is None:  # resolved here, so that the report records the number the figures used;
+        cfg = copy.deepcopy(cfg)  # on a copy: the caller's config is never changed
         cfg.data.threads = usable_cpus()
+    p = cfg.privacy
     fs = load_selected(cfg)
     target = resolve_encoder(cfg.data.encoder, fs)
     check_rows_fit(cfg.grid(), int(target.dim) if target.dim else int(fs.embeddings.shape[1]))

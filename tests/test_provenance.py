@@ -106,3 +106,17 @@ def test_the_source_digest_sees_an_edit_without_git(tmp_path, monkeypatch):
     assert provenance.source_digest.__wrapped__() == here  # the same sources elsewhere: the same digest
     (copy / "noise.py").write_text((copy / "noise.py").read_text() + "\n# edited\n")
     assert provenance.source_digest.__wrapped__() != here
+
+
+def test_a_run_leaves_the_config_it_was_given_as_it_was(tmp_path):
+    import copy
+
+    from facepii.config import EvaluateConfig
+    from facepii.pipeline import run
+
+    cfg = EvaluateConfig.from_options(dataset=f"embeddings:{_npz(tmp_path / 'e.npz')}", defenses=["noise"],
+                                      bootstrap=100).validate()
+    before = copy.deepcopy(cfg)
+    rep = run(cfg).report
+    assert cfg == before and cfg.data.threads is None
+    assert rep.settings["threads"] >= 1  # the report records the number the figures used
