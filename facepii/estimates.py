@@ -1,6 +1,6 @@
 """Typed estimates: what the evaluation found for one defense setting (a report row).
 
-:func:`facepii.pipeline.evaluate_row` produces a :class:`RowEstimates`; the report holds them,
+:func:`facepii.rows.evaluate_row` produces a :class:`RowEstimates`; the report holds them,
 its renderers read their fields, and they are serialised once, at the edge, by ``to_dict`` into
 report.json's schema ``facepii.report/1`` (``from_dict`` reads a report back, checking every
 figure: a report file is untrusted input). The JSON keys are written here and nowhere else.

@@ -1,0 +1,188 @@
+"""One row (a defense setting) of the protocol, in two stages that may run in two processes:
+
+    row_attacks:  templates -> utility and unlinkability -> per key scenario the attacks' reconstructions
+                  (and the oracle's)
+    row_judging:  the judges on every reconstruction -> privacy, irreversibility, the oracle's figures
+
+:func:`evaluate_row` chains them in this process; :mod:`facepii.remote` runs them as Dask tasks. Both take
+what every row shares (:class:`Attacked`) and return plain data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from facepii import progress
+from facepii.config import EvaluateConfig
+from facepii.estimates import AttackFigures, PrivacyEstimates, RowEstimates
+from facepii.irreversibility import oracle_summary, row_irreversibility, system_view
+from facepii.judging import (
+    Judge,
+    judge_faces,
+    privacy_block,
+)
+from facepii.labels import row_label
+from facepii.reconstructions import (
+    AttackerKit,
+    Reconstructions,
+    oracle_attack,
+    reconstruct,
+)
+from facepii.scores import JudgeScores
+from facepii.stages import (
+    EmbeddedSet,
+    Split,
+    Templates,
+    protect,
+)
+from facepii.threat import ORACLE_QUERIES
+from facepii.unlinkability import unlinkability
+from facepii.utility import utility_row
+
+CIPHERTEXT = ("not applicable: the stolen templates are CKKS ciphertexts (IND-CPA under RLWE); without the "
+              "secret key they carry nothing an attack can use. The threat is the matcher's scores: --oracle score.")
+
+
+
+@dataclass
+class Attacked:
+    """What every row's privacy stage shares: the split, the attacker's kit, the judges and the
+    unprotected system's impostor scores (its thresholds)."""
+
+    split: Split
+    kit: AttackerKit
+    judges: dict[str, Judge]
+    raw_impostor: np.ndarray
+    victims: np.ndarray          # the victims' labels, in source order
+    sources: np.ndarray          # their source faces (the stolen templates' photos)
+    attacker_data: dict | None = None  # --attacker-data: what the attacker's photos were (else the split's)
+
+
+
+@dataclass
+class RowAttacks:
+    """A row after its attack stage: its estimates so far (utility, unlinkability) and what the judging
+    stage needs: per attacked key scenario the reconstructions, and the oracle's. Plain data: on a cluster
+    the two stages may run on two workers."""
+
+    spec: str
+    params: dict
+    row: RowEstimates
+    scenarios: list[tuple[str, Reconstructions]]           # (key, reconstructions), the headline key first
+    oracle: tuple[Reconstructions, object] | None = None   # (reconstructions, OracleResult)
+    templates: Templates | None = None                     # in-process only: the judging stage reuses them
+
+
+def evaluate_row(cfg: EvaluateConfig, embedded: EmbeddedSet, spec: str, params: dict, fit_pos,
+                 attacked: Attacked | None, estimated: RowEstimates | None = None
+                 ) -> tuple[RowEstimates, np.ndarray | None]:
+    """One defense setting, every stage: its templates, utility and unlinkability (or ``estimated``,
+    computed elsewhere), and with attacks its privacy per key scenario, irreversibility and the
+    oracle. Returns the row's estimates and its worst reconstructions (None without attacks)."""
+    ra = row_attacks(cfg, embedded, spec, params, fit_pos, attacked, estimated)
+    if attacked is None:
+        return ra.row, None
+    return row_judging(cfg, embedded, ra, fit_pos, attacked)
+
+
+def row_attacks(cfg: EvaluateConfig, embedded: EmbeddedSet, spec: str, params: dict, fit_pos,
+                attacked: Attacked | None, estimated: RowEstimates | None = None, keep_templates: bool = True
+                ) -> RowAttacks:
+    """A row's first stage: templates, utility and unlinkability, and with attacks every key scenario's
+    (and the oracle's) reconstructions."""
+    p = cfg.privacy
+    label = row_label(spec, params)
+    with progress.stage(f"row {label}: templates, utility, unlinkability"):
+        t = protect(embedded, spec, params, fit_pos, p.key, cfg.seed)
+        row = estimated if estimated is not None else row_estimates(embedded, t, fit_pos, cfg)
+    out = RowAttacks(spec, params, row, [], templates=t if keep_templates else None)
+    if attacked is None:
+        return out
+    split, kit = attacked.split, attacked.kit
+    for i, key in enumerate(t.scenarios):
+        if t.defense.encrypted and key == "secret":
+            row.privacy_key_secret = PrivacyEstimates("", {}, key, not_applicable=CIPHERTEXT)
+            continue
+        ks = p.templates_per_victim if i == 0 else p.templates_per_victim[:1]  # further K: headline key only
+        many = f" (K = {', '.join(map(str, ks))} templates per victim)" if ks != [1] else ""
+        with progress.stage(f"row {label}: attacks" + (f" (key {key})" if t.defense.keyed else "") + many):
+            out.scenarios.append((key, reconstruct(kit, t, key, split, embedded.labels, p.attacks, ks)))
+    if p.oracle != "none":
+        budget = p.oracle_queries or ORACLE_QUERIES[p.oracle]
+        threshold = system_view(embedded, t, split, kit.target, cfg.seed)["threshold"]
+        with progress.stage(f"row {label}: {p.oracle} oracle ({budget} queries per victim), attacks"):
+            out.oracle = oracle_attack(kit, t, embedded, split, p.oracle, budget, threshold, p.attacks)
+    return out
+
+
+def row_judging(cfg: EvaluateConfig, embedded: EmbeddedSet, ra: RowAttacks, fit_pos, attacked: Attacked
+                ) -> tuple[RowEstimates, np.ndarray]:
+    """A row's second stage: the judges on every reconstruction, irreversibility, the oracle's figures.
+    Returns the row's estimates and its worst reconstructions."""
+    p = cfg.privacy
+    label = row_label(ra.spec, ra.params)
+    t = ra.templates if ra.templates is not None else protect(embedded, ra.spec, ra.params, fit_pos, p.key, cfg.seed)
+    split, kit, judges, row = attacked.split, attacked.kit, attacked.judges, ra.row
+    system = system_view(embedded, t, split, kit.target, cfg.seed)
+    worst_faces = None
+    for i, (key, r) in enumerate(ra.scenarios):
+        with progress.stage(f"row {label}: judging"):
+            block = privacy_block(judges, _judge_all(judges, r.faces, attacked, cfg), key if t.defense.keyed else None)
+        block.queries = r.queries
+        _keep_judge_scores(row, block, judges, "" if i == 0 else f" (key {key})")
+        for k, (faces_k, queries_k) in r.more.items():
+            with progress.stage(f"row {label}: judging, {k} templates per victim"):
+                bk = privacy_block(judges, _judge_all(judges, faces_k, attacked, cfg),
+                                   key if t.defense.keyed else None)
+            bk.queries = queries_k
+            row.privacy_templates[k] = bk
+            _keep_judge_scores(row, bk, judges, f" ({k} templates per victim)")
+        if i == 0:
+            row.privacy = block
+            worst_faces = r.faces[block.attack]
+            with progress.stage(f"row {label}: irreversibility"):
+                row.irreversibility = row_irreversibility(embedded, split, r.recovered, key, worst_faces, judges,
+                                                          system, attacked.raw_impostor, cfg.bootstrap, cfg.seed)
+        else:
+            row.privacy_key_secret = block
+    if ra.oracle is not None:
+        r, res = ra.oracle
+        with progress.stage(f"row {label}: judging the oracle's faces"):
+            block = privacy_block(judges, _judge_all(judges, r.faces, attacked, cfg), None)
+        block.oracle = oracle_summary(res, embedded, split, attacked.raw_impostor, cfg.bootstrap, cfg.seed)
+        row.oracle = block
+        _keep_judge_scores(row, block, judges, f" ({p.oracle} oracle)")
+    return row, worst_faces
+
+
+def _keep_judge_scores(row: RowEstimates, block: PrivacyEstimates, judges, scenario: str) -> None:
+    """The judges' scores behind a privacy block's figures, for the score files (when asked for)."""
+    if row.scores is None:
+        return
+    thresholds = {j.encoder.name: j.threshold for j in judges.values()}
+    for attack, figs in block.per_attack.items():
+        for name, M in figs.scores.items():
+            row.scores.judges.append(JudgeScores(attack + scenario, name, np.asarray(M, np.float32),
+                                                 float(thresholds[name])))
+
+
+def _judge_all(judges, faces: dict, attacked: Attacked, cfg: EvaluateConfig) -> dict[str, AttackFigures]:
+    """Every attack's faces through the judges: attack -> figures. Attacks that made the very same faces
+    (e.g. ``inverse`` and ``decoder`` on raw templates: one decoder) are judged once."""
+    out, seen = {}, {}
+    for a, f in faces.items():
+        h = hashlib.sha256(np.ascontiguousarray(f).tobytes()).hexdigest()
+        if h not in seen:
+            seen[h] = judge_faces(judges, f, attacked.victims, attacked.sources, cfg.bootstrap, cfg.seed)
+        out[a] = seen[h]
+    return out
+
+
+def row_estimates(embedded, t: Templates, fit_pos, cfg: EvaluateConfig) -> RowEstimates:
+    """A row's utility and ISO/IEC 30136 unlinkability/renewability (no attacks)."""
+    row = utility_row(embedded, t, fit_pos, cfg.bootstrap, cfg.seed, cfg.data.max_memory, cfg.data.scores)
+    row.unlinkability = unlinkability(embedded, t, cfg.bootstrap, cfg.seed)
+    return row
