@@ -15,13 +15,16 @@ from attacks.optimize import Optimize
 from facepii.registry import attacks as registry
 
 for _cls in (Nearest, Decoder, Inverse, Optimize):
-    registry.register(_cls.name, _cls)
+    registry.register(_cls.registry_name, _cls)
 
 DEFAULT_ATTACKS = ["nearest", "inverse", "decoder", "optimize"]
 
 
 def create(name: str, **params) -> Attack:
-    return registry.create(name, **params)
+    a = registry.create(name, **params)
+    if not getattr(a, "registry_name", None) and "name" not in vars(type(a)):
+        a._registry_name = name  # a plug-in is named by its entry point, as a defense is
+    return a
 
 
 __all__ = ["Attack", "DEFAULT_ATTACKS", "RowCache", "ThreatModel", "create", "registry"]

@@ -131,8 +131,8 @@ class Attack(Parameters):
     errors, declared constraints that ``fit`` checks with :meth:`check_constraints`) and the contract."""
 
     kind_label = "attack"
-
-    name = "attack"
+    #: the registry name of a built-in attack (a plug-in gets the name of its entry point)
+    registry_name: str | None = None
     white_box_gradients = False
 
     def fit(self, templates: np.ndarray, images: np.ndarray, *, threat: ThreatModel,

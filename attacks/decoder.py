@@ -46,7 +46,7 @@ def _adaptive_net(face_model, w: np.ndarray, b: np.ndarray):
 class Decoder(Attack):
     """Adaptive NbNet-style decoder: fine-tuned on the auxiliary set's protected templates."""
 
-    name = "decoder"
+    registry_name = "decoder"
     white_box_gradients = True
 
     _parameter_constraints = {"steps": [Interval(int, 1, 1_000_000), None], "lr": [Interval(float, 0, 1, "right")]}

@@ -17,7 +17,7 @@ from attacks.base import Attack, RowCache, estimate_work, solver_is_better
 class Inverse(Attack):
     """Ridge-map protected templates back to raw embeddings, then decode with the raw decoder."""
 
-    name = "inverse"
+    registry_name = "inverse"
 
     def __init__(self):
         pass

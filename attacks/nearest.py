@@ -16,7 +16,7 @@ from attacks.base import Attack
 class Nearest(Attack):
     """Return the auxiliary face whose protected template matches the stolen template best."""
 
-    name = "nearest"
+    registry_name = "nearest"
 
     def __init__(self):
         pass

@@ -49,7 +49,7 @@ from facepii.params import Interval
 class Optimize(Attack):
     """White-box (or query-only NES) refinement of the decoder's face in face space."""
 
-    name = "optimize"
+    registry_name = "optimize"
     white_box_gradients = True
     #: the target model's forward + backward run on this many of its chunks (8 faces each for facepii's
     #: torch copies) at a time: the activations of every face and view of every victim were held at once

@@ -39,7 +39,6 @@ import hashlib
 from typing import Any
 
 import numpy as np
-from sklearn.base import clone
 
 from facepii.errors import ParameterError
 from facepii.metrics import COMPARATORS, ROWWISE, diagonal_scores
@@ -71,16 +70,6 @@ class Defense(Parameters):
     def flat_params(self) -> dict[str, Any]:
         """The parameters as ``--param`` names them (a chain's as ``step.param``), in signature order."""
         return {k: getattr(self, k) for k in self._param_names()}
-
-    def __sklearn_clone__(self) -> Defense:
-        new = type(self)(**{k: clone(v, safe=False) for k, v in self.get_params(deep=False).items()})
-        if "_registry_name" in self.__dict__:
-            new._registry_name = self._registry_name
-        return new
-
-    @property
-    def name(self) -> str:
-        return self.__dict__.get("_registry_name") or self.registry_name or type(self).__name__.lower()
 
     # ---- capabilities that follow from the parameters --------------------------------------
     @property

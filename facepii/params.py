@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 
 from facepii.errors import ParameterError
 
@@ -92,9 +92,20 @@ class Parameters(BaseEstimator):
     #: parameter -> list of admissible forms (:class:`Interval`, :class:`Options`, None)
     _parameter_constraints: dict[str, list] = {}
 
+    #: the registry name of a built-in (a plug-in gets the name of its entry point)
+    registry_name: str | None = None
+
     @property
-    def name(self) -> str:  # pragma: no cover - overridden
-        return type(self).__name__.lower()
+    def name(self) -> str:
+        """The name it is registered and reported under."""
+        return self.__dict__.get("_registry_name") or self.registry_name or type(self).__name__.lower()
+
+    def __sklearn_clone__(self):
+        """A new, unfitted instance with the same parameters (cloned) and the same registered name."""
+        new = type(self)(**{k: clone(v, safe=False) for k, v in self.get_params(deep=False).items()})
+        if "_registry_name" in self.__dict__:
+            new._registry_name = self._registry_name
+        return new
 
     @classmethod
     def _param_names(cls) -> list[str]:

@@ -490,3 +490,22 @@ def test_a_constraint_refuses_in_one_line_naming_the_parameter_and_the_range():
         assert str(exc.value).startswith(says) and "\n" not in str(exc.value)
     with pytest.raises(ParameterError, match="optimize: lr must be a number in"):
         attacks.create("optimize", lr=0.0).check_constraints()
+
+
+def test_plugins_of_both_kinds_are_named_by_their_entry_point_and_keep_it_through_clone(monkeypatch):
+    from attacks.nearest import Nearest
+    from defenses.noise import Noise
+
+    class MyAttack(Nearest):
+        registry_name = None
+
+    class MyDefense(Noise):
+        registry_name = None
+
+    monkeypatch.setattr(attacks.registry, "_entries", dict(attacks.registry._entries))
+    monkeypatch.setattr(defenses.registry, "_entries", dict(defenses.registry._entries))
+    attacks.registry.register("mine", MyAttack, origin="entry point (test)")
+    defenses.registry.register("mine", MyDefense, origin="entry point (test)")
+    for obj in (attacks.create("mine"), defenses.create("mine")):
+        assert obj.name == "mine" and clone(obj).name == "mine"
+    assert attacks.create("nearest").name == "nearest" and defenses.create("noise").name == "noise"
