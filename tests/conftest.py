@@ -50,18 +50,23 @@ def mobilefacenet() -> Path:
     return mobilefacenet_or_skip()
 
 
+ONE_THREAD_EXECUTOR_TEST = "test_rows_on_workers_and_two_runs_on_one_cache_give_a_lone_runs_report"
+
+
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected: only when the test will run
 def pytest_collection_modifyitems(session, config, items):
     """The emulated-CPU check (tests/test_golden.py) runs for minutes on one core: start it as soon as the
-    session knows it will run, run the golden report (one thread: the other core is free) first beside it,
-    and compare the emulated digests last, when the probe has long finished."""
+    session knows it will run, run the tests that compute on one thread first beside it (the golden report,
+    then the executor test, whose lone run trains its face model on one thread), and compare the emulated
+    digests last, when the probe has long finished."""
     from test_golden import EMULATED_TEST, GOLDEN_TEST, start_emulated
 
     if not config.option.collectonly and any(item.name == EMULATED_TEST for item in items):
         config._facepii_emulated = start_emulated()
-        first = [i for i in items if i.name == GOLDEN_TEST]
+        early = (GOLDEN_TEST, ONE_THREAD_EXECUTOR_TEST)
+        first = [i for n in early for i in items if i.name == n]
         last = [i for i in items if i.name == EMULATED_TEST]
-        items[:] = first + [i for i in items if i.name not in (GOLDEN_TEST, EMULATED_TEST)] + last
+        items[:] = first + [i for i in items if i.name not in (*early, EMULATED_TEST)] + last
 
 
 def pytest_unconfigure(config):
