@@ -223,6 +223,8 @@ def check_attacker_data(spec: Any, dataset: str | None) -> None:
     if kind == "embeddings":
         raise ParameterError(f"--attacker-data {spec}: the attacks learn from photos; an embeddings file holds none.")
     mine, theirs = dataset_root(spec), dataset_root(dataset)
+    if mine is not None and not mine.is_dir():  # said now, not after the evaluated dataset's photos are embedded
+        raise ParameterError(f"--attacker-data {spec}: no such folder (give the folder of the attacker's photos).")
     if spec == dataset or (mine is not None and mine == theirs):
         raise ParameterError(f"--attacker-data {spec}: the evaluated dataset itself; leave the option out and the "
                              "attacker trains on its identities that are not victims (the auxiliary split).")

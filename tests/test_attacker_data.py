@@ -44,6 +44,15 @@ def test_a_bad_attacker_data_spec_is_refused_in_one_line(tmp_path, capsys, spec,
     assert code == 2 and "--attacker-data" in err and says in err
 
 
+@pytest.mark.parametrize("where", ["missing", "a-file"])
+def test_an_attacker_folder_that_is_not_there_is_refused_before_the_work(tmp_path, capsys, where):
+    data = write_folder_dataset(tmp_path / "d", n_ids=4, per_id=2)
+    (tmp_path / "a-file").write_text("not a folder")
+    code, _, err = run_cli(["evaluate", "-q", "--dataset", f"folder:{data}", "--attacker-data",
+                            f"folder:{tmp_path / where}"], capsys)
+    assert code == 2 and "no such folder" in err and len(err.strip().splitlines()) == 1
+
+
 def test_the_evaluated_dataset_is_not_the_attackers(tmp_path, capsys):
     data = write_folder_dataset(tmp_path / "d", n_ids=4, per_id=2)
     code, _, err = run_cli(["evaluate", "-q", "--dataset", f"folder:{data}", "--attacker-data",
