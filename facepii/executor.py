@@ -9,12 +9,12 @@ dask-jobqueue on SLURM/SGE). Two stages go to the workers:
   driver writes into its own SQLite cache as each task completes (an interrupted run resumes
   exactly as a local one). Workers read the photos from the same paths: the dataset must be on a
   filesystem the workers share. Photos' pixels never come back, only landmarks and embeddings;
-- each defense row: one task, its templates, utility and ISO/IEC 30136 figures; with attacks two
-  (:meth:`DaskExecutor.map_chained`), its attacks, then its judging and irreversibility (the
-  embeddings, the attacker's kit with its face model and the judges are scattered to every worker
-  once; each worker process rebuilds the torch copy of the target and opens the judges' models once,
-  when the kit arrives). Rows whose defense holds unpicklable key material (``he``: a SEAL context)
-  run in the driver.
+- each defense row: two tasks, its attacks (or, without attacks, its utility and ISO/IEC 30136
+  figures) and then its judging and irreversibility (:meth:`DaskExecutor.map_chained`, driven by
+  :class:`facepii.row_executor.DaskRows`; the embeddings, the attacker's kit with its face model and
+  the judges are scattered to every worker once; each worker process rebuilds the torch copy of the
+  target and opens the judges' models once, when the kit arrives). Rows whose defense holds
+  unpicklable key material (``he``: a SEAL context) run in the driver meanwhile.
 
 Torch's results depend on its number of threads (a sum split over two threads rounds differently),
 so the computations behind the figures run with ``--threads`` threads wherever they run

@@ -205,9 +205,3 @@ def judge_baselines(judges: dict[str, Judge], faces: dict[str, np.ndarray], vict
     """:func:`baseline_faces` through the headline judge and the target."""
     return {name: {j: judges[j].judge(f, victims, n_boot, seed).to_dict() for j in ("judge", "target")}
             for name, f in faces.items()}
-
-
-def baselines(judges: dict[str, Judge], aux_faces: np.ndarray, victims: np.ndarray, n_boot: int,
-              seed: int) -> dict:
-    """Empirical floors through the same judges: a random auxiliary face, and the mean face."""
-    return judge_baselines(judges, baseline_faces(aux_faces, len(victims), seed), victims, n_boot, seed)

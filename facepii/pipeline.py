@@ -1,14 +1,15 @@
 """``run()``: the evaluation protocol as a short chain of stages (docs/architecture.md).
 
     EvaluateConfig -> FaceSet -> EmbeddedSet -> Split -> (the attacker's kit, the judges)
-        -> per defense setting, evaluate_row: Templates -> utility and unlinkability ->
+        -> per defense setting, RowJob (attacks, then judging): Templates -> utility and unlinkability ->
            (per key scenario) Reconstructions -> privacy and irreversibility -> (oracle) -> RowEstimates
     -> Report
 
 The unprotected row comes first, then one row per defense and parameter setting; each row is a
 :class:`facepii.estimates.RowEstimates` with its utility (95% bootstrap intervals over identities)
 and, with attacks, every attack's re-identification figures. A row's two stages are in
-:mod:`facepii.rows`; on a Dask cluster :mod:`facepii.remote` runs them as tasks. Nothing here writes a
+:mod:`facepii.rows`; a row executor (:mod:`facepii.row_executor`) runs them, in this process or as
+Dask tasks, behind the one loop here. Nothing here writes a
 file: :mod:`facepii.outputs` does, at the edge.
 """
 
@@ -31,21 +32,16 @@ from facepii.encoders import Encoder, PrecomputedEncoder, get_encoder, spec_list
 from facepii.errors import ParameterError
 from facepii.estimates import RowEstimates, value
 from facepii.executor import compute_threads, open_executor
-from facepii.judging import (
-    baselines,
-    judge_role,
-    make_judges,
-    resolve_judges,
-)
+from facepii.judging import judge_role, make_judges, resolve_judges
 from facepii.labels import row_label
 from facepii.provenance import provenance, vectors_digest
 from facepii.reconstructions import (
     prepare_attacker,
     resolve_surrogates,
 )
-from facepii.remote import remote_rows, remote_whole_rows
 from facepii.report import Evaluation, Report, mark_pareto
-from facepii.rows import Attacked, evaluate_row
+from facepii.row_executor import row_executor
+from facepii.rows import Attacked, RowJob
 from facepii.scores import Items, item_names
 from facepii.stages import (
     check_rows_fit,
@@ -146,27 +142,20 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executo
                                 embedded.aligned(split.source_pos), None if aux is None else aux.block)
     finally:
         cache.close()
-    remote, whole, floors = {}, {}, None
-    where_rows: dict[str, str] = {}
-    if executor is not None and attacked is not None:
-        whole, floors = remote_whole_rows(executor, embedded, grid, fit_pos, cfg, attacked)
-    elif executor is not None:
-        remote = remote_rows(executor, embedded, grid, fit_pos, cfg)
-    rows: list[RowEstimates] = []
+    job = RowJob(cfg, embedded, fit_pos, attacked)
+    runner = row_executor(executor)
+    found: dict[int, RowEstimates] = {}
     recon: dict[int, np.ndarray] = {}
+    where_rows: dict[str, str] = {}
     with progress.bar("evaluating defenses", len(grid)) as b:
-        for n, (spec, params) in enumerate(grid):
-            if n in whole:
-                row, faces, where_rows[row_label(spec, params)] = whole[n]
-            else:
-                with compute_threads(cfg.data.threads):
-                    row, faces = evaluate_row(cfg, embedded, spec, params, fit_pos, attacked, remote.get(n))
-                if executor is not None:
-                    where_rows[row_label(spec, params)] = "driver" if n not in remote else "workers (utility)"
-            rows.append(row)
+        for n, row, faces, where in runner.map_rows(job, grid):  # the one row loop, whatever runs the rows
+            found[n] = row
             if faces is not None:
                 recon[n] = faces
+            if where is not None:
+                where_rows[row_label(*grid[n])] = where
             b.update()
+    rows = [found[n] for n in range(len(grid))]
     base = value(rows[0].utility.tar_1e3)
     for r in rows:
         v = value(r.utility.tar_1e3)
@@ -175,15 +164,13 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executo
     if attacked is not None:
         mark_pareto(rows)
         extra.update(_privacy_extra(cfg, attacked, labels, same_model(encoders["judge"], target)))
-        if floors is None:
-            floors = baselines(attacked.judges, attacked.kit.aux_faces, attacked.victims, cfg.bootstrap, cfg.seed)
-        extra["privacy_baselines"].update(floors)
+        extra["privacy_baselines"].update(runner.baselines(job))
     settings = {k: v for k, v in cfg.options().items() if k != "cache_dir"}
     extra["provenance"] = provenance(keys=embedded.keys, encoders=embedded.encoders, data_digest=None
                                      if embedded.has_photos else vectors_digest(embedded.embeddings["target"], labels),
                                      settings=settings,
                                      seed=cfg.seed, stage_seconds=dict(progress.STAGE_SECONDS),
-                                     executor=_where(executor, cfg, where_rows),
+                                     executor=runner.describe(cfg.data.threads, where_rows),
                                      cache_stats={"embeddings": embedded.dataset.get("embedding_stats"),
                                                   "face_model": extra.get("attacker", {}).get("face_model")})
     report = Report(dataset=embedded.dataset, encoder=encoder_dict(target), seed=cfg.seed, rows=rows,
@@ -199,14 +186,6 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executo
                     for v in split.victim_ids]
     return Evaluation(report, recon, attacked.sources, np.stack([g[0] for g in gallery_sets]), attacked.victims,
                       gallery_sets, items)
-
-
-def _where(executor, cfg: EvaluateConfig, rows: dict[str, str]) -> dict:
-    """Where the work ran (the report's provenance): in this process, or the cluster and which worker ran
-    which row; and the torch threads behind the figures."""
-    if executor is None:
-        return {"kind": "in-process", "threads": cfg.data.threads}
-    return {**executor.describe(), "threads": cfg.data.threads, "rows": rows}
 
 
 def _privacy_extra(cfg: EvaluateConfig, attacked: Attacked, labels, judge_is_target: bool) -> dict:

@@ -4,8 +4,8 @@
                   (and the oracle's)
     row_judging:  the judges on every reconstruction -> privacy, irreversibility, the oracle's figures
 
-:func:`evaluate_row` chains them in this process; :mod:`facepii.remote` runs them as Dask tasks. Both take
-what every row shares (:class:`Attacked`) and return plain data.
+:class:`RowJob` holds what every row shares; a row executor (:mod:`facepii.row_executor`) runs its two
+stages in this process or as Dask tasks. Both stages return plain data.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from facepii.estimates import AttackFigures, PrivacyEstimates, RowEstimates
 from facepii.irreversibility import oracle_summary, row_irreversibility, system_view
 from facepii.judging import (
     Judge,
+    baseline_faces,
+    judge_baselines,
     judge_faces,
     privacy_block,
 )
@@ -76,28 +78,43 @@ class RowAttacks:
     templates: Templates | None = None                     # in-process only: the judging stage reuses them
 
 
-def evaluate_row(cfg: EvaluateConfig, embedded: EmbeddedSet, spec: str, params: dict, fit_pos,
-                 attacked: Attacked | None, estimated: RowEstimates | None = None
-                 ) -> tuple[RowEstimates, np.ndarray | None]:
-    """One defense setting, every stage: its templates, utility and unlinkability (or ``estimated``,
-    computed elsewhere), and with attacks its privacy per key scenario, irreversibility and the
-    oracle. Returns the row's estimates and its worst reconstructions (None without attacks)."""
-    ra = row_attacks(cfg, embedded, spec, params, fit_pos, attacked, estimated)
-    if attacked is None:
-        return ra.row, None
-    return row_judging(cfg, embedded, ra, fit_pos, attacked)
+@dataclass
+class RowJob:
+    """What every row of a run shares: the configuration, the embedded photos, the defender's enrolments
+    (``fit_pos``) and, with attacks, :class:`Attacked`. A row executor (:mod:`facepii.row_executor`) calls
+    :meth:`attacks` then :meth:`judging` for each (spec, params), in this process or on Dask workers."""
+
+    cfg: EvaluateConfig
+    embedded: EmbeddedSet
+    fit_pos: np.ndarray | None
+    attacked: Attacked | None
+
+    def attacks(self, spec: str, params: dict, keep_templates: bool = True) -> RowAttacks:
+        """The row's first stage (:func:`row_attacks`)."""
+        return row_attacks(self.cfg, self.embedded, spec, params, self.fit_pos, self.attacked, keep_templates)
+
+    def judging(self, ra: RowAttacks) -> tuple[RowEstimates, np.ndarray | None]:
+        """The row's second stage (:func:`row_judging`); without attacks the first stage's estimates."""
+        if self.attacked is None:
+            return ra.row, None
+        return row_judging(self.cfg, self.embedded, ra, self.fit_pos, self.attacked)
+
+    def baselines(self) -> dict:
+        """The empirical floors (a random auxiliary face, the mean face) through the judges."""
+        a = self.attacked
+        return judge_baselines(a.judges, baseline_faces(a.kit.aux_faces, len(a.victims), self.cfg.seed),
+                               a.victims, self.cfg.bootstrap, self.cfg.seed)
 
 
 def row_attacks(cfg: EvaluateConfig, embedded: EmbeddedSet, spec: str, params: dict, fit_pos,
-                attacked: Attacked | None, estimated: RowEstimates | None = None, keep_templates: bool = True
-                ) -> RowAttacks:
+                attacked: Attacked | None, keep_templates: bool = True) -> RowAttacks:
     """A row's first stage: templates, utility and unlinkability, and with attacks every key scenario's
     (and the oracle's) reconstructions."""
     p = cfg.privacy
     label = row_label(spec, params)
     with progress.stage(f"row {label}: templates, utility, unlinkability"):
         t = protect(embedded, spec, params, fit_pos, p.key, cfg.seed)
-        row = estimated if estimated is not None else row_estimates(embedded, t, fit_pos, cfg)
+        row = row_estimates(embedded, t, fit_pos, cfg)
     out = RowAttacks(spec, params, row, [], templates=t if keep_templates else None)
     if attacked is None:
         return out
