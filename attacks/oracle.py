@@ -26,15 +26,20 @@ the victim (the victim's key) and compares it with the victim's stored template.
   half accepted (a sign-gradient search in the spirit of HopSkipJump), until the budget is spent.
 
 The recovered embeddings are then reconstructed into faces by facepii's attacks on raw templates.
+
+Both are :class:`OracleAttack` plug-ins registered by ``registry_name`` (``--oracle NAME``, listed by
+``facepii oracles``); a third-party one registers through the entry-point group ``facepii.oracles``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from facepii import progress
+from facepii.params import Parameters
 
 
 def _unit(X: np.ndarray) -> np.ndarray:
@@ -206,3 +211,55 @@ def _boundary_normal(points: np.ndarray, accepted: np.ndarray, fallback: np.ndar
         return fallback
     w = LogisticRegression(C=100.0, max_iter=2000).fit(points, accepted).coef_[0]
     return _unit(w) if w @ fallback > 0 else fallback
+
+
+@dataclass
+class OracleInputs:
+    """What an oracle attacker holds besides the matcher: its own face embeddings (the probes it may submit
+    and its prior), their identities, its own instance of the defense (made when asked: ``view()``, the
+    secret-key view of :func:`facepii.stages.attacker_view`) and the seed."""
+
+    embeddings: np.ndarray
+    users: np.ndarray
+    view: Callable[[], object]
+    seed: int
+
+
+class OracleAttack(Parameters):
+    """The contract of an oracle attack: from the matcher's answers to probes it chooses (``oracle``, which
+    counts every query), recover each victim's raw embedding within ``budget`` queries per victim.
+
+    Class attributes: ``registry_name`` (``--oracle NAME``), ``answers`` (what the matcher answers: the
+    threat model's sentence), ``default_queries`` (the budget without ``--oracle-queries``)."""
+
+    registry_name: str = ""
+    answers: str = ""
+    default_queries: int = 0
+
+    def recover(self, oracle: Oracle, own: OracleInputs, budget: int) -> OracleResult:
+        raise NotImplementedError
+
+
+class ScoreOracle(OracleAttack):
+    """The matcher returns a similarity score: calibrate score -> cosine on own faces, then Bayesian regression."""
+
+    registry_name = "score"
+    answers = "the matcher returns a similarity score for a probe against a victim (score-solver attack)"
+    default_queries = 200
+
+    def recover(self, oracle: Oracle, own: OracleInputs, budget: int) -> OracleResult:
+        prior = Prior(own.embeddings)
+        calib = calibrate(own.view(), own.embeddings, own.users, own.seed)
+        return score_solver(oracle, own.embeddings, calib, prior, budget, own.seed)
+
+
+class DecisionOracle(OracleAttack):
+    """The matcher only accepts or rejects: a dictionary search for an accept, then a walk to the region's centre."""
+
+    registry_name = "decision"
+    answers = "the matcher only accepts or rejects at its threshold (decision-search attack)"
+    default_queries = 2000
+
+    def recover(self, oracle: Oracle, own: OracleInputs, budget: int) -> OracleResult:
+        return decision_search(oracle, own.embeddings, Prior(own.embeddings), budget, own.seed)
+

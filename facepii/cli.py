@@ -207,8 +207,9 @@ def evaluate(
         "--oracle", metavar="none|score|decision",
         help="Also attack through the matcher's answers, never seeing the victim's template (encrypted "
              "templates still leak this way): score = the matcher returns a similarity score for a probe "
-             "(score-solver), decision = only accept/reject at its FMR 1e-3 threshold (decision-search). "
-             "Reported per row with the queries each victim took.")] = "none",
+             "(score-solver), decision = only accept/reject at its FMR 1e-3 threshold (decision-search); "
+             "`facepii oracles` lists them with plug-ins. Reported per row with the queries each victim "
+             "took.")] = "none",
     oracle_queries: Annotated[int | None, typer.Option(
         "--oracle-queries", metavar="N", help="Oracle queries per victim (default: 200 score, 2000 decision).")] = None,
     out: Annotated[Path | None, typer.Option(
@@ -522,6 +523,12 @@ def defenses() -> None:
 def attacks() -> None:
     """List the reconstruction attacks."""
     _list(reg.attacks)
+
+
+@app.command()
+def oracles() -> None:
+    """List the oracle attacks (--oracle): the matcher's answers, never the victim's template."""
+    _list(reg.oracles)
 
 
 @app.command("kernels")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import defenses as defense_registry
+from attacks import oracle_registry
 from attacks import registry as attack_registry
 from attacks.facemodel import BUDGETS
 from attacks.prior import KINDS as PRIOR_KINDS
@@ -26,7 +27,7 @@ from facepii.datasets import LOADERS, dataset_root
 from facepii.encoders import spec_list
 from facepii.errors import ConfigError, ParameterError
 from facepii.executor import check as check_executor
-from facepii.threat import KEY_SCENARIOS, KNOWLEDGE, ORACLES
+from facepii.threat import KEY_SCENARIOS, KNOWLEDGE
 
 DEVICES = ("cpu", "cuda")
 
@@ -160,8 +161,10 @@ class EvaluateConfig:
             raise ParameterError(f"--key must be secret, disclosed or both, got {p.key!r}.")
         if p.budget not in BUDGETS:
             raise ParameterError(f"--budget must be one of {', '.join(BUDGETS)}, got {p.budget!r}.")
-        if p.oracle not in ORACLES:
-            raise ParameterError(f"--oracle must be none, score or decision, got {p.oracle!r}.")
+        if p.oracle != "none" and (not isinstance(p.oracle, str) or p.oracle not in oracle_registry):
+            names = ["none", *oracle_registry.names()]
+            raise ParameterError(f"--oracle must be {', '.join(names[:-1])} or {names[-1]} (`facepii oracles` lists "
+                                 f"them), got {p.oracle!r}.")
         if not isinstance(p.prior, str) or not p.prior:
             raise ParameterError(f"--prior must be detail, eigenfaces or a prior file, got {p.prior!r}.")
         if p.prior not in PRIOR_KINDS and not Path(p.prior).is_file():
@@ -173,7 +176,7 @@ class EvaluateConfig:
         if q is not None and (isinstance(q, bool) or not isinstance(q, int) or not 10 <= q <= 100_000):
             raise ParameterError(f"--oracle-queries must be an integer in 10..100000, got {q!r}.")
         if q is not None and p.oracle == "none":
-            raise ParameterError("--oracle-queries without --oracle: say which oracle (score or decision), or drop it.")
+            raise ParameterError("--oracle-queries without --oracle: say which oracle (`facepii oracles`), or drop it.")
         if not p.attacks:  # utility only: an option of the attacks would be silently ignored
             for name, given in (("--oracle", p.oracle != "none"), ("--judge", p.judge is not None),
                                 ("--surrogate", p.surrogate is not None), ("--prior", p.prior != "eigenfaces"),

@@ -17,6 +17,7 @@ from facepii.gate import RULES
 from facepii.registry import attacks as areg
 from facepii.registry import defenses as dreg
 from facepii.registry import encoders as ereg
+from facepii.registry import oracles as oreg
 
 
 def _params(cls) -> list[tuple[str, str]]:
@@ -66,6 +67,11 @@ def reference() -> str:
     lines += _entries(dreg)
     lines += ["## Attacks", "", "`--attack NAME[,NAME]`; the row reports the worst (highest rank-1).", ""]
     lines += _entries(areg)
+    lines += ["## Oracle attacks", "", "`--oracle NAME` (`--oracle-queries N` per victim; the default is each one's):",
+              "", "| name | what the matcher answers | default queries |", "|---|---|---|"]
+    lines += [f"| `{e.name}` | {_cell(e.factory.answers)} | {e.factory.default_queries} |"
+              for e in oreg.entries() if e.origin == "built-in"]
+    lines.append("")
     lines += ["## Attack budgets", "", "`--budget NAME`:", "",
               "| budget | face-space dims | decoder steps | fine-tune steps | optimize steps | mirror aug. | "
               "NES steps x samples |", "|---|---|---|---|---|---|---|"]

@@ -50,7 +50,7 @@ from facepii.stages import (
     load_selected,
     split_identities,
 )
-from facepii.threat import ORACLE_QUERIES, threat_model
+from facepii.threat import oracle_queries, threat_model
 
 
 def evaluate(cfg: EvaluateConfig) -> Report:
@@ -198,7 +198,7 @@ def _privacy_extra(cfg: EvaluateConfig, attacked: Attacked, labels, judge_is_tar
     return {
         "threat_model": threat_model(p.knowledge, p.key, len(np.unique(kit.aux_users)),
                                      len(split.victim_ids), judges["judge"].encoder.name, judge_is_target,
-                                     p.oracle, p.oracle_queries or ORACLE_QUERIES.get(p.oracle),
+                                     p.oracle, oracle_queries(p.oracle, p.oracle_queries),
                                      [s.name for s in kit.surrogates],
                                      kit.aux_queries if kit.queries is not None else None, own),
         "split": split_block,

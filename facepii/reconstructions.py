@@ -20,7 +20,7 @@ import attacks as attack_registry
 import defenses as defense_registry
 from attacks.base import RowCache, ThreatModel, recovered_embeddings
 from attacks.facemodel import BUDGETS, FaceModel
-from attacks.oracle import Oracle, Prior, calibrate, decision_search, score_solver
+from attacks.oracle import Oracle, OracleInputs
 from attacks.prior import KINDS, PRIOR_BUDGETS, PRIOR_FORMAT, SAME_PERSON, FacePrior, PriorSettings
 from facepii import kernels
 from facepii.attacker_data import AttackerPhotos, victim_centroids
@@ -327,19 +327,15 @@ def _run(threat: ThreatModel, cache: RowCache, kit: AttackerKit, T_aux: np.ndarr
 
 def oracle_attack(kit: AttackerKit, templates: Templates, embedded: EmbeddedSet, split: Split, kind: str,
                   budget: int, threshold: float, attacks: list[str]):
-    """The score / decision oracle against every victim (:mod:`attacks.oracle`), then faces from the
+    """The oracle attack ``kind`` against every victim (:mod:`attacks.oracle`), then faces from the
     recovered embeddings by the attacks on raw templates. Returns (Reconstructions, OracleResult)."""
     d = templates.defense
     labels = embedded.labels
     victims = labels[split.source_pos]
     stored = (embedded.embeddings["target"] if d.encrypted else templates.templates)[split.source_pos]
     oracle = Oracle(probing(d, kit.seed + ORACLE_RANDOMNESS), stored, victims, threshold)
-    prior = Prior(kit.aux_embeddings)
-    if kind == "score":
-        calib = calibrate(attacker_view(d, "secret", kit.seed), kit.aux_embeddings, kit.aux_users, kit.seed)
-        res = score_solver(oracle, kit.aux_embeddings, calib, prior, budget, kit.seed)
-    else:
-        res = decision_search(oracle, kit.aux_embeddings, prior, budget, kit.seed)
+    own = OracleInputs(kit.aux_embeddings, kit.aux_users, lambda: attacker_view(d, "secret", kit.seed), kit.seed)
+    res = attack_registry.create_oracle(kind).recover(oracle, own, budget)
     raw = defense_registry.create("none").fit(kit.aux_embeddings, comparator=kit.target.comparator)
     threat = _threat(kit, raw, lambda E, users=None: np.asarray(E, np.float32), "disclosed", victims)
     est = res.estimates.astype(np.float32)

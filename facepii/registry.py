@@ -3,7 +3,7 @@
 One small dict per kind, like Opacus' accountant registry: built-in parts
 register themselves with :meth:`Registry.register`; third-party packages add
 theirs through the entry-point groups ``facepii.encoders``,
-``facepii.defenses`` and ``facepii.attacks`` (the entry point's object is the
+``facepii.defenses``, ``facepii.attacks`` and ``facepii.oracles`` (the entry point's object is the
 factory; its docstring's first line is the help), so a vendor adds its own
 without forking facepii.
 """
@@ -34,7 +34,7 @@ def first_line(obj: Any) -> str:
 
 
 class Registry:
-    """A named collection of factories of one kind ("encoder", "defense", "attack")."""
+    """A named collection of factories of one kind ("encoder", "defense", "attack", "oracle")."""
 
     def __init__(self, kind: str, group: str, builtins_module: str | None = None):
         self.kind = kind
@@ -112,3 +112,4 @@ def _broken(name: str, exc: Exception) -> Callable[..., Any]:
 encoders = Registry("encoder", "facepii.encoders", "facepii.encoders")
 defenses = Registry("defense", "facepii.defenses", "defenses")
 attacks = Registry("attack", "facepii.attacks", "attacks")
+oracles = Registry("oracle", "facepii.oracles", "attacks")

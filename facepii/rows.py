@@ -40,7 +40,7 @@ from facepii.stages import (
     Templates,
     protect,
 )
-from facepii.threat import ORACLE_QUERIES
+from facepii.threat import oracle_queries
 from facepii.unlinkability import unlinkability
 from facepii.utility import utility_row
 
@@ -128,7 +128,7 @@ def row_attacks(cfg: EvaluateConfig, embedded: EmbeddedSet, spec: str, params: d
         with progress.stage(f"row {label}: attacks" + (f" (key {key})" if t.defense.keyed else "") + many):
             out.scenarios.append((key, reconstruct(kit, t, key, split, embedded.labels, p.attacks, ks)))
     if p.oracle != "none":
-        budget = p.oracle_queries or ORACLE_QUERIES[p.oracle]
+        budget = oracle_queries(p.oracle, p.oracle_queries)
         threshold = system_view(embedded, t, split, kit.target, cfg.seed)["threshold"]
         with progress.stage(f"row {label}: {p.oracle} oracle ({budget} queries per victim), attacks"):
             out.oracle = oracle_attack(kit, t, embedded, split, p.oracle, budget, threshold, p.attacks)

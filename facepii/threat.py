@@ -1,6 +1,7 @@
 """The threat model a report states: the attacker's knowledge, key scenarios and oracles, as choices and prose.
 
-A leaf module: the configuration validates against these choices, the report states them.
+A leaf module: the configuration validates against these choices, the report states them. The oracle
+attacks' own sentences and default budgets come from their registry (:class:`attacks.oracle.OracleAttack`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ KEY_SCENARIOS = {
     "both": "reported for a secret key and for a disclosed key (stolen token); the disclosed case "
             "is the row's headline figure",
 }
-ORACLES = {
-    "none": "no oracle attack",
-    "score": "the matcher returns a similarity score for a probe against a victim (score-solver attack)",
-    "decision": "the matcher only accepts or rejects at its threshold (decision-search attack)",
-}
-ORACLE_QUERIES = {"score": 200, "decision": 2000}  # default queries per victim
+
+
+def oracle_queries(oracle: str, given: int | None = None) -> int | None:
+    """Queries per victim of ``--oracle NAME``: ``given`` (``--oracle-queries``), or the oracle attack's
+    default (:class:`attacks.oracle.OracleAttack`); None without an oracle."""
+    if oracle == "none":
+        return None
+    import attacks  # here: this module stays a leaf (the registry loads the attacks)
+
+    return given or attacks.create_oracle(oracle).default_queries
 
 #: ISO/IEC 24745's application models differ in where the biometric references are stored and where the
 #: comparison happens; facepii's figures assume this one (and the oracle attacker, the service's interface)
@@ -64,7 +69,10 @@ def threat_model(knowledge: str, key: str, n_aux: int, n_victims: int, judge: st
                  f"({a['victim_photos_set_aside']} victims' photos, {a['victim_identities_set_aside']} identities "
                  "that look like victims)." if a["photos_set_aside"] else ".")
     if oracle != "none":
-        note += (f" Oracle attacker (a second threat): it never sees a victim's template; {ORACLES[oracle]}, "
+        import attacks  # here: this module stays a leaf
+
+        answers = attacks.create_oracle(oracle).answers
+        note += (f" Oracle attacker (a second threat): it never sees a victim's template; {answers}, "
                  f"for probes it chooses ({queries} queries per victim), and reconstructs the face from what it "
                  "recovers.")
     app = APPLICATION_MODEL.format(oracle_part=ORACLE_PART if oracle != "none" else "")

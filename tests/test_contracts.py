@@ -509,3 +509,63 @@ def test_plugins_of_both_kinds_are_named_by_their_entry_point_and_keep_it_throug
     for obj in (attacks.create("mine"), defenses.create("mine")):
         assert obj.name == "mine" and clone(obj).name == "mine"
     assert attacks.create("nearest").name == "nearest" and defenses.create("noise").name == "noise"
+
+
+# ---------------------------------------------------------------- oracle attacks (--oracle)
+
+ORACLES = attacks.oracle_registry.names()
+
+
+class _MatcherOnly:
+    """The matcher's interface and nothing else: an oracle attack that reads a victim's stored template or
+    the defense behind it fails here with AttributeError."""
+
+    def __init__(self, oracle):
+        self._o = oracle
+        self.victims, self.threshold = oracle.victims, oracle.threshold
+
+    @property
+    def queries(self):
+        return self._o.queries
+
+    def scores(self, i, probes):
+        return self._o.scores(i, probes)
+
+    def accepts(self, i, probes):
+        return self._o.accepts(i, probes)
+
+
+@pytest.mark.parametrize("name", ORACLES)
+def test_oracle_attack_is_registered_and_declares_its_threat_and_budget(name):
+    from attacks.oracle import OracleAttack
+
+    o = attacks.create_oracle(name)
+    assert isinstance(o, OracleAttack) and o.name == name and clone(o).name == name
+    assert isinstance(o.answers, str) and o.answers.startswith("the matcher ")
+    assert isinstance(o.default_queries, int) and 10 <= o.default_queries <= 100_000  # --oracle-queries' range
+    assert not stores_unchanged(type(o), type(o)._param_names())
+
+
+@pytest.mark.parametrize("name", ORACLES)
+def test_oracle_attack_recovers_embeddings_from_answers_alone_within_the_budget(name):
+    from attacks.oracle import Oracle, OracleInputs, Prior
+    from facepii.metrics import pair_scores, threshold_at_far
+    from facepii.stages import attacker_view
+
+    E, lab = embeddings(n_id=60, per=4, d=32, seed=3)
+    aux = np.repeat(np.arange(60) >= 12, 4)  # 48 of the attacker's people; 12 victims, one template each
+    vic = np.flatnonzero(~aux & (np.arange(len(lab)) % 4 == 0))
+    d = defenses.create("none").fit(E[aux])
+    _, imp = pair_scores(E[aux], lab[aux], d.score)
+    oracle = Oracle(d, d.transform(E[vic], lab[vic]), lab[vic], threshold_at_far(imp, 1e-3))
+    own = OracleInputs(E[aux], lab[aux], lambda: attacker_view(d, "secret", 0), 0)
+    budget = attacks.create_oracle(name).default_queries
+    res = attacks.create_oracle(name).recover(_MatcherOnly(oracle), own, budget)
+    assert res.estimates.shape == (len(vic), E.shape[1]) and np.isfinite(res.estimates).all()
+    np.testing.assert_allclose(np.linalg.norm(res.estimates, axis=1), 1.0, atol=1e-6)
+    assert np.array_equal(res.queries_used, oracle.queries) and res.queries_used.max() <= budget
+    assert ((res.queries_to_match == -1) | ((res.queries_to_match >= 1) & (res.queries_to_match <= budget))).all()
+    mean = Prior(E[aux]).mean
+    truth = E[vic] / np.linalg.norm(E[vic], axis=1, keepdims=True)
+    # closer to each victim than the attacker's prior alone
+    assert (res.estimates * truth).sum(1).mean() > (truth @ (mean / np.linalg.norm(mean))).mean() + 0.2

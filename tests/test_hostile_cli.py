@@ -50,7 +50,7 @@ def one_line_error(code, err, needle=None):
     (["--json", "/proc/facepii.json"], "cannot write"),
     (["--out", "/proc/facepii-out"], "cannot write"),
     (["--cache-dir", "/dev/full"], "is a file"),
-    (["--no-privacy", "--oracle", "maybe"], "--oracle must be none, score or decision"),
+    (["--no-privacy", "--oracle", "maybe"], "--oracle must be none, decision or score"),
     (["--no-privacy", "--executor", "spark"], "--executor must be local, dask or dask:ADDRESS"),
     (["--no-privacy", "--max-memory", "lots"], "--max-memory"),
     (["--no-privacy", "--max-memory", "1KB"], "--max-memory must be between"),
