@@ -21,7 +21,6 @@ from facepii import datasets as ds
 from facepii import gate as g
 from facepii import registry as reg
 from facepii.config import EvaluateConfig, parse_param_options, parse_scores, parse_size
-from facepii.encoders import spec_list
 from facepii.errors import ConfigError, FacepiiError, ParameterError
 from facepii.pipeline import run
 from facepii.plots import transfer_figure
@@ -248,7 +247,7 @@ def evaluate(
         outputs.check_out_dir(out, dataset=_data_folders(cfg))
     if cache_dir and not no_cache:
         outputs.check_cache_dir(cache_dir)
-    targets = spec_list(cfg.data.encoder, "--encoder")
+    targets = list(cfg.specs.targets)
     if len(targets) > 1:
         _transfer(cfg, targets, out, json_out)
         return

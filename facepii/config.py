@@ -10,7 +10,9 @@ error), so a long run never dies late on a typo.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import itertools
 import math
 import re
@@ -81,6 +83,17 @@ class PrivacyConfig:
 MAX_TEMPLATES_PER_VICTIM = 16
 
 
+@dataclass(frozen=True)
+class Specs:
+    """The options that name models and rows, parsed once (:attr:`EvaluateConfig.specs`): what every stage
+    reads instead of parsing the option text again."""
+
+    targets: tuple[str, ...]              # --encoder's entries (empty: sface, or an embeddings file's own)
+    judges: tuple[str | None, ...]        # --judge's entries, the headline first ((None,): the default judge)
+    surrogates: tuple[str, ...]           # --surrogate's entries
+    grid: tuple[tuple[str, dict[str, Any]], ...]  # every row's (defense spec, parameters), unprotected first
+
+
 @dataclass
 class EvaluateConfig:
     """Everything ``facepii evaluate`` takes."""
@@ -109,14 +122,16 @@ class EvaluateConfig:
     def from_options(cls, where: str = "EvaluateConfig", **options: Any) -> EvaluateConfig:
         """A config from flat option names (the CLI's, and the gate's ``[evaluate]`` keys)."""
         types = cls.option_types()
-        cfg = cls()
+        given: dict[str | None, dict[str, Any]] = {None: {}}
         for name, value in options.items():
             if name not in types:
                 raise ConfigError(f"{where} has no key '{name}'; keys: {', '.join(sorted(types))}.")
             section, annotation = types[name]
-            value = _coerce(name, value, str(annotation), where)
-            setattr(getattr(cfg, section) if section else cfg, name, value)
-        return cfg
+            given.setdefault(section, {})[name] = _coerce(name, value, str(annotation), where)
+        sections = {f.name: f.default_factory(**given.get(f.name, {})) for f in dataclasses.fields(cls)
+                    if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING
+                                                else None)}  # DataConfig(...), DefenseConfig(...), PrivacyConfig(...)
+        return cls(**sections, **given[None])
 
     def options(self) -> dict[str, Any]:
         """The flat options (what a report's ``settings`` records)."""
@@ -126,8 +141,25 @@ class EvaluateConfig:
         return out
 
     # ---- validation before any work --------------------------------------------------
+    @functools.cached_property
+    def specs(self) -> Specs:
+        """The model and row options parsed (once: :meth:`validate` does it; change no option afterwards)."""
+        p = self.privacy
+        return Specs(tuple(spec_list(self.data.encoder, "--encoder")), tuple(judge_specs(p.judge)),
+                     tuple(spec_list(p.surrogate, "--surrogate")), tuple(self.grid()))
+
+    def resolved(self, threads: int) -> EvaluateConfig:
+        """A validated copy whose thread count is settled (``threads`` where none was given), so that the report
+        records the number the figures used; this config is not changed."""
+        new = copy.deepcopy(self)
+        new.__dict__.pop("specs", None)  # parsed again from the copy's own options
+        if new.data.threads is None:
+            new.data.threads = threads
+        return new.validate()
+
     def validate(self) -> EvaluateConfig:
         p, d = self.privacy, self.data
+        self.__dict__.pop("specs", None)  # options may have changed since an earlier validation
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 32:
             raise ParameterError(f"--seed must be an integer in 0..{2 ** 32 - 1}, got {self.seed!r}.")
         if not isinstance(self.bootstrap, int) or self.bootstrap < 100:
@@ -154,9 +186,6 @@ class EvaluateConfig:
             raise ParameterError(f"--attack lists an attack twice: {','.join(p.attacks)}.")
         if p.knowledge not in KNOWLEDGE:
             raise ParameterError(f"--knowledge must be white or black, got {p.knowledge!r}.")
-        if spec_list(p.surrogate, "--surrogate") and p.knowledge != "black":
-            raise ParameterError("--surrogate: surrogates are the tools of a black-box attacker (--knowledge black); "
-                                 "a white-box attacker differentiates the target itself.")
         if p.key not in KEY_SCENARIOS:
             raise ParameterError(f"--key must be secret, disclosed or both, got {p.key!r}.")
         if p.budget not in BUDGETS:
@@ -203,11 +232,13 @@ class EvaluateConfig:
         if ks != [1] and not p.attacks:
             raise ParameterError("--templates-per-victim has no effect without attacks (--no-privacy): drop one "
                                  "of the two.")
-        judge_specs(p.judge)  # an empty or repeated entry fails here
         m = p.max_aux
         if isinstance(m, bool) or not isinstance(m, int) or m < 2:
             raise ParameterError(f"--max-aux must be an integer >= 2 (auxiliary identities), got {m!r}.")
-        self.grid()  # unknown defenses and parameters fail here
+        specs = self.specs  # empty or repeated entries, unknown defenses and parameters fail here
+        if specs.surrogates and p.knowledge != "black":
+            raise ParameterError("--surrogate: surrogates are the tools of a black-box attacker (--knowledge black); "
+                                 "a white-box attacker differentiates the target itself.")
         return self
 
     def grid(self) -> list[tuple[str, dict[str, Any]]]:

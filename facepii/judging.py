@@ -11,12 +11,12 @@ model itself (the white-box upper bound).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from facepii import metrics
-from facepii.config import judge_specs
 from facepii.encoder_base import same_model
 from facepii.encoders import Encoder, get_encoder
 from facepii.errors import ParameterError
@@ -31,14 +31,14 @@ def default_judge(target: str) -> str:
     return "dlib" if target.split(":")[0] == "sface" else "sface"
 
 
-def resolve_judges(spec: str | None, target: Encoder,
+def resolve_judges(specs: Sequence[str | None], target: Encoder,
                    attacker_models: list[Encoder] | tuple = ()) -> tuple[list[Encoder], list[str]]:
-    """Every independent judge of ``--judge`` (headline first) and notes. A judge that runs the target's
+    """Every independent judge of ``--judge``'s entries ``specs`` (:attr:`EvaluateConfig.specs`: headline
+    first; None, the default judge) and notes. A judge that runs the target's
     own model is not independent: listed first it stays the headline and is marked as the white-box upper
     bound (as with one judge); listed after the first it is dropped with a note (the target already
     judges every reconstruction as the upper bound), as is a second entry running the same model. A model
     the attacker used (a surrogate) is never a judge: named, it is refused; by default another is chosen."""
-    specs = judge_specs(spec)
     first = resolve_judge(specs[0], target, attacker_models)
     out, notes = [first], []
     for s in specs[1:]:

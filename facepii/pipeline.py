@@ -15,7 +15,6 @@ file: :mod:`facepii.outputs` does, at the edge.
 
 from __future__ import annotations
 
-import copy
 import platform
 import time
 
@@ -28,7 +27,7 @@ from facepii.config import EvaluateConfig
 from facepii.cpus import usable_cpus
 from facepii.datasets import FaceSet, dataset_root
 from facepii.encoder_base import same_model
-from facepii.encoders import Encoder, PrecomputedEncoder, get_encoder, spec_list
+from facepii.encoders import Encoder, PrecomputedEncoder, get_encoder
 from facepii.errors import ParameterError
 from facepii.estimates import RowEstimates, value
 from facepii.executor import compute_threads, open_executor
@@ -80,26 +79,26 @@ def run(cfg: EvaluateConfig) -> Evaluation:
     """The evaluation protocol: utility of every row and, with attacks, its privacy."""
     started = time.monotonic()
     progress.reset_stage_times()
-    cfg.validate()
-    if len(spec_list(cfg.data.encoder, "--encoder")) > 1:
+    # validated, specs parsed once, the thread count settled (the report records the number the figures
+    # used): a copy, the caller's config is never changed, and nothing changes this one afterwards
+    cfg = cfg.resolved(usable_cpus())
+    specs = cfg.specs
+    if len(specs.targets) > 1:
         raise ParameterError(f"--encoder {cfg.data.encoder}: several targets make a transfer matrix, which "
                              "`facepii evaluate` runs (facepii.transfer.run_transfer); gate each target on its own.")
-    if cfg.data.threads is None:  # resolved here, so that the report records the number the figures used;
-        cfg = copy.deepcopy(cfg)  # on a copy: the caller's config is never changed
-        cfg.data.threads = usable_cpus()
     p = cfg.privacy
     fs = load_selected(cfg)
-    target = resolve_encoder(cfg.data.encoder, fs)
-    check_rows_fit(cfg.grid(), int(target.dim) if target.dim else int(fs.embeddings.shape[1]))
+    target = resolve_encoder(specs.targets[0] if specs.targets else None, fs)
+    check_rows_fit(specs.grid, int(target.dim) if target.dim else int(fs.embeddings.shape[1]))
     notes: list[str] = []
     want_privacy = bool(p.attacks)
     if want_privacy and fs.kind == "embeddings":
         notes.append("privacy not evaluated: an embeddings dataset has no photos to reconstruct or judge.")
         want_privacy = False
     encoders = {"target": target}
-    surrogates = resolve_surrogates(p.surrogate, target) if want_privacy else []
+    surrogates = resolve_surrogates(specs.surrogates, target) if want_privacy else []
     if want_privacy:
-        judges, judge_notes = resolve_judges(p.judge, target, surrogates)
+        judges, judge_notes = resolve_judges(specs.judges, target, surrogates)
         notes += judge_notes
         encoders.update({judge_role(i): e for i, e in enumerate(judges)})
     executor = open_executor(cfg.data.executor)
@@ -114,7 +113,7 @@ def run(cfg: EvaluateConfig) -> Evaluation:
 
 def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executor, surrogates=()) -> Evaluation:
     p = cfg.privacy
-    grid = cfg.grid()
+    grid = list(cfg.specs.grid)
     cache = open_cache(cfg)
     attacked = None
     try:

@@ -11,6 +11,7 @@ the attacks are adaptive.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,7 +28,7 @@ from facepii.attacker_data import AttackerPhotos, victim_centroids
 from facepii.cache import Cache
 from facepii.config import PrivacyConfig
 from facepii.encoder_base import differentiable, embedding_problem, same_model
-from facepii.encoders import Encoder, encoder_id, get_encoder, spec_list
+from facepii.encoders import Encoder, encoder_id, get_encoder
 from facepii.errors import EncoderError, ParameterError
 from facepii.irreversibility import ORACLE_RANDOMNESS, probing
 from facepii.stages import EmbeddedSet, Split, Templates, attacker_view, encoder_dict
@@ -99,10 +100,11 @@ def check_surrogates(surrogates: list[Encoder], faces: np.ndarray) -> None:
                                "layout).")
 
 
-def resolve_surrogates(spec: str | None, target: Encoder) -> list[Encoder]:
-    """``--surrogate onnx:PATH,...``: face models the black-box attacker owns and runs white box."""
+def resolve_surrogates(specs: Sequence[str], target: Encoder) -> list[Encoder]:
+    """``--surrogate onnx:PATH,...``'s entries (:attr:`EvaluateConfig.specs`): face models the black-box
+    attacker owns and runs white box."""
     out: list[Encoder] = []
-    for s in spec_list(spec, "--surrogate"):
+    for s in specs:
         enc = get_encoder(s)
         if differentiable(enc) is None:
             raise ParameterError(f"--surrogate {s}: no ONNX graph to differentiate; a surrogate is a model the "

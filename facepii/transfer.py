@@ -19,7 +19,7 @@ from tabulate import tabulate
 
 from facepii import progress
 from facepii.encoder_base import differentiable
-from facepii.encoders import get_encoder, spec_list
+from facepii.encoders import get_encoder
 from facepii.labels import SAR_1E3, fmt_est
 from facepii.pipeline import run
 from facepii.report.render import _md_cell
@@ -118,8 +118,7 @@ def matrix_row(report, target_name: str) -> dict[str, dict]:
 
 def plan(cfg) -> list[tuple[str, Any, list[str]]]:
     """Per target: (spec, its config, notes). Judges: the other targets, then ``--judge``'s models."""
-    targets = spec_list(cfg.data.encoder, "--encoder")
-    user = spec_list(cfg.privacy.judge, "--judge")
+    targets, user = cfg.specs.targets, [s for s in cfg.specs.judges if s is not None]
     out = []
     for t in targets:
         judges = [s for s in targets if s != t] + [s for s in user if s not in targets]

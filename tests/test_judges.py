@@ -116,7 +116,7 @@ def test_torch_copy_follows_the_preprocessing(tmp_path):
 
 
 def test_judge_list_parsing():
-    from facepii.judging import judge_specs
+    from facepii.config import judge_specs
 
     assert judge_specs(None) == [None]
     assert judge_specs("dlib") == ["dlib"]
@@ -128,6 +128,7 @@ def test_judge_list_parsing():
 
 
 def test_judges_that_are_the_target_or_repeat_a_model_are_not_counted(tmp_path):
+    from facepii.config import judge_specs
     from facepii.encoders import get_encoder
     from facepii.judging import resolve_judges
 
@@ -135,9 +136,10 @@ def test_judges_that_are_the_target_or_repeat_a_model_are_not_counted(tmp_path):
     target = get_encoder(f"onnx:{m}?output=embedding")
     other = tmp_path / "other.onnx"
     _model(other, size=64)
-    js, notes = resolve_judges(f"onnx:{other}?output=embedding,onnx:{m}?output=embedding", target)
+    js, notes = resolve_judges(judge_specs(f"onnx:{other}?output=embedding,onnx:{m}?output=embedding"), target)
     assert [j.name for j in js] == ["onnx:other.onnx"] and "the target model itself" in notes[0]
-    js, notes = resolve_judges(f"onnx:{other}?output=embedding,onnx:{other}?output=embedding&name=again", target)
+    again = f"onnx:{other}?output=embedding,onnx:{other}?output=embedding&name=again"
+    js, notes = resolve_judges(judge_specs(again), target)
     assert len(js) == 1 and "same model" in notes[0]
 
 
@@ -260,6 +262,7 @@ def test_a_linked_toml_beside_the_model_is_refused(tmp_path):
 
 
 def test_two_judges_under_one_name_are_refused(tmp_path):
+    from facepii.config import judge_specs
     from facepii.encoders import get_encoder
     from facepii.judging import resolve_judges
 
@@ -268,8 +271,8 @@ def test_two_judges_under_one_name_are_refused(tmp_path):
     target = get_encoder(f"onnx:{_model(tmp_path / 't.onnx', size=96)}?output=embedding")
     a, b = _model(tmp_path / "a" / "m.onnx"), _model(tmp_path / "b" / "m.onnx", size=64)  # different files
     with pytest.raises(ParameterError, match="both named onnx:m.onnx"):
-        resolve_judges(f"onnx:{a}?output=embedding,onnx:{b}?output=embedding", target)
-    js, _ = resolve_judges(f"onnx:{a}?output=embedding,onnx:{b}?output=embedding&name=other", target)
+        resolve_judges(judge_specs(f"onnx:{a}?output=embedding,onnx:{b}?output=embedding"), target)
+    js, _ = resolve_judges(judge_specs(f"onnx:{a}?output=embedding,onnx:{b}?output=embedding&name=other"), target)
     assert [j.name for j in js] == ["onnx:m.onnx", "other"]
 
 

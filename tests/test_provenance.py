@@ -120,3 +120,20 @@ def test_a_run_leaves_the_config_it_was_given_as_it_was(tmp_path):
     rep = run(cfg).report
     assert cfg == before and cfg.data.threads is None
     assert rep.settings["threads"] >= 1  # the report records the number the figures used
+
+
+def test_specs_are_parsed_once_into_typed_fields_and_follow_the_options():
+    from facepii.config import EvaluateConfig
+
+    cfg = EvaluateConfig.from_options(encoder="onnx:m.onnx?mean=0,0,0&std=1", judge="dlib, sface",
+                                      surrogate=None, defenses=["noise"], params={"sigma": [0.01, 0.1]},
+                                      epsilons=[5.0], attacks=["nearest"]).validate()
+    s = cfg.specs
+    assert s.targets == ("onnx:m.onnx?mean=0,0,0&std=1",) and s.judges == ("dlib", "sface") and s.surrogates == ()
+    assert s.grid == (("none", {}), ("noise", {"sigma": 0.01}), ("noise", {"sigma": 0.1}), ("noise", {"epsilon": 5.0}))
+    assert cfg.specs is s  # parsed once
+    assert cfg.data.dataset is None and cfg.privacy.attacks == ["nearest"]  # from_options built each section
+    r = cfg.resolved(7)
+    assert r.data.threads == 7 and cfg.data.threads is None and r.specs == s and r.specs is not s
+    cfg.privacy.judge = None  # a changed option is parsed again by the next validation
+    assert cfg.validate().specs.judges == (None,)

@@ -26,7 +26,8 @@ def report(target, judge, cells, upper):
 
 
 def test_spec_list_and_slug():
-    from facepii.transfer import slug, spec_list
+    from facepii.encoders import spec_list
+    from facepii.transfer import slug
 
     assert spec_list("sface,dlib", "--encoder") == ["sface", "dlib"]
     assert spec_list("onnx:/m/a.onnx?mean=0,0,0,dlib", "--encoder") == ["onnx:/m/a.onnx?mean=0,0,0", "dlib"]
