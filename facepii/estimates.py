@@ -1,9 +1,10 @@
 """Typed estimates: what the evaluation found for one defense setting (a report row).
 
-:func:`facepii.rows.evaluate_row` produces a :class:`RowEstimates`; the report holds them,
+A row (:class:`facepii.rows.RowJob`) produces a :class:`RowEstimates`; the report holds them,
 its renderers read their fields, and they are serialised once, at the edge, by ``to_dict`` into
 report.json's schema ``facepii.report/1`` (``from_dict`` reads a report back, checking every
-figure: a report file is untrusted input). The JSON keys are written here and nowhere else.
+figure: a report file is untrusted input, :mod:`facepii.readback`). The JSON keys are written here and in
+:mod:`facepii.iso_estimates` (the ISO/IEC 30136 parts), nowhere else.
 
     RowEstimates
       utility: UtilityEstimates (TAR@FAR, EER, AUC, rank-1), stolen-token utility
@@ -16,77 +17,25 @@ figure: a report file is untrusted input). The JSON keys are written here and no
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from facepii import labels as K
 from facepii.errors import ReportError
+from facepii.iso_estimates import Irreversibility, Unlinkability
 from facepii.metrics import Estimate
-
-NAN = float("nan")
-
-
-def nan_estimate() -> Estimate:
-    return Estimate(NAN, (NAN, NAN))
-
-
-def _num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def est_to(e: Estimate | None) -> dict | None:
-    return None if e is None else e.to_dict()
-
-
-RATE = (0.0, 1.0)
-SIMILARITY = (-1.0, 1.0)
-COUNT = (0.0, math.inf)
-TOL = 1e-9  # rounding slack at a bound
-
-
-def est_from(d: Any, where: str, bounds: tuple[float, float] | None = RATE) -> Estimate | None:
-    """An Estimate from its JSON form; None when absent; a one-line error when malformed or outside what
-    the figure can be (``bounds``: a rate by default)."""
-    if d is None:
-        return None
-    if not isinstance(d, dict):
-        raise ReportError(f"{where}: not a figure ({{\"value\": ..., \"ci95\": [lo, hi]}}), got {d!r}.")
-    v, ci = d.get("value"), d.get("ci95")
-    if v is not None and not _num(v):
-        raise ReportError(f"{where}: value {v!r} is not a number.")
-    if ci is None:
-        ci = [None, None]
-    if not (isinstance(ci, list) and len(ci) == 2 and all(c is None or _num(c) for c in ci)):
-        raise ReportError(f"{where}: ci95 {ci!r} is not an interval [lo, hi].")
-    if ci[0] is not None and ci[1] is not None and ci[0] > ci[1]:
-        raise ReportError(f"{where}: ci95 {ci!r} is not an interval [lo, hi].")
-    if bounds is not None:
-        for x in (v, *ci):
-            if x is not None and not bounds[0] - TOL <= x <= bounds[1] + TOL:
-                raise ReportError(f"{where}: {x!r} is outside [{bounds[0]:g}, {bounds[1]:g}], which this figure "
-                                  "cannot leave.")
-    f = (lambda x: NAN if x is None else float(x))  # noqa: E731
-    return Estimate(f(v), (f(ci[0]), f(ci[1])))
-
-
-def _table(d: Any, where: str) -> dict:
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise ReportError(f"{where}: not a table, got {type(d).__name__}.")
-    return d
-
-
-def value(e: Estimate | None) -> float | None:
-    """The point value, or None when absent or not estimable."""
-    return None if e is None or e.value != e.value else float(e.value)
-
-
-def upper(e: Estimate | None) -> float | None:
-    return None if e is None or e.ci95[1] != e.ci95[1] else float(e.ci95[1])
-
+from facepii.readback import (
+    COUNT,
+    RATE,
+    SIMILARITY,
+    det_from,
+    est_from,
+    is_number,
+    nan_estimate,
+    order_key,
+    table,
+)
 
 # ---------------------------------------------------------------- utility
 
@@ -115,7 +64,7 @@ class UtilityEstimates:
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> UtilityEstimates:
-        d = _table(d, where)
+        d = table(d, where)
         return cls({k: est_from(v, f"{where}.{k}") for k, v in d.items() if k in UTILITY_KEYS or isinstance(v, dict)})
 
 
@@ -135,7 +84,7 @@ class JudgeFigures:
     @property
     def order(self) -> tuple[float, float]:
         """How attacks and judges are ranked: rank-1, then SAR."""
-        return _key(self.rank1), _key(self.sar)
+        return order_key(self.rank1), order_key(self.sar)
 
     def to_dict(self, with_baseline: bool = True) -> dict:
         out = {K.RANK1: self.rank1.to_dict(), "rank5": self.rank5.to_dict(), K.LEAKAGE: self.leakage_ratio.to_dict(),
@@ -146,20 +95,16 @@ class JudgeFigures:
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> JudgeFigures:
-        d = _table(d, where)
+        d = table(d, where)
         get = (lambda k, b=RATE: est_from(d.get(k), f"{where}.{k}", b) or nan_estimate())  # noqa: E731
         b = d.get("baseline_rank1")
-        if b is not None and not (_num(b) and 0 < b <= 1):
+        if b is not None and not (is_number(b) and 0 < b <= 1):
             raise ReportError(f"{where}.baseline_rank1: {b!r} is not a rate.")
         return cls(get(K.RANK1), get("rank5"), get(K.LEAKAGE, COUNT), get(K.SAR_1E3), b)
 
 
 #: the realism figures and the range each can take (nearest_real: the judge's own score units)
 REALISM = {"sharpness": COUNT, "face_found": RATE, "detector_score": RATE, "nearest_real": None}
-
-
-def _key(e: Estimate | None) -> float:
-    return -math.inf if e is None or e.value != e.value else e.value
 
 
 @dataclass
@@ -188,16 +133,16 @@ class AttackFigures:
 
     @classmethod
     def from_dict(cls, d: Any, where: str, headline: str) -> AttackFigures:
-        d = _table(d, where)
+        d = table(d, where)
         judge = JudgeFigures.from_dict(d, where)
         judges = None
         if d.get("judges") is not None:
-            js = _table(d["judges"], f"{where}.judges")
+            js = table(d["judges"], f"{where}.judges")
             judges = {str(n): (judge if n == headline else JudgeFigures.from_dict(j, f"{where}.judges.{n}"))
                       for n, j in js.items()}
         looks = None
         if d.get("realism") is not None:
-            r = _table(d["realism"], f"{where}.realism")
+            r = table(d["realism"], f"{where}.realism")
             looks = {k: est_from(r.get(k), f"{where}.realism.{k}", bounds) or nan_estimate()
                      for k, bounds in REALISM.items() if k in r}
         return cls(judge, est_from(d.get("ssim"), f"{where}.ssim", SIMILARITY) or nan_estimate(),
@@ -279,13 +224,13 @@ class PrivacyEstimates:
     def from_dict(cls, d: Any, where: str) -> PrivacyEstimates | None:
         if d is None:
             return None
-        d = _table(d, where)
+        d = table(d, where)
         if d.get("not_applicable") is not None:
             return cls("", {}, d.get("key"), not_applicable=str(d["not_applicable"]))
         judge = d.get("judge")
         if not isinstance(judge, str):
             raise ReportError(f"{where}.judge: not a judge's name, got {judge!r}.")
-        per = _table(d.get("per_attack"), f"{where}.per_attack")
+        per = table(d.get("per_attack"), f"{where}.per_attack")
         if not per:
             raise ReportError(f"{where}.per_attack: no attack's figures.")
         for k in ("oracle", "human", "queries"):
@@ -299,156 +244,13 @@ class PrivacyEstimates:
         return cls(judge, per_attack, d.get("key"), d.get("oracle"), d.get("human"), queries=d.get("queries"))
 
 
-# ---------------------------------------------------------------- ISO/IEC 30136
-
-
-@dataclass
-class Unlinkability:
-    """Unlinkability (D_sys) and renewability of one defense setting (ISO/IEC 30136)."""
-
-    scenario: str
-    dsys: Estimate
-    mated: int
-    nonmated: int
-    histogram: dict
-    renewal_match: Estimate               # old templates still matching the re-issued one, FMR 1e-3
-    renewal_threshold: float
-    renewal_impostor_pairs: int
-
-    def to_dict(self) -> dict:
-        return {"scenario": self.scenario,
-                "unlinkability": {"dsys": self.dsys.to_dict(), "mated": self.mated, "nonmated": self.nonmated,
-                                  "histogram": self.histogram},
-                "renewability": {"old_template_match@fmr=1e-3": self.renewal_match.to_dict(),
-                                 "threshold@fmr=1e-3": self.renewal_threshold,
-                                 "impostor_pairs": self.renewal_impostor_pairs}}
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str) -> Unlinkability | None:
-        u = _table(d.get("unlinkability"), f"{where}.unlinkability")
-        r = _table(d.get("renewability"), f"{where}.renewability")
-        if not u and not r:
-            return None
-        return cls(str(d.get("scenario", "")), est_from(u.get("dsys"), f"{where}.unlinkability.dsys") or nan_estimate(),
-                   u.get("mated"), u.get("nonmated"), _table(u.get("histogram"), f"{where}.unlinkability.histogram"),
-                   est_from(r.get("old_template_match@fmr=1e-3"), f"{where}.renewability") or nan_estimate(),
-                   r.get("threshold@fmr=1e-3"), r.get("impostor_pairs"))
-
-
-@dataclass
-class SarLevels:
-    """Success attack rates of reconstructions at several FMRs, each with its operating point, and the curve."""
-
-    sar: dict[str, Estimate]              # "1e-2" -> SAR
-    operating_points: dict[str, dict]     # "1e-2" -> {threshold, fmr_reached, impostor_pairs}
-    curve: dict                           # {"fmr": [...], "sar": [...]}
-
-    def to_dict(self) -> dict:
-        out: dict = {}
-        for k in self.sar:
-            out[f"sar@fmr={k}"] = self.sar[k].to_dict()
-            if k in self.operating_points:
-                out[f"operating_point@fmr={k}"] = self.operating_points[k]
-        out["curve"] = self.curve
-        return out
-
-    @classmethod
-    def from_dict(cls, d: Any, where: str) -> SarLevels:
-        d = _table(d, where)
-        sar, ops = {}, {}
-        for k, v in d.items():
-            if k.startswith("sar@fmr="):
-                sar[k.split("=", 1)[1]] = est_from(v, f"{where}.{k}")
-            elif k.startswith("operating_point@fmr="):
-                ops[k.split("=", 1)[1]] = _table(v, f"{where}.{k}")
-        return cls(sar, ops, _table(d.get("curve"), f"{where}.curve"))
-
-
-@dataclass
-class Irreversibility:
-    """ISO/IEC 30136 irreversibility: template inversion (ISR per method) and face-level SAR type I / II."""
-
-    key: str
-    per_method: dict[str, dict[str, Estimate]]   # method -> isr@fmr=..., cosine_to_source
-    thresholds: dict[str, dict]                  # the unprotected system's operating points
-    type1: SarLevels                             # through the target system and the defense
-    type2: SarLevels                             # through the independent judge
-    judge: str
-
-    @property
-    def method(self) -> str:
-        """The better inversion: the higher ISR at FMR 1e-3, then at 1e-4; the first on a tie."""
-        k1, k2 = K.isr_key(1e-3), K.isr_key(1e-4)
-        return max(self.per_method, key=lambda m: (_key(self.per_method[m].get(k1)), _key(self.per_method[m].get(k2))))
-
-    @property
-    def best(self) -> dict[str, Estimate]:
-        return self.per_method[self.method]
-
-    def to_dict(self) -> dict:
-        return {"method": self.method, "key": self.key, **{k: v.to_dict() for k, v in self.best.items()},
-                "per_method": {m: {k: v.to_dict() for k, v in f.items()} for m, f in self.per_method.items()},
-                "thresholds": self.thresholds,
-                "faces": {"type1": self.type1.to_dict(), "type2": self.type2.to_dict(), "judge": self.judge}}
-
-    @classmethod
-    def from_dict(cls, d: Any, where: str) -> Irreversibility | None:
-        if d is None:
-            return None
-        d = _table(d, where)
-        per = {str(m): {k: est_from(v, f"{where}.per_method.{m}.{k}", SIMILARITY if k.startswith("cosine") else RATE)
-                        for k, v in _table(f, where).items()}
-               for m, f in _table(d.get("per_method"), f"{where}.per_method").items()}
-        if not per:
-            raise ReportError(f"{where}.per_method: no inversion method's figures.")
-        faces = _table(d.get("faces"), f"{where}.faces")
-        return cls(str(d.get("key", "")), per, _table(d.get("thresholds"), f"{where}.thresholds"),
-                   SarLevels.from_dict(faces.get("type1"), f"{where}.faces.type1"),
-                   SarLevels.from_dict(faces.get("type2"), f"{where}.faces.type2"), str(faces.get("judge", "")))
-
-
 # ---------------------------------------------------------------- a row
-
-
-MAX_DET_POINTS = 10_000
-
-
-def det_from(d: Any, where: str) -> dict | None:
-    """A row's DET curve from its JSON form (checked: equal-length lists of rates, at most
-    MAX_DET_POINTS, operating points with rates and counts); None when absent."""
-    if d is None or d == {}:
-        return None
-    if not isinstance(d, dict):
-        raise ReportError(f"{where}: not a DET curve (a table with fmr and fnmr lists).")
-    fmr, fnmr = d.get("fmr"), d.get("fnmr")
-    if not (isinstance(fmr, list) and isinstance(fnmr, list) and len(fmr) == len(fnmr) <= MAX_DET_POINTS):
-        raise ReportError(f"{where}: fmr and fnmr must be two lists of equal length (at most {MAX_DET_POINTS}).")
-    for name, xs in (("fmr", fmr), ("fnmr", fnmr)):
-        if not all(_num(x) and 0.0 <= x <= 1.0 for x in xs):
-            raise ReportError(f"{where}.{name}: every entry must be a rate in [0, 1].")
-    ops = _table(d.get("operating_points"), f"{where}.operating_points")
-    for k, op in ops.items():
-        w = f"{where}.operating_points.{k}"
-        if not isinstance(op, dict):
-            raise ReportError(f"{w}: not a table.")
-        for key in ("far", "fmr_reached", "fnmr"):
-            if not (_num(op.get(key)) and 0.0 <= op[key] <= 1.0):
-                raise ReportError(f"{w}.{key}: {op.get(key)!r} is not a rate in [0, 1].")
-        if not (isinstance(op.get("impostor_pairs"), int) and not isinstance(op["impostor_pairs"], bool)
-                and op["impostor_pairs"] >= 0):
-            raise ReportError(f"{w}.impostor_pairs: {op.get('impostor_pairs')!r} is not a count.")
-        # the threshold is a number (it is formatted as one); "supported" a JSON boolean ("no" is truthy)
-        if op.get("threshold") is not None and not _num(op["threshold"]):
-            raise ReportError(f"{w}.threshold: {op['threshold']!r} is not a number.")
-        if "supported" in op and not isinstance(op["supported"], bool):
-            raise ReportError(f"{w}.supported: {op['supported']!r} is not true or false.")
-    return d
 
 
 def templates_from(d: Any, where: str) -> dict[int, PrivacyEstimates]:
     """``{"2": privacy, "4": privacy}`` -> {2: ..., 4: ...}: keys whole numbers 1..1000, each a privacy block."""
     out = {}
-    for k, b in _table(d, where).items():
+    for k, b in table(d, where).items():
         # as facepii writes it: ASCII digits, no leading zero ("2" and "02" would be one K, the second silently
         # replacing the first; "²" passes str.isdigit() but not int())
         if not (isinstance(k, str) and re.fullmatch(r"[1-9][0-9]{0,3}", k) and int(k) <= 1000):
@@ -535,17 +337,17 @@ class RowEstimates:
     def from_dict(cls, d: Any, where: str) -> RowEstimates:
         if not (isinstance(d, dict) and isinstance(d.get("defense"), str) and isinstance(d.get("params", {}), dict)):
             raise ReportError(f"{where} is not a report row (a table with a 'defense' name and 'params').")
-        iso = _table(d.get("iso30136"), f"{where}.iso30136")
+        iso = table(d.get("iso30136"), f"{where}.iso30136")
         stolen = d.get("utility_stolen_token")
         drop = d.get("utility_drop")
-        if drop is not None and not _num(drop):
+        if drop is not None and not is_number(drop):
             raise ReportError(f"{where}.utility_drop: {drop!r} is not a number.")
         return cls(
             defense=d["defense"], params=d.get("params", {}),
             utility=UtilityEstimates.from_dict(d.get("utility"), f"{where}.utility"),
             epsilon=d.get("epsilon"), delta=d.get("delta"), template_bytes=d.get("template_bytes"),
-            all_params=_table(d.get("all_params"), f"{where}.all_params"),
-            pairs=_table(d.get("pairs"), f"{where}.pairs"),
+            all_params=table(d.get("all_params"), f"{where}.all_params"),
+            pairs=table(d.get("pairs"), f"{where}.pairs"),
             impostor_sampling=d.get("impostor_sampling"), det=det_from(d.get("det"), f"{where}.det"),
             key_mode=d.get("key_mode"),
             encrypted_matching=d.get("encrypted_matching"),

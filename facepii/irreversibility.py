@@ -35,7 +35,7 @@ import numpy as np
 
 from facepii import metrics
 from facepii.encoder_base import same_model
-from facepii.estimates import Irreversibility, SarLevels
+from facepii.iso_estimates import Irreversibility, SarLevels
 from facepii.labels import fmr_text, isr_key
 
 FMRS = (1e-2, 1e-3, 1e-4)

@@ -29,11 +29,12 @@ from facepii.datasets import FaceSet, dataset_root
 from facepii.encoder_base import same_model
 from facepii.encoders import Encoder, PrecomputedEncoder, get_encoder
 from facepii.errors import ParameterError
-from facepii.estimates import RowEstimates, value
+from facepii.estimates import RowEstimates
 from facepii.executor import compute_threads, open_executor
 from facepii.judging import judge_role, make_judges, resolve_judges
 from facepii.labels import row_label
 from facepii.provenance import provenance, vectors_digest
+from facepii.readback import value
 from facepii.reconstructions import (
     prepare_attacker,
     resolve_surrogates,

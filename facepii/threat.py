@@ -1,10 +1,12 @@
 """The threat model a report states: the attacker's knowledge, key scenarios and oracles, as choices and prose.
 
-A leaf module: the configuration validates against these choices, the report states them. The oracle
-attacks' own sentences and default budgets come from their registry (:class:`attacks.oracle.OracleAttack`).
+The configuration validates against these choices, the report states them. The oracle attacks' own
+sentences and default budgets come from their registry (:class:`attacks.oracle.OracleAttack`).
 """
 
 from __future__ import annotations
+
+import attacks
 
 KNOWLEDGE = {
     "white": "white box: it can run and differentiate it",
@@ -23,8 +25,6 @@ def oracle_queries(oracle: str, given: int | None = None) -> int | None:
     default (:class:`attacks.oracle.OracleAttack`); None without an oracle."""
     if oracle == "none":
         return None
-    import attacks  # here: this module stays a leaf (the registry loads the attacks)
-
     return given or attacks.create_oracle(oracle).default_queries
 
 #: ISO/IEC 24745's application models differ in where the biometric references are stored and where the
@@ -69,8 +69,6 @@ def threat_model(knowledge: str, key: str, n_aux: int, n_victims: int, judge: st
                  f"({a['victim_photos_set_aside']} victims' photos, {a['victim_identities_set_aside']} identities "
                  "that look like victims)." if a["photos_set_aside"] else ".")
     if oracle != "none":
-        import attacks  # here: this module stays a leaf
-
         answers = attacks.create_oracle(oracle).answers
         note += (f" Oracle attacker (a second threat): it never sees a victim's template; {answers}, "
                  f"for probes it chooses ({queries} queries per victim), and reconstructs the face from what it "

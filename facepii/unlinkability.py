@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from facepii import metrics
-from facepii.estimates import Unlinkability
+from facepii.iso_estimates import Unlinkability
 from facepii.metrics._linkability import dsys, local_linkability
 from facepii.stages import EmbeddedSet, Templates
 

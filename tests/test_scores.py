@@ -17,8 +17,9 @@ from sklearn.metrics import roc_curve
 from facepii import metrics
 from facepii import scores as S
 from facepii.errors import ReportError
-from facepii.estimates import RowEstimates, det_from
+from facepii.estimates import RowEstimates
 from facepii.metrics._verification import det_curve
+from facepii.readback import det_from
 
 from helpers import embeddings_npz, run_cli
 

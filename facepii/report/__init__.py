@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from facepii.errors import FacepiiError, ReportError
-from facepii.estimates import RowEstimates, value
+from facepii.estimates import RowEstimates
+from facepii.readback import value
 
 SCHEMA = "facepii.report/1"
 MAX_REPORT_BYTES = 256 << 20  # a report facepii writes is a few MB at most

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from facepii.estimates import JudgeFigures, PrivacyEstimates, RowEstimates, upper
+from facepii.estimates import JudgeFigures, PrivacyEstimates, RowEstimates
 from facepii.labels import (
     FAR_LEVELS,
     SAR_1E3,
@@ -20,6 +20,7 @@ from facepii.labels import (
     tar_key,
 )
 from facepii.metrics._verification import MIN_IMPOSTORS_ABOVE
+from facepii.readback import upper
 from facepii.report import Report, aux_identities
 from facepii.threat import row_capabilities
 
