@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from facepii import datasets as ds
 from facepii import gate as g
-from facepii import kernels, lineup, outputs, progress
+from facepii import gate_config, kernels, lineup, outputs, progress
 from facepii import registry as reg
 from facepii.errors import ConfigError, ParameterError
 from facepii.pipeline import run
@@ -88,14 +88,14 @@ def gate(
         config = next((p for p in (Path("facepii.toml"), Path("pyproject.toml")) if p.is_file()), None)
         if config is None:
             raise ConfigError("no --config given and no facepii.toml or pyproject.toml here.")
-    conf = g.load_config(config)
+    conf = gate_config.load_config(config)
     has_rules = any(k != "rows" for k in conf["gate"]) or bool(conf["gate"].get("rows"))
     if not has_rules:
         raise ConfigError(f"{config}: the [gate] table holds no rule; rules: {', '.join(g.RULES)}.")
     # report files are read, checked figure by figure (rates within [0, 1], intervals ordered) and their
     # derived fields (worst attack, worst judge) recomputed from the figures, before any rule is judged
     base = Report.from_dict(read_report(baseline), str(baseline)).to_dict() if baseline else None
-    cfg = None if report is not None else g.evaluate_config(conf["evaluate"]).validate()
+    cfg = None if report is not None else gate_config.evaluate_config(conf["evaluate"]).validate()
     if junit:
         outputs.check_output_file(junit, "--junit", out)
     if out:

@@ -181,7 +181,7 @@ def test_det_is_read_back_checked():
             det_from({**ok, "operating_points": {"tar@far=1e-2": {**op, key: value}}}, "r")
     # a null threshold (as a writer may leave an unsupported point) reads back and renders as n/a
     from facepii.report import Report
-    from facepii.report.tables import det_table
+    from facepii.report.system_tables import det_table
 
     null = {**ok, "operating_points": {"tar@far=1e-2": {**op, "threshold": None, "supported": False}}}
     assert det_from(null, "r") == null

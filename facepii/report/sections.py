@@ -13,30 +13,32 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from facepii.report import Report
-from facepii.report.tables import (
-    Table,
-    attack_table,
+from facepii.report.system_tables import (
     capabilities_table,
-    data_lines,
     det_table,
     dp_table,
-    executive_summary,
-    footnotes,
     gate_lines,
     gate_table,
     irreversibility_table,
-    judge_table,
     listed_table,
-    main_table,
     operating_points_table,
     oracle_table,
     provenance_table,
+    settings_table,
+    unlinkability_table,
+)
+from facepii.report.tables import (
+    Table,
+    attack_table,
+    data_lines,
+    executive_summary,
+    footnotes,
+    judge_table,
+    main_table,
     realism_notes,
     realism_table,
-    settings_table,
     templates_notes,
     templates_table,
-    unlinkability_table,
     utility_table,
 )
 

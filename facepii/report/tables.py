@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from facepii.estimates import JudgeFigures, PrivacyEstimates, RowEstimates
 from facepii.labels import (
     FAR_LEVELS,
@@ -16,20 +14,24 @@ from facepii.labels import (
     fmt_queries,
     format_eps,
     format_params,
-    isr_key,
     tar_key,
 )
 from facepii.metrics._verification import MIN_IMPOSTORS_ABOVE
 from facepii.readback import upper
 from facepii.report import Report, aux_identities
-from facepii.threat import row_capabilities
 
 FOUR_X = 4.0  # the seed paper's line: re-identified at up to 4x a random guess
 Table = tuple[list[str], list[list[str]]]
 
 
-def _p(r: RowEstimates) -> str:
+def row_params(r: RowEstimates) -> str:
+    """A row's parameters as the tables write them."""
     return format_params(r.params)
+
+
+def sub_table(x) -> dict:
+    """A report's sub-table, or an empty one where a report read back holds something else there."""
+    return x if isinstance(x, dict) else {}
 
 
 # ---------------------------------------------------------------- summary and data
@@ -131,14 +133,14 @@ def data_lines(report: Report) -> list[str]:
                      "scores above the threshold); rates at a lower FMR are n/a (not estimable)")
     pv = report.extra.get("provenance")
     if isinstance(pv, dict):
-        code = _table(pv.get("code"))
-        git = _table(code.get("git"))
+        code = sub_table(pv.get("code"))
+        git = sub_table(code.get("git"))
         rev = f", git {str(git.get('revision'))[:12]}{' (edited)' if git.get('edited') else ''}" if git else ""
-        m = _table(pv.get("machine"))
+        m = sub_table(pv.get("machine"))
         lines.append(f"provenance: comparable {pv.get('comparable')} (equal for runs whose figures must agree); "
                      f"facepii {code.get('facepii')}{rev}; photos digest "
                      f"{str(pv.get('dataset_digest'))[:16]}; {m.get('cpu')}, {m.get('cores')} cores")
-        kern = _table(pv.get("kernels"))
+        kern = sub_table(pv.get("kernels"))
         if kern.get("note"):
             lines.append(f"kernels: {kern['note']}")
     reasons: dict[str, int] = {}
@@ -173,7 +175,7 @@ def utility_table(report: Report) -> Table:
     body = []
     for r in report.rows:
         n_imp = r.pairs.get("impostor")
-        body.append([r.defense, _p(r), format_eps(r.epsilon, r.delta),
+        body.append([r.defense, row_params(r), format_eps(r.epsilon, r.delta),
                      *[fmt_est(r.utility.get(k)) + _few(k, n_imp) for k, _ in UTILITY_COLUMNS],
                      "" if r.utility_drop is None else f"{r.utility_drop:+.3f}", str(r.template_bytes or "")]
                     + ([fmt_est(r.utility_stolen_token.tar_1e3 if r.utility_stolen_token else None)] if stolen else []))
@@ -199,7 +201,7 @@ def tradeoff_table(report: Report) -> Table:
     for r in report.rows:
         p = r.privacy
         h = None if p is None else p.headline
-        line = ["*" if r.pareto else "", r.defense, _p(r), format_eps(r.epsilon, r.delta),
+        line = ["*" if r.pareto else "", r.defense, row_params(r), format_eps(r.epsilon, r.delta),
                 fmt_est(r.utility.tar_1e3), fmt_est(r.utility.get("eer")),
                 fmt_est(h and h.rank1), fmt_est(h and h.leakage_ratio, 1), fmt_est(h and h.sar),
                 (p.attack or "") if p else ""]
@@ -278,7 +280,7 @@ def judge_table(report: Report) -> Table:
             worst = block.worst_judge
             for name, (attack, j) in every.items():
                 mark = " (worst)" if name == worst and len(every) > 1 else ""
-                body.append([r.defense, _p(r), key, name + mark, attack, fmt_est(j.rank1), fmt_est(j.rank5),
+                body.append([r.defense, row_params(r), key, name + mark, attack, fmt_est(j.rank1), fmt_est(j.rank5),
                              fmt_est(j.sar), fmt_est(j.leakage_ratio, 1)])
     return headers, body
 
@@ -295,7 +297,7 @@ def templates_table(report: Report) -> Table:
             continue
         names = list(first.judges()) or [first.judge]
         for name in names:
-            line = [r.defense, _p(r), name]
+            line = [r.defense, row_params(r), name]
             for k in ks:
                 b = blocks[k]
                 if b is None or b.not_applicable:
@@ -323,7 +325,7 @@ def attack_table(report: Report) -> Table:
         for key, block in _blocks(r):
             for name, a in block.per_attack.items():
                 j: JudgeFigures = a.judge
-                body.append([r.defense, _p(r), key, name, fmt_est(j.rank1), fmt_est(j.rank5), fmt_est(j.sar),
+                body.append([r.defense, row_params(r), key, name, fmt_est(j.rank1), fmt_est(j.rank5), fmt_est(j.sar),
                              fmt_est(a.target_judge.rank1), fmt_est(a.ssim)])
     return headers, body
 
@@ -340,8 +342,8 @@ def realism_table(report: Report) -> Table:
                     continue
                 g = a.realism.get
                 mark = " (worst)" if name == block.attack else ""
-                body.append([r.defense, _p(r), key, name + mark, fmt_est(g("sharpness"), 2), fmt_est(g("face_found")),
-                             fmt_est(g("detector_score")), fmt_est(g("nearest_real"))])
+                body.append([r.defense, row_params(r), key, name + mark, fmt_est(g("sharpness"), 2),
+                             fmt_est(g("face_found")), fmt_est(g("detector_score")), fmt_est(g("nearest_real"))])
     return headers, body
 
 
@@ -357,149 +359,3 @@ def realism_notes(report: Report) -> list[str]:
         out.append(f"The attacker's face prior: {prior.get('kind')} ({prior.get('photos')} photos of "
                    f"{prior.get('identities')} identities, {prior.get('source') or 'given'}; {prior.get('from')}).")
     return out
-
-
-# ---------------------------------------------------------------- ISO/IEC 30136
-
-
-def unlinkability_table(report: Report) -> Table:
-    headers = ["defense", "params", "D_sys (linkability)", "old template still matches @FMR1e-3", "re-issue"]
-    body = [[r.defense, _p(r), fmt_est(r.unlinkability.dsys), fmt_est(r.unlinkability.renewal_match),
-             r.unlinkability.scenario] for r in report.rows if r.unlinkability is not None]
-    return headers, body
-
-
-FMR_KEYS = tuple(fmr_text(f) for f in (1e-2, 1e-3, 1e-4))
-
-
-def irreversibility_table(report: Report) -> Table:
-    headers = ["defense", "params", "inversion", "ISR@1e-3", "ISR@1e-4",
-               *[f"SAR I@{k}" for k in FMR_KEYS], *[f"SAR II@{k}" for k in FMR_KEYS]]
-    body = []
-    for r in report.rows:
-        ir = r.irreversibility
-        if ir is None:
-            continue
-        key = f" (key {ir.key})" if r.key_mode else ""  # unkeyed rows have no key to disclose
-        body.append([r.defense, _p(r), f"{ir.method}{key}", fmt_est(ir.best.get(isr_key(1e-3))),
-                     fmt_est(ir.best.get(isr_key(1e-4))), *[fmt_est(ir.type1.sar.get(k)) for k in FMR_KEYS],
-                     *[fmt_est(ir.type2.sar.get(k)) for k in FMR_KEYS]])
-    return headers, body
-
-
-def operating_points_table(report: Report) -> Table:
-    headers = ["defense", "params", "comparison", "FMR asked", "threshold", "FMR reached", "impostor pairs"]
-    body = []
-    for r in report.rows:
-        ir = r.irreversibility
-        if ir is None:
-            continue
-        for name, levels in (("type I (target system)", ir.type1), (f"type II ({ir.judge})", ir.type2)):
-            for k in FMR_KEYS:
-                op = levels.operating_points.get(k)
-                if op:
-                    body.append([r.defense, _p(r), name, k, f"{op['threshold']:.4g}", f"{op['fmr_reached']:.2e}",
-                                 str(op["impostor_pairs"])])
-        for k, op in ir.thresholds.items():
-            body.append([r.defense, _p(r), "ISR (unprotected system)", k, f"{op['threshold']:.4g}",
-                         f"{op['fmr_reached']:.2e}", str(op["impostor_pairs"])])
-    return headers, body
-
-
-def capabilities_table(report: Report) -> Table:
-    """Per row and scenario, what the attacker holds (ISO/IEC 24745 application model in the threat model)."""
-    headers = ["defense", "params", "scenario", "stolen", "key", "target model", "matcher access"]
-    body = []
-    for r in report.rows:
-        for c in row_capabilities(r, report.settings or {}):
-            body.append([r.defense, _p(r), *c])
-    return headers, body
-
-
-def det_table(report: Report) -> Table:
-    """Each row's utility operating points: the threshold TAR@FAR takes, the FMR it reached on how many
-    impostor pairs, the FNMR there (1 - TAR), and whether those pairs support the figure."""
-    headers = ["defense", "params", "FMR asked", "threshold", "FMR reached", "FNMR", "impostor pairs", "estimable"]
-    body = []
-    for r in report.rows:
-        for k, op in ((r.det or {}).get("operating_points") or {}).items():
-            ok = op.get("supported", True) is True
-            t = op.get("threshold")
-            body.append([r.defense, _p(r), k.replace("tar@far=", ""), "n/a" if t is None else f"{t:.4g}",
-                         f"{op['fmr_reached']:.2e}", f"{op['fnmr']:.3f}" if ok else "n/a",
-                         str(op["impostor_pairs"]), "yes" if ok else "no (fewer than 3 impostors above)"])
-    return headers, body
-
-
-def oracle_table(report: Report) -> Table:
-    judge = next((r.oracle.judge for r in report.rows if r.oracle is not None), "judge")
-    headers = ["defense", "params", "oracle", "queries/victim", "matched within budget", "median queries to match",
-               f"rank-1 re-id ({judge})", "leakage x random", "SAR@FMR1e-3", "ISR@1e-3", "attack"]
-    body = []
-    for r in report.rows:
-        o = r.oracle
-        if o is None:
-            continue
-        q, h = o.oracle or {}, o.headline
-        body.append([r.defense, _p(r), q.get("kind", ""), str(q.get("budget_per_victim", "")),
-                     fmt_est(q.get("matched_within_budget")),
-                     fmt_queries((q.get("queries_to_match") or {}).get("median")),
-                     fmt_est(h.rank1), fmt_est(h.leakage_ratio, 1), fmt_est(h.sar), fmt_est(q.get("isr@fmr=1e-3")),
-                     o.attack or ""])
-    return headers, body
-
-
-def dp_table(report: Report) -> Table:
-    return (["defense", "params", "epsilon (delta)", "mechanism"],
-            [[r.defense, _p(r), format_eps(r.epsilon, r.delta), r.all_params.get("mechanism", "")]
-             for r in report.rows if r.epsilon is not None])
-
-
-def listed_table(key: str) -> Callable[[Report], Table]:
-    return lambda rep: (["path", "reason"], [[s["path"], s["reason"]] for s in rep.dataset.get(key, [])])
-
-
-def settings_table(report: Report) -> Table:
-    return (["setting or package", "value"], [[k, str(v)] for k, v in sorted(report.settings.items())]
-            + [[k, str(v)] for k, v in sorted(report.versions.items())])
-
-
-def _table(x) -> dict:
-    """A report's sub-table, or an empty one where a report read back holds something else there."""
-    return x if isinstance(x, dict) else {}
-
-
-def provenance_table(report: Report) -> Table:
-    pv = _table(report.extra.get("provenance"))
-    rows = [["comparable", pv.get("comparable")], ["command", pv.get("command")]]
-    code = _table(pv.get("code"))
-    git = _table(code.get("git"))
-    rows.append(["facepii", f"{code.get('facepii')}" + (f" git {git.get('revision')}"
-                                                        f"{' (edited)' if git.get('edited') else ''}" if git else
-                                                        " (installed, no checkout)")])
-    rows += [[f"model ({role})", v] for role, v in sorted(_table(pv.get("models")).items())]
-    rows += [["data digest (SHA-256 of the photos' content hashes in order, or of the vectors)",
-              pv.get("dataset_digest")],
-             ["photos", pv.get("photos")], ["seed", pv.get("seed")]]
-    rows += [[f"machine: {k}", v] for k, v in _table(pv.get("machine")).items()]
-    rows += [[f"kernels: {k}", ", ".join(map(str, v)) if isinstance(v, list) else v]
-             for k, v in _table(pv.get("kernels")).items()]
-    rows += [[f"cache: {k}", v] for k, v in _table(pv.get("cache")).items()]
-    ex = _table(pv.get("executor"))
-    rows += [[f"ran: {k}", v] for k, v in ex.items() if k != "rows"]
-    rows += [[f"ran: row {k}", v] for k, v in _table(ex.get("rows")).items()]
-    rows += [[f"seconds: {k}", v] for k, v in _table(pv.get("stage_seconds")).items()]
-    return ["item", "value"], [[k, "" if v is None else str(v)] for k, v in rows]
-
-
-def gate_table(report: Report) -> Table:
-    return (["verdict", "row", "rule", "detail"],
-            [["PASS" if v.get("passed") else "FAIL", v.get("row"), v.get("rule"), v.get("message")]
-             for v in report.extra.get("gate") or []])
-
-
-def gate_lines(report: Report) -> list[str]:
-    v = report.extra.get("gate") or []
-    failed = sum(not x.get("passed") for x in v)
-    head = f"FAIL: {failed} of {len(v)} rules failed" if failed else f"PASS: all {len(v)} rules passed"
-    return [f"{head}. Rates are judged on the pessimistic end of their 95% interval."]
