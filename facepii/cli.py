@@ -18,8 +18,9 @@ from attacks import DEFAULT_ATTACKS
 from facepii import __version__, outputs, progress
 from facepii import datasets as ds
 from facepii.commands import FAST_KERNELS_HELP, check_fast_kernels, data_folders, register
-from facepii.config import EvaluateConfig, parse_param_options, parse_scores, parse_size
+from facepii.config import EvaluateConfig
 from facepii.errors import FacepiiError, ParameterError
+from facepii.option_text import parse_param_options, parse_scores, parse_size
 from facepii.pipeline import run
 from facepii.plots import transfer_figure
 from facepii.report import render

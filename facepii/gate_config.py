@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from attacks import DEFAULT_ATTACKS
-from facepii.config import EvaluateConfig, parse_param_options, parse_scores, parse_size
+from facepii.config import EvaluateConfig
 from facepii.errors import ConfigError, ParameterError
+from facepii.option_text import parse_param_options, parse_scores, parse_size
 
 RULES = {
     "max_leakage_ratio": "upper 95% bound of the leakage ratio (rank-1 / random) <= value",

@@ -116,7 +116,7 @@ def test_torch_copy_follows_the_preprocessing(tmp_path):
 
 
 def test_judge_list_parsing():
-    from facepii.config import judge_specs
+    from facepii.option_text import judge_specs
 
     assert judge_specs(None) == [None]
     assert judge_specs("dlib") == ["dlib"]
@@ -128,9 +128,9 @@ def test_judge_list_parsing():
 
 
 def test_judges_that_are_the_target_or_repeat_a_model_are_not_counted(tmp_path):
-    from facepii.config import judge_specs
     from facepii.encoders import get_encoder
     from facepii.judging import resolve_judges
+    from facepii.option_text import judge_specs
 
     m = _model(tmp_path / "m.onnx")
     target = get_encoder(f"onnx:{m}?output=embedding")
@@ -262,9 +262,9 @@ def test_a_linked_toml_beside_the_model_is_refused(tmp_path):
 
 
 def test_two_judges_under_one_name_are_refused(tmp_path):
-    from facepii.config import judge_specs
     from facepii.encoders import get_encoder
     from facepii.judging import resolve_judges
+    from facepii.option_text import judge_specs
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

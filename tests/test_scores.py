@@ -395,8 +395,8 @@ def test_output_names_one_run_writes_twice_are_refused(tmp_path, capsys):
 
 
 def test_scores_option(tmp_path, capsys):
-    from facepii.config import parse_scores
     from facepii.errors import ParameterError
+    from facepii.option_text import parse_scores
 
     assert parse_scores("all") == S.ALL and parse_scores("none") == 0 and parse_scores("1e5") == 100_000
     assert parse_scores("250,000") == 250_000
