@@ -80,11 +80,28 @@ def _connect(address: str):
     t = _dask_timeout()
     got: dict = {}
 
+    made: list = []
+
+    class _Client(Client):
+        """A Client this function keeps a handle on, so that one whose connection failed is closed here."""
+
+        def __init__(self, *args, **kwargs):
+            made.append(self)
+            super().__init__(*args, **kwargs)
+
     def attempt():
         try:
-            got["client"] = Client(address, timeout=f"{t}s")
+            got["client"] = _Client(address, timeout=f"{t}s")
         except BaseException as exc:  # noqa: BLE001 - any failure to connect is the address's, said in one line
-            got["error"] = exc
+            got["error"] = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            # close the half-made Client now, in this thread: left to a garbage collection, its __del__ closes
+            # its loop runner whenever that runs, and one that ran while another Dask loop was starting (a
+            # LocalCluster, holding LoopRunner's class-wide lock) waited on that lock for ever
+            for c in made:
+                try:
+                    c.close(timeout=t)
+                except Exception:  # noqa: BLE001 - the connection already failed; that is what is said
+                    pass
 
     th = threading.Thread(target=attempt, daemon=True, name="facepii-dask-connect")
     th.start()
@@ -93,9 +110,7 @@ def _connect(address: str):
         raise ParameterError(f"--executor dask:{address}: no Dask scheduler answered within {t:.0f} s (something "
                              "accepts connections there but does not speak Dask's protocol).")
     if "error" in got:
-        exc = got["error"]
-        msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise ParameterError(f"--executor dask:{address}: cannot reach a Dask scheduler there ({msg}).") from None
+        raise ParameterError(f"--executor dask:{address}: cannot reach a Dask scheduler there ({got['error']}).")
     client = got["client"]
     try:
         client.wait_for_workers(1, timeout=t)

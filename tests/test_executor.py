@@ -57,10 +57,16 @@ def test_an_address_that_is_not_a_dask_scheduler_is_one_line(monkeypatch, answer
     """A listener that accepts and never answers used to wait until killed; one that answers garbage ended in an
     internal error. Both are one line now, within the connection's time-out (FACEPII_DASK_TIMEOUT)."""
     pytest.importorskip("distributed")
+    import gc
+    import threading
+
+    from distributed import Client
+
     from facepii.executor import DaskExecutor
 
     monkeypatch.setenv("FACEPII_DASK_TIMEOUT", "3")
     srv, held = _listener(answer)
+    before = {id(o) for o in gc.get_objects() if isinstance(o, Client)}
     try:
         with pytest.raises(ParameterError, match=says):
             DaskExecutor(f"tcp://127.0.0.1:{srv.getsockname()[1]}")
@@ -68,6 +74,14 @@ def test_an_address_that_is_not_a_dask_scheduler_is_one_line(monkeypatch, answer
         srv.close()
         for c in held:
             c.close()
+    # the half-made Client is closed by the thread that made it, once its connection ends (here: the listener
+    # closed). Left to a garbage collection, its __del__ ran inside the next LocalCluster's start
+    # (test_a_scheduler_without_workers...) and waited for ever on the lock that start held.
+    for th in [th for th in threading.enumerate() if th.name == "facepii-dask-connect"]:
+        th.join(60)  # ends with its connection: an event, not a clock
+        assert not th.is_alive()
+    made = [o for o in gc.get_objects() if isinstance(o, Client) and id(o) not in before]
+    assert made and all(o.status == "closed" for o in made), [o.status for o in made]
 
 
 def test_a_scheduler_without_workers_is_one_line(monkeypatch):
