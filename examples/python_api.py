@@ -2,7 +2,8 @@
 
     python examples/python_api.py [DATASET]     (default: the shared CelebA subset)
 
-A small, quick run: 60 identities, noise at two levels, two attacks.
+A small, quick run: 60 identities (30 victims), noise at two levels, two attacks. The tests run it
+(tests/test_examples.py).
 """
 
 import sys
@@ -15,8 +16,7 @@ from facepii.report import render
 dataset = sys.argv[1] if len(sys.argv) > 1 else "celeba:../shared/datasets/celeba-subset"
 # the same option names as the CLI's (and the gate's [evaluate] table)
 cfg = EvaluateConfig.from_options(dataset=dataset, encoder="sface", defenses=["noise"], params={"sigma": [0.05, 0.2]},
-                                  attacks=["nearest", "decoder"], budget="quick", max_identities=60, victims=20,
-                                  seed=0)
+                                  attacks=["nearest", "decoder"], budget="quick", max_identities=60, seed=0)
 evaluation = run(cfg)
 report = evaluation.report
 

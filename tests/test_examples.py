@@ -89,6 +89,34 @@ def test_vendor_script_usage_error():
     assert r.returncode == 2 and "MODEL.onnx PHOTO_FOLDER" in r.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_python_api_example_runs_and_prints_what_its_report_holds(celeba, session_cache, tmp_path):
+    """examples/python_api.py as a user runs it (its own process). It shares the session's cache: its 60
+    identities, split and budget are those of test_attacks' slow test, so whichever runs first trains the
+    attacker's face model and the other reuses it."""
+    import json
+    import os
+    import subprocess
+
+    env = {**os.environ, "FACEPII_CACHE_DIR": str(session_cache)}
+    r = subprocess.run([sys.executable, str(ROOT / "examples/python_api.py"), f"celeba:{celeba}"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads((tmp_path / "python-api-report.json").read_text(encoding="utf-8"))
+    rows = rep["rows"]
+    assert [(x["defense"], x["params"]) for x in rows] == [("none", {}), ("noise", {"sigma": 0.05}),
+                                                           ("noise", {"sigma": 0.2})]
+    printed = [ln for ln in r.stdout.splitlines() if "TAR@1e-3" in ln and "rank-1 re-identification" in ln]
+    assert len(printed) == 3
+    for line, row in zip(printed, rows):  # each line reads the typed estimates the report file holds
+        assert f"TAR@1e-3 {row['utility']['tar@far=1e-3']['value']:.3f}" in line
+        assert f"rank-1 re-identification {row['privacy']['rank1']['value']:.2f}" in line
+        assert line.endswith(f"worst attack {row['privacy']['attack']}")
+    assert rep["split"]["victims"] == 30 and "threat model: " in r.stdout
+    assert "rank-1" in r.stdout.split("threat model:")[0]  # the rendered report came first
+
+
 def test_example_scripts_compile():
     for p in Path(ROOT / "examples").rglob("*.py"):
         compile(p.read_text(), str(p), "exec")
