@@ -226,33 +226,23 @@ def prior_show(
         typer.echo(f"{k:18} {v}")
 
 
-def _list(registry) -> None:
-    rows = [(e.name, e.help, "" if e.origin == "built-in" else e.origin) for e in registry.entries()]
-    typer.echo(tabulate(rows, headers=["name", "what it is", "from"], tablefmt="plain"))
+def _listing(registry, help_: str) -> Callable[[], None]:
+    """A command that lists ``registry``'s entries (name, help line, where a plug-in comes from)."""
+    def listing() -> None:
+        rows = [(e.name, e.help, "" if e.origin == "built-in" else e.origin) for e in registry.entries()]
+        typer.echo(tabulate(rows, headers=["name", "what it is", "from"], tablefmt="plain"))
+
+    listing.__doc__ = help_
+    return listing
 
 
-@_command()
-def encoders() -> None:
-    """List the face encoders (targets and judges)."""
-    _list(reg.encoders)
-
-
-@_command()
-def defenses() -> None:
-    """List the embedding protections."""
-    _list(reg.defenses)
-
-
-@_command()
-def attacks() -> None:
-    """List the reconstruction attacks."""
-    _list(reg.attacks)
-
-
-@_command()
-def oracles() -> None:
-    """List the oracle attacks (--oracle): the matcher's answers, never the victim's template."""
-    _list(reg.oracles)
+for _name, _registry, _help in (
+        ("encoders", reg.encoders, "List the face encoders (targets and judges)."),
+        ("defenses", reg.defenses, "List the embedding protections."),
+        ("attacks", reg.attacks, "List the reconstruction attacks."),
+        ("oracles", reg.oracles, "List the oracle attacks (--oracle): the matcher's answers, never the victim's "
+                                 "template.")):
+    _command(_name)(_listing(_registry, _help))
 
 
 @_command("kernels")
