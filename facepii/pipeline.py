@@ -41,7 +41,7 @@ from facepii.reconstructions import (
 )
 from facepii.report import Evaluation, Report, mark_pareto
 from facepii.row_executor import row_executor
-from facepii.rows import Attacked, RowJob
+from facepii.rows import Attacked, RowJob, RowSettings
 from facepii.scores import Items, item_names
 from facepii.stages import (
     check_rows_fit,
@@ -142,7 +142,7 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executo
                                 embedded.aligned(split.source_pos), None if aux is None else aux.block)
     finally:
         cache.close()
-    job = RowJob(cfg, embedded, fit_pos, attacked)
+    job = RowJob(RowSettings.of(cfg), embedded, fit_pos, attacked)
     runner = row_executor(executor)
     found: dict[int, RowEstimates] = {}
     recon: dict[int, np.ndarray] = {}

@@ -39,12 +39,12 @@ class InProcessRows:
         """Rows ``only`` (default: every row) of ``grid``, in order, each labelled ``where``."""
         for n in range(len(grid)) if only is None else only:
             spec, params = grid[n]
-            with compute_threads(job.cfg.data.threads):
+            with compute_threads(job.settings.threads):
                 row, faces = job.judging(job.attacks(spec, params))
             yield n, row, faces, where
 
     def baselines(self, job: RowJob) -> dict:
-        with compute_threads(job.cfg.data.threads):
+        with compute_threads(job.settings.threads):
             return job.baselines()
 
     def describe(self, threads: int | None, where: dict[str, str]) -> dict:
@@ -107,7 +107,7 @@ def _attacks_task(task, job: RowJob) -> dict:
     """On a Dask worker: a row's first stage (templates, utility, unlinkability, the attacks)."""
     spec, params = task
     started = _start_task()
-    with compute_threads(job.cfg.data.threads):
+    with compute_threads(job.settings.threads):
         ra = job.attacks(spec, params, keep_templates=False)
     return {"ra": ra, "worker": worker_name(), "stage_seconds": dict(progress.STAGE_SECONDS),
             "seconds": time.monotonic() - started}
@@ -117,7 +117,7 @@ def _judging_task(first: dict, job: RowJob) -> dict:
     """On a Dask worker: a row's second stage (judging, irreversibility, the oracle's figures) from its
     first stage's result, which may have run on another worker."""
     started = _start_task()
-    with compute_threads(job.cfg.data.threads):
+    with compute_threads(job.settings.threads):
         row, faces = job.judging(first["ra"])
     times = dict(first["stage_seconds"])
     for k, v in progress.STAGE_SECONDS.items():
@@ -129,5 +129,5 @@ def _judging_task(first: dict, job: RowJob) -> dict:
 def _baselines_task(job: RowJob) -> dict:
     """On a Dask worker: the empirical baselines through the judges (the driver's call, same threads)."""
     _start_task()
-    with compute_threads(job.cfg.data.threads):
+    with compute_threads(job.settings.threads):
         return job.baselines()

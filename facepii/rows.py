@@ -49,6 +49,31 @@ CIPHERTEXT = ("not applicable: the stolen templates are CKKS ciphertexts (IND-CP
 
 
 
+@dataclass(frozen=True)
+class RowSettings:
+    """What a row's two stages read of the validated configuration, and nothing else of it (a Dask worker
+    gets these, not the whole config): the seed, the bootstrap, the torch threads, the utility's memory and
+    score-file limits, the key scenarios, the attacks, K templates per victim and the oracle."""
+
+    seed: int
+    bootstrap: int
+    threads: int | None
+    max_memory: int | None
+    scores: int
+    key: str
+    attacks: tuple[str, ...]
+    templates_per_victim: tuple[int, ...]
+    oracle: str
+    oracle_queries: int | None
+
+    @classmethod
+    def of(cls, cfg: EvaluateConfig) -> RowSettings:
+        """The row settings of a validated, resolved config."""
+        d, p = cfg.data, cfg.privacy
+        return cls(cfg.seed, cfg.bootstrap, d.threads, d.max_memory, d.scores, p.key, tuple(p.attacks),
+                   tuple(p.templates_per_victim), p.oracle, p.oracle_queries)
+
+
 @dataclass
 class Attacked:
     """What every row's privacy stage shares: the split, the attacker's kit, the judges and the
@@ -80,41 +105,41 @@ class RowAttacks:
 
 @dataclass
 class RowJob:
-    """What every row of a run shares: the configuration, the embedded photos, the defender's enrolments
-    (``fit_pos``) and, with attacks, :class:`Attacked`. A row executor (:mod:`facepii.row_executor`) calls
-    :meth:`attacks` then :meth:`judging` for each (spec, params), in this process or on Dask workers."""
+    """What every row of a run shares: its settings (:class:`RowSettings`), the embedded photos, the
+    defender's enrolments (``fit_pos``) and, with attacks, :class:`Attacked`. A row executor
+    (:mod:`facepii.row_executor`) calls :meth:`attacks` then :meth:`judging` for each (spec, params), in this
+    process or on Dask workers."""
 
-    cfg: EvaluateConfig
+    settings: RowSettings
     embedded: EmbeddedSet
     fit_pos: np.ndarray | None
     attacked: Attacked | None
 
     def attacks(self, spec: str, params: dict, keep_templates: bool = True) -> RowAttacks:
         """The row's first stage (:func:`row_attacks`)."""
-        return row_attacks(self.cfg, self.embedded, spec, params, self.fit_pos, self.attacked, keep_templates)
+        return row_attacks(self.settings, self.embedded, spec, params, self.fit_pos, self.attacked, keep_templates)
 
     def judging(self, ra: RowAttacks) -> tuple[RowEstimates, np.ndarray | None]:
         """The row's second stage (:func:`row_judging`); without attacks the first stage's estimates."""
         if self.attacked is None:
             return ra.row, None
-        return row_judging(self.cfg, self.embedded, ra, self.fit_pos, self.attacked)
+        return row_judging(self.settings, self.embedded, ra, self.fit_pos, self.attacked)
 
     def baselines(self) -> dict:
         """The empirical floors (a random auxiliary face, the mean face) through the judges."""
         a = self.attacked
-        return judge_baselines(a.judges, baseline_faces(a.kit.aux_faces, len(a.victims), self.cfg.seed),
-                               a.victims, self.cfg.bootstrap, self.cfg.seed)
+        return judge_baselines(a.judges, baseline_faces(a.kit.aux_faces, len(a.victims), self.settings.seed),
+                               a.victims, self.settings.bootstrap, self.settings.seed)
 
 
-def row_attacks(cfg: EvaluateConfig, embedded: EmbeddedSet, spec: str, params: dict, fit_pos,
+def row_attacks(s: RowSettings, embedded: EmbeddedSet, spec: str, params: dict, fit_pos,
                 attacked: Attacked | None, keep_templates: bool = True) -> RowAttacks:
     """A row's first stage: templates, utility and unlinkability, and with attacks every key scenario's
     (and the oracle's) reconstructions."""
-    p = cfg.privacy
     label = row_label(spec, params)
     with progress.stage(f"row {label}: templates, utility, unlinkability"):
-        t = protect(embedded, spec, params, fit_pos, p.key, cfg.seed)
-        row = row_estimates(embedded, t, fit_pos, cfg)
+        t = protect(embedded, spec, params, fit_pos, s.key, s.seed)
+        row = row_estimates(embedded, t, fit_pos, s)
     out = RowAttacks(spec, params, row, [], templates=t if keep_templates else None)
     if attacked is None:
         return out
@@ -123,36 +148,35 @@ def row_attacks(cfg: EvaluateConfig, embedded: EmbeddedSet, spec: str, params: d
         if t.defense.encrypted and key == "secret":
             row.privacy_key_secret = PrivacyEstimates("", {}, key, not_applicable=CIPHERTEXT)
             continue
-        ks = p.templates_per_victim if i == 0 else p.templates_per_victim[:1]  # further K: headline key only
+        ks = list(s.templates_per_victim if i == 0 else s.templates_per_victim[:1])  # further K: headline key only
         many = f" (K = {', '.join(map(str, ks))} templates per victim)" if ks != [1] else ""
         with progress.stage(f"row {label}: attacks" + (f" (key {key})" if t.defense.keyed else "") + many):
-            out.scenarios.append((key, reconstruct(kit, t, key, split, embedded.labels, p.attacks, ks)))
-    if p.oracle != "none":
-        budget = oracle_queries(p.oracle, p.oracle_queries)
-        threshold = system_view(embedded, t, split, kit.target, cfg.seed)["threshold"]
-        with progress.stage(f"row {label}: {p.oracle} oracle ({budget} queries per victim), attacks"):
-            out.oracle = oracle_attack(kit, t, embedded, split, p.oracle, budget, threshold, p.attacks)
+            out.scenarios.append((key, reconstruct(kit, t, key, split, embedded.labels, list(s.attacks), ks)))
+    if s.oracle != "none":
+        budget = oracle_queries(s.oracle, s.oracle_queries)
+        threshold = system_view(embedded, t, split, kit.target, s.seed)["threshold"]
+        with progress.stage(f"row {label}: {s.oracle} oracle ({budget} queries per victim), attacks"):
+            out.oracle = oracle_attack(kit, t, embedded, split, s.oracle, budget, threshold, list(s.attacks))
     return out
 
 
-def row_judging(cfg: EvaluateConfig, embedded: EmbeddedSet, ra: RowAttacks, fit_pos, attacked: Attacked
+def row_judging(s: RowSettings, embedded: EmbeddedSet, ra: RowAttacks, fit_pos, attacked: Attacked
                 ) -> tuple[RowEstimates, np.ndarray]:
     """A row's second stage: the judges on every reconstruction, irreversibility, the oracle's figures.
     Returns the row's estimates and its worst reconstructions."""
-    p = cfg.privacy
     label = row_label(ra.spec, ra.params)
-    t = ra.templates if ra.templates is not None else protect(embedded, ra.spec, ra.params, fit_pos, p.key, cfg.seed)
+    t = ra.templates if ra.templates is not None else protect(embedded, ra.spec, ra.params, fit_pos, s.key, s.seed)
     split, kit, judges, row = attacked.split, attacked.kit, attacked.judges, ra.row
-    system = system_view(embedded, t, split, kit.target, cfg.seed)
+    system = system_view(embedded, t, split, kit.target, s.seed)
     worst_faces = None
     for i, (key, r) in enumerate(ra.scenarios):
         with progress.stage(f"row {label}: judging"):
-            block = privacy_block(judges, _judge_all(judges, r.faces, attacked, cfg), key if t.defense.keyed else None)
+            block = privacy_block(judges, _judge_all(judges, r.faces, attacked, s), key if t.defense.keyed else None)
         block.queries = r.queries
         _keep_judge_scores(row, block, judges, "" if i == 0 else f" (key {key})")
         for k, (faces_k, queries_k) in r.more.items():
             with progress.stage(f"row {label}: judging, {k} templates per victim"):
-                bk = privacy_block(judges, _judge_all(judges, faces_k, attacked, cfg),
+                bk = privacy_block(judges, _judge_all(judges, faces_k, attacked, s),
                                    key if t.defense.keyed else None)
             bk.queries = queries_k
             row.privacy_templates[k] = bk
@@ -162,16 +186,16 @@ def row_judging(cfg: EvaluateConfig, embedded: EmbeddedSet, ra: RowAttacks, fit_
             worst_faces = r.faces[block.attack]
             with progress.stage(f"row {label}: irreversibility"):
                 row.irreversibility = row_irreversibility(embedded, split, r.recovered, key, worst_faces, judges,
-                                                          system, attacked.raw_impostor, cfg.bootstrap, cfg.seed)
+                                                          system, attacked.raw_impostor, s.bootstrap, s.seed)
         else:
             row.privacy_key_secret = block
     if ra.oracle is not None:
         r, res = ra.oracle
         with progress.stage(f"row {label}: judging the oracle's faces"):
-            block = privacy_block(judges, _judge_all(judges, r.faces, attacked, cfg), None)
-        block.oracle = oracle_summary(res, embedded, split, attacked.raw_impostor, cfg.bootstrap, cfg.seed)
+            block = privacy_block(judges, _judge_all(judges, r.faces, attacked, s), None)
+        block.oracle = oracle_summary(res, embedded, split, attacked.raw_impostor, s.bootstrap, s.seed)
         row.oracle = block
-        _keep_judge_scores(row, block, judges, f" ({p.oracle} oracle)")
+        _keep_judge_scores(row, block, judges, f" ({s.oracle} oracle)")
     return row, worst_faces
 
 
@@ -186,20 +210,20 @@ def _keep_judge_scores(row: RowEstimates, block: PrivacyEstimates, judges, scena
                                                  float(thresholds[name])))
 
 
-def _judge_all(judges, faces: dict, attacked: Attacked, cfg: EvaluateConfig) -> dict[str, AttackFigures]:
+def _judge_all(judges, faces: dict, attacked: Attacked, s: RowSettings) -> dict[str, AttackFigures]:
     """Every attack's faces through the judges: attack -> figures. Attacks that made the very same faces
     (e.g. ``inverse`` and ``decoder`` on raw templates: one decoder) are judged once."""
     out, seen = {}, {}
     for a, f in faces.items():
         h = hashlib.sha256(np.ascontiguousarray(f).tobytes()).hexdigest()
         if h not in seen:
-            seen[h] = judge_faces(judges, f, attacked.victims, attacked.sources, cfg.bootstrap, cfg.seed)
+            seen[h] = judge_faces(judges, f, attacked.victims, attacked.sources, s.bootstrap, s.seed)
         out[a] = seen[h]
     return out
 
 
-def row_estimates(embedded, t: Templates, fit_pos, cfg: EvaluateConfig) -> RowEstimates:
+def row_estimates(embedded, t: Templates, fit_pos, s: RowSettings) -> RowEstimates:
     """A row's utility and ISO/IEC 30136 unlinkability/renewability (no attacks)."""
-    row = utility_row(embedded, t, fit_pos, cfg.bootstrap, cfg.seed, cfg.data.max_memory, cfg.data.scores)
-    row.unlinkability = unlinkability(embedded, t, cfg.bootstrap, cfg.seed)
+    row = utility_row(embedded, t, fit_pos, s.bootstrap, s.seed, s.max_memory, s.scores)
+    row.unlinkability = unlinkability(embedded, t, s.bootstrap, s.seed)
     return row

@@ -137,3 +137,24 @@ def test_specs_are_parsed_once_into_typed_fields_and_follow_the_options():
     assert r.data.threads == 7 and cfg.data.threads is None and r.specs == s and r.specs is not s
     cfg.privacy.judge = None  # a changed option is parsed again by the next validation
     assert cfg.validate().specs.judges == (None,)
+
+
+def test_the_rows_get_their_settings_not_the_whole_config():
+    import dataclasses
+
+    from facepii.config import EvaluateConfig
+    from facepii.rows import RowJob, RowSettings
+
+    def settings(**kw):
+        opts = dict(dataset="embeddings:a.npz", defenses=["noise"], attacks=["nearest", "decoder"], seed=3,
+                    bootstrap=200, oracle="score", oracle_queries=50, templates_per_victim=[1, 2], key="secret")
+        return RowSettings.of(EvaluateConfig.from_options(**{**opts, **kw}).resolved(2))
+
+    s = settings()
+    assert (s.seed, s.bootstrap, s.threads, s.key, s.attacks, s.templates_per_victim, s.oracle, s.oracle_queries) \
+        == (3, 200, 2, "secret", ("nearest", "decoder"), (1, 2), "score", 50)
+    assert [f.name for f in dataclasses.fields(RowJob)] == ["settings", "embedded", "fit_pos", "attacked"]
+    # options a row never reads leave its settings as they were; one it reads changes them
+    unread = dict(dataset="embeddings:b.npz", cache_dir="elsewhere", judge="dlib", max_identities=9, prior="detail")
+    assert settings(**unread) == s
+    assert settings(seed=4) != s and settings(scores=0) != s
