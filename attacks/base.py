@@ -24,7 +24,8 @@ the unit sphere; ``nearest`` averages its K scores; the decoder averages its K i
 
 Capabilities an attack declares (checked by the contract test): ``white_box_gradients`` (it
 differentiates the target's copy when the attacker is white box; a black-box attacker never
-gives it one).
+gives it one) and ``uses_face_model`` (it reads ``threat.face_model``; when no attack of a run
+does, the attacker's face model is not trained and ``threat.face_model`` is None).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class ThreatModel:
 
     encoder: Any                       # the target encoder F (queries: embed(faces))
     defense: Any                       # the fitted defense D (algorithm and parameters known)
-    face_model: FaceModel              # shared decoder + face space, trained on aux raw embeddings
+    face_model: FaceModel | None       # shared decoder + face space, trained on aux raw embeddings (None
+    #                                    when no attack of the run uses it: Attack.uses_face_model)
     aux_embeddings: np.ndarray         # F(x) of the auxiliary faces (the attacker computes them)
     aux_users: np.ndarray              # identity labels of the auxiliary faces
     protect: Callable[..., np.ndarray]  # (E, users) -> templates as the attacker can make them
@@ -134,6 +136,7 @@ class Attack(Parameters):
     #: the registry name of a built-in attack (a plug-in gets the name of its entry point)
     registry_name: str | None = None
     white_box_gradients = False
+    uses_face_model = True
 
     def fit(self, templates: np.ndarray, images: np.ndarray, *, threat: ThreatModel,
             cache: RowCache | None = None) -> Attack:

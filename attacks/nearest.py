@@ -17,6 +17,7 @@ class Nearest(Attack):
     """Return the auxiliary face whose protected template matches the stolen template best."""
 
     registry_name = "nearest"
+    uses_face_model = False  # it returns an auxiliary photo
 
     def __init__(self):
         pass

@@ -190,6 +190,7 @@ def _run(cfg: EvaluateConfig, fs, target, encoders, notes, want_privacy, executo
 
 def _privacy_extra(cfg: EvaluateConfig, attacked: Attacked, labels, judge_is_target: bool) -> dict:
     p, split, judges, kit = cfg.privacy, attacked.split, attacked.judges, attacked.kit
+    fm = kit.face_model
     own = attacked.attacker_data
     split_block = split.to_dict(labels)
     if own is not None:  # the auxiliary figures are the attacker's own photos'
@@ -207,8 +208,8 @@ def _privacy_extra(cfg: EvaluateConfig, attacked: Attacked, labels, judge_is_tar
                    "target": encoder_dict(kit.target),
                    "threshold@fmr=1e-3": {k: j.threshold for k, j in judges.items()}},
         "attacker": {"face_model": kit.face_model_source, "models": kit.models(),
-                     "prior": {**(kit.face_model.prior.describe() if kit.face_model.prior else {}),
-                               "from": kit.prior_source}},
+                     "prior": {**(fm.prior.describe() if fm is not None and fm.prior else {}),
+                               "from": kit.prior_source or "not used: no face model"}},
         "personal_data": "Reconstructions and victim photos are personal data: they are written only "
                          "under --out, never elsewhere.",
     }

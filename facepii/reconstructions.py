@@ -54,7 +54,8 @@ class AttackerKit:
     torch_encoder: Any
     seed: int
     device: str
-    face_model_source: str = "trained"   # "trained", "cache", or "retrained (cache entry unusable: ...)"
+    face_model_source: str = "trained"   # "trained", "cache", "retrained (cache entry unusable: ...)", or
+    #                                      NO_FACE_MODEL (no attack of the run uses one: face_model is None)
     surrogates: list = field(default_factory=list)   # the black-box attacker's own face models (encoders)
     space: np.ndarray | None = None      # the surrogates' embeddings of the auxiliary faces
     queries: QueryCounter | None = None  # the target as a black-box attacker queries it
@@ -152,13 +153,27 @@ def prepare_attacker(p: PrivacyConfig, seed: int, embedded: EmbeddedSet, split: 
     people = None
     if p.prior not in KINDS:
         people = centroids if centroids is not None else victim_centroids(embedded, split, target)
-    prior, kit.prior_source = attacker_prior(p, seed, kit.aux_faces, keys, kit.aux_users, victim_keys, cache,
-                                             people)
-    kit.face_model, kit.face_model_source = _face_model(kit, keys, cache, prior)
+    users = needs_face_model(p.attacks)
+    if users or p.prior not in KINDS:  # a prior file is checked against the victims whatever the attacks
+        prior, kit.prior_source = attacker_prior(p, seed, kit.aux_faces, keys, kit.aux_users, victim_keys, cache,
+                                                 people)
+    if users:
+        kit.face_model, kit.face_model_source = _face_model(kit, keys, cache, prior)
+    else:
+        kit.face_model_source = NO_FACE_MODEL + f" ({', '.join(p.attacks)})"
     if queries is not None:  # the auxiliary photos' embeddings, and any mirrored faces the face model queried
         kit.aux_queries = len(aux_faces) + queries.queries
         queries.queries = 0
     return kit
+
+
+NO_FACE_MODEL = "not trained: no attack of this run uses one"
+
+
+def needs_face_model(attacks: Sequence[str]) -> list[str]:
+    """The attacks among ``attacks`` that read the attacker's face model (``Attack.uses_face_model``):
+    without any, the run trains none."""
+    return [a for a in attacks if type(attack_registry.create(a)).uses_face_model]
 
 
 def prior_key(p: PrivacyConfig, settings: PriorSettings, keys: list[str], seed: int) -> str:

@@ -356,6 +356,10 @@ def test_attack_reconstructs_faces_and_declares_its_gradients(aux, name, knowled
     used = tm.torch_encoder.calls if tm.torch_encoder is not None else 0
     if knowledge == "white":
         assert (used > 0) == bool(type(a).white_box_gradients), used
+    if not type(a).uses_face_model:  # declared: a run of such attacks alone trains no face model
+        without = replace(tm, face_model=None)
+        b = attacks.create(name).fit(T_aux, faces, threat=without, cache=RowCache())
+        np.testing.assert_array_equal(b.reconstruct(T_vic, users=np.array(["v0", "v1"])), outs[0])
 
 
 def test_a_row_shares_one_decoder_between_its_attacks(aux):

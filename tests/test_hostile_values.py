@@ -361,3 +361,36 @@ def test_a_cached_face_model_with_zeroed_weights_is_retrained(tmp_path):
     cache.put_model(f"facemodel-{key}", fm.to_bytes())
     fm2, source = _face_model(kit, ["k"], cache)
     assert source.startswith("retrained (cache entry unusable: its faces do not depend on the embedding")
+
+
+def test_attacks_that_use_no_face_model_train_none_and_give_the_same_figures(tmp_path, tiny_world, monkeypatch):
+    """`--attack nearest` alone: no attack reads the attacker's face model (Attack.uses_face_model), so none
+    is trained (nor its built-in prior); the report says so, and nearest's figures are those of a run that
+    trained one for another attack."""
+    from attacks import facemodel
+    from facepii.config import EvaluateConfig
+    from facepii.pipeline import run
+
+    t, j = tiny_world
+    d = write_folder_dataset(tmp_path / "d", n_ids=6, per_id=3, seed=1)
+
+    def report(attacks):
+        return run(EvaluateConfig.from_options(dataset=f"folder:{d}", encoder=f"onnx:{t}", judge=f"onnx:{j}",
+                                               defenses=["noise"], params={"sigma": [0.1]}, bootstrap=100, seed=1,
+                                               budget="quick", no_cache=True, attacks=attacks)).report.to_dict()
+
+    both = report(["nearest", "decoder"])
+    assert both["attacker"]["face_model"] == "trained"
+
+    def no_training(*a, **k):
+        raise AssertionError("a face model was trained for attacks that use none")
+
+    monkeypatch.setattr(facemodel.FaceModel, "train", no_training)
+    alone = report(["nearest"])
+    assert alone["attacker"]["face_model"] == "not trained: no attack of this run uses one (nearest)"
+    assert alone["attacker"]["prior"] == {"from": "not used: no face model"}
+    for a, b in zip(both["rows"], alone["rows"]):
+        assert a["privacy"]["per_attack"]["nearest"] == b["privacy"]["per_attack"]["nearest"]
+        assert a["utility"] == b["utility"]
+    with pytest.raises(AssertionError, match="face model was trained"):
+        report(["nearest", "decoder"])
