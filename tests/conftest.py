@@ -53,20 +53,29 @@ def mobilefacenet() -> Path:
 ONE_THREAD_EXECUTOR_TEST = "test_rows_on_workers_and_two_runs_on_one_cache_give_a_lone_runs_report"
 
 
+@pytest.fixture(scope="session")
+def golden_cache(tmp_path_factory) -> Path:
+    """The golden report's cache (tests/test_golden.py). Its run starts from nothing and fills it; the
+    executor test, which runs the golden report's split on one thread too, starts from a copy of it instead
+    of training the same attacker's face model a second time (the same bytes in any process:
+    tests/test_attacks.py)."""
+    return tmp_path_factory.mktemp("golden-cache")
+
+
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected: only when the test will run
 def pytest_collection_modifyitems(session, config, items):
-    """The emulated-CPU check (tests/test_golden.py) runs for minutes on one core: start it as soon as the
-    session knows it will run, run the tests that compute on one thread first beside it (the golden report,
-    then the executor test, whose lone run trains its face model on one thread), and compare the emulated
-    digests last, when the probe has long finished."""
+    """The tests that compute on one thread run first, the golden report and then the executor test (which
+    reuses the golden run's face model). The emulated-CPU check (tests/test_golden.py) runs for minutes on
+    one core: when it is collected, it starts as soon as the session knows it will run, beside those two,
+    and its digests are compared last, when the probe has long finished."""
     from test_golden import EMULATED_TEST, GOLDEN_TEST, start_emulated
 
-    if not config.option.collectonly and any(item.name == EMULATED_TEST for item in items):
+    early = (GOLDEN_TEST, ONE_THREAD_EXECUTOR_TEST)
+    first = [i for n in early for i in items if i.name == n]
+    last = [i for i in items if i.name == EMULATED_TEST]
+    items[:] = first + [i for i in items if i.name not in (*early, EMULATED_TEST)] + last
+    if not config.option.collectonly and last:
         config._facepii_emulated = start_emulated()
-        early = (GOLDEN_TEST, ONE_THREAD_EXECUTOR_TEST)
-        first = [i for n in early for i in items if i.name == n]
-        last = [i for i in items if i.name == EMULATED_TEST]
-        items[:] = first + [i for i in items if i.name not in (*early, EMULATED_TEST)] + last
 
 
 def pytest_unconfigure(config):
