@@ -161,6 +161,8 @@ def prepare_attacker(p: PrivacyConfig, seed: int, embedded: EmbeddedSet, split: 
         kit.face_model, kit.face_model_source = _face_model(kit, keys, cache, prior)
     else:
         kit.face_model_source = NO_FACE_MODEL + f" ({', '.join(p.attacks)})"
+        if kit.prior_source:  # a prior file, checked against the victims
+            kit.prior_source += " (checked, not used: no face model)"
     if queries is not None:  # the auxiliary photos' embeddings, and any mirrored faces the face model queried
         kit.aux_queries = len(aux_faces) + queries.queries
         queries.queries = 0
