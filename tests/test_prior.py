@@ -206,6 +206,15 @@ def test_a_prior_file_and_the_attackers_own_photos_end_to_end(celeba, tmp_path, 
     assert f"its own dataset (folder:{att}: 40 photos of 10 people)" in r["threat_model"]
     assert r["dataset"]["n_identities"] == 6          # utility: the vendor's people only
     assert set(r["rows"][0]["privacy"]["per_attack"]) == {"nearest", "decoder"}
+    j = tmp_path / "nearest.json"  # no attack that uses a face model: the prior file is checked, not used
+    code, _, err = run_cli(["evaluate", "-q", "--dataset", f"folder:{vic}", "--attacker-data", f"folder:{att}",
+                            "--attack", "nearest", "--judge", "dlib", "--budget", "quick", "--bootstrap", "200",
+                            "--prior", str(pfile), "--cache-dir", str(cache), "--json", str(j)], capsys)
+    assert code == 0, err
+    n = json.loads(j.read_text())
+    assert n["attacker"]["face_model"] == "not trained: no attack of this run uses one (nearest)"
+    assert n["attacker"]["prior"] == {"from": f"file {pfile} (checked, not used: no face model)"}
+    assert n["rows"][0]["privacy"]["per_attack"]["nearest"] == r["rows"][0]["privacy"]["per_attack"]["nearest"]
     code, _, err = run_cli(["evaluate", "-q", "--dataset", f"folder:{pri}", "--attack", "nearest", "--budget",
                             "quick", "--prior", str(pfile), "--cache-dir", str(cache)], capsys)
     assert code == 2 and "--prior" in err and "victims" in err
