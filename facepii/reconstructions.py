@@ -23,7 +23,7 @@ from attacks.base import RowCache, ThreatModel, recovered_embeddings
 from attacks.facemodel import BUDGETS, FaceModel
 from attacks.oracle import Oracle, OracleInputs
 from attacks.prior import KINDS, PRIOR_BUDGETS, PRIOR_FORMAT, SAME_PERSON, FacePrior, PriorSettings
-from facepii import kernels
+from facepii import kernels, progress
 from facepii.attacker_data import AttackerPhotos, victim_centroids
 from facepii.cache import Cache
 from facepii.config import PrivacyConfig
@@ -161,6 +161,7 @@ def prepare_attacker(p: PrivacyConfig, seed: int, embedded: EmbeddedSet, split: 
         kit.face_model, kit.face_model_source = _face_model(kit, keys, cache, prior)
     else:
         kit.face_model_source = NO_FACE_MODEL + f" ({', '.join(p.attacks)})"
+        progress.note(f"attacker's face model: {kit.face_model_source}")
         if kit.prior_source:  # a prior file, checked against the victims
             kit.prior_source += " (checked, not used: no face model)"
     if queries is not None:  # the auxiliary photos' embeddings, and any mirrored faces the face model queried
@@ -290,7 +291,7 @@ def _face_model(kit: AttackerKit, aux_keys: list[str], cache: Cache, prior: Face
 
 
 def reconstruct(kit: AttackerKit, templates: Templates, key: str, split: Split, labels: np.ndarray,
-                attacks: list[str], ks: tuple[int, ...] | list[int] = (1,)) -> Reconstructions:
+                attacks: Sequence[str], ks: tuple[int, ...] | list[int] = (1,)) -> Reconstructions:
     """Fit every attack on the auxiliary set's templates (made with the attacker's own view of the
     defense) and reconstruct each victim's face from its stolen templates: ``ks[0]`` per victim (the
     headline), then, from the same fitted attacks, every further K of ``ks`` (``Reconstructions.more``)."""
@@ -332,7 +333,7 @@ def _threat(kit: AttackerKit, defense, protect, key: str, victims: np.ndarray) -
 
 
 def _run(threat: ThreatModel, cache: RowCache, kit: AttackerKit, T_aux: np.ndarray, T_vic: np.ndarray,
-         victims: np.ndarray, attacks: list[str], fitted: dict | None = None) -> dict[str, np.ndarray]:
+         victims: np.ndarray, attacks: Sequence[str], fitted: dict | None = None) -> dict[str, np.ndarray]:
     """Each attack fitted, then its faces; the fitted attacks are kept in ``fitted`` when given."""
     faces = {}
     for name in attacks:
@@ -345,7 +346,7 @@ def _run(threat: ThreatModel, cache: RowCache, kit: AttackerKit, T_aux: np.ndarr
 
 
 def oracle_attack(kit: AttackerKit, templates: Templates, embedded: EmbeddedSet, split: Split, kind: str,
-                  budget: int, threshold: float, attacks: list[str]):
+                  budget: int, threshold: float, attacks: Sequence[str]):
     """The oracle attack ``kind`` against every victim (:mod:`attacks.oracle`), then faces from the
     recovered embeddings by the attacks on raw templates. Returns (Reconstructions, OracleResult)."""
     d = templates.defense

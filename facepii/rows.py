@@ -151,12 +151,12 @@ def row_attacks(s: RowSettings, embedded: EmbeddedSet, spec: str, params: dict, 
         ks = list(s.templates_per_victim if i == 0 else s.templates_per_victim[:1])  # further K: headline key only
         many = f" (K = {', '.join(map(str, ks))} templates per victim)" if ks != [1] else ""
         with progress.stage(f"row {label}: attacks" + (f" (key {key})" if t.defense.keyed else "") + many):
-            out.scenarios.append((key, reconstruct(kit, t, key, split, embedded.labels, list(s.attacks), ks)))
+            out.scenarios.append((key, reconstruct(kit, t, key, split, embedded.labels, s.attacks, ks)))
     if s.oracle != "none":
         budget = oracle_queries(s.oracle, s.oracle_queries)
         threshold = system_view(embedded, t, split, kit.target, s.seed)["threshold"]
         with progress.stage(f"row {label}: {s.oracle} oracle ({budget} queries per victim), attacks"):
-            out.oracle = oracle_attack(kit, t, embedded, split, s.oracle, budget, threshold, list(s.attacks))
+            out.oracle = oracle_attack(kit, t, embedded, split, s.oracle, budget, threshold, s.attacks)
     return out
 
 
